@@ -1,0 +1,64 @@
+#include "memory/kv_store.h"
+
+#include <cstring>
+
+#include "util/error.h"
+#include "util/fp16.h"
+
+namespace endless {
+
+KVStore::KVStore(int n_layers, int kv_dim, int64_t capacity, TensorType type)
+    : n_layers_(n_layers), kv_dim_(kv_dim), capacity_(capacity), type_(type) {
+  if (type != TensorType::F32 && type != TensorType::F16)
+    fail("KV cache type must be f32 or f16, not ", type_name(type));
+  const size_t n = static_cast<size_t>(n_layers) * capacity * kv_dim * elem_size();
+  k_.assign(n, 0);
+  v_.assign(n, 0);
+}
+
+void KVStore::write(int layer, int64_t slot, const float* k, const float* v) {
+  uint8_t* kd = key(layer, slot);
+  uint8_t* vd = value(layer, slot);
+  if (type_ == TensorType::F32) {
+    std::memcpy(kd, k, kv_dim_ * 4);
+    std::memcpy(vd, v, kv_dim_ * 4);
+  } else {
+    auto* kh = reinterpret_cast<uint16_t*>(kd);
+    auto* vh = reinterpret_cast<uint16_t*>(vd);
+    for (int i = 0; i < kv_dim_; ++i) {
+      kh[i] = fp32_to_fp16(k[i]);
+      vh[i] = fp32_to_fp16(v[i]);
+    }
+  }
+}
+
+void KVStore::move(int64_t from, int64_t to, int64_t n) {
+  if (n <= 0 || from == to) return;
+  const size_t row = kv_dim_ * elem_size();
+  for (int l = 0; l < n_layers_; ++l) {
+    std::memmove(key(l, to), key(l, from), n * row);
+    std::memmove(value(l, to), value(l, from), n * row);
+  }
+}
+
+void KVStore::read_key(int layer, int64_t slot, float* out) const {
+  const uint8_t* p = key(layer, slot);
+  if (type_ == TensorType::F32) {
+    std::memcpy(out, p, kv_dim_ * 4);
+  } else {
+    const auto* h = reinterpret_cast<const uint16_t*>(p);
+    for (int i = 0; i < kv_dim_; ++i) out[i] = fp16_to_fp32(h[i]);
+  }
+}
+
+void KVStore::read_value(int layer, int64_t slot, float* out) const {
+  const uint8_t* p = value(layer, slot);
+  if (type_ == TensorType::F32) {
+    std::memcpy(out, p, kv_dim_ * 4);
+  } else {
+    const auto* h = reinterpret_cast<const uint16_t*>(p);
+    for (int i = 0; i < kv_dim_; ++i) out[i] = fp16_to_fp32(h[i]);
+  }
+}
+
+}  // namespace endless

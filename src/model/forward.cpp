@@ -1,0 +1,226 @@
+#include "model/forward.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "kernels/kernels.h"
+#include "util/error.h"
+#include "util/fp16.h"
+
+namespace endless {
+namespace {
+
+void rmsnorm(float* out, const float* x, const float* weight, int n, float eps) {
+  double ss = 0;
+  for (int i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+  const float scale = 1.0f / std::sqrt(static_cast<float>(ss / n) + eps);
+  for (int i = 0; i < n; ++i) out[i] = x[i] * scale * weight[i];
+}
+
+float silu(float x) { return x / (1.0f + std::exp(-x)); }
+
+template <typename T>
+void grow(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+}
+
+}  // namespace
+
+Engine::Engine(std::shared_ptr<const Model> model, int n_threads)
+    : model_(std::move(model)), rope_(model_->config().rope), pool_(n_threads) {}
+
+std::unique_ptr<Sequence> Engine::new_sequence(const MemoryConfig& memory) const {
+  auto seq = std::make_unique<Sequence>();
+  seq->config = memory;
+  seq->policy = make_policy(memory);
+  seq->store = KVStore(config().n_layers, config().kv_dim(), seq->policy->capacity(), memory.kv_type);
+  return seq;
+}
+
+void Engine::matmul(const Weight& w, const float* x, int64_t n_tokens, float* y) {
+  grow(act_, kernels::activations_size(w.type, w.n_in, n_tokens));
+  kernels::convert_activations(w.type, x, w.n_in, n_tokens, act_.data());
+  pool_.parallel_for(w.n_out, [&](int64_t begin, int64_t end) {
+    kernels::matmul_rows(w.type, w.data, w.n_in, w.n_out, act_.data(), n_tokens, y, begin, end);
+  });
+}
+
+// Attention of the part's new tokens over the spans their policy gives, one softmax across all
+// spans (online, so no score buffer grows with the cache). q holds the new tokens' un-rotated
+// queries; out receives n_heads * head_dim values per token.
+void Engine::attention(int layer, const BatchPart& part, const float* q, float* out) {
+  const ModelConfig& c = config();
+  const int n = static_cast<int>(part.tokens.size());
+  const int group = c.n_heads / c.n_kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  const KVStore& store = part.seq->store;
+  const bool f16 = store.type() == TensorType::F16;
+  const MemoryPolicy& policy = *part.seq->policy;
+
+  pool_.parallel_for(n, [&](int64_t begin, int64_t end) {
+    std::vector<Span> spans;
+    std::vector<float> qr(c.q_dim()), acc(c.q_dim()), m(c.n_heads), s(c.n_heads), kf(c.kv_dim()),
+        vf(c.kv_dim());
+    for (int64_t i = begin; i < end; ++i) {
+      policy.spans(layer, static_cast<int>(i), spans);
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      std::fill(m.begin(), m.end(), -INFINITY);
+      std::fill(s.begin(), s.end(), 0.0f);
+      for (const Span& span : spans) {
+        std::memcpy(qr.data(), q + i * c.q_dim(), c.q_dim() * sizeof(float));
+        rope_.apply(qr.data(), c.n_heads, span.query_pos);
+        // With a half-precision cache, llama.cpp rounds the query to half before the dot product.
+        if (f16)
+          for (float& x : qr) x = fp16_to_fp32(fp32_to_fp16(x));
+        for (int64_t slot = span.begin; slot < span.end; ++slot) {
+          store.read_key(layer, slot, kf.data());
+          store.read_value(layer, slot, vf.data());
+          for (int h = 0; h < c.n_heads; ++h) {
+            const float* qh = qr.data() + h * c.head_dim;
+            const float* kh = kf.data() + (h / group) * c.head_dim;
+            float score = 0;
+            for (int d = 0; d < c.head_dim; ++d) score += qh[d] * kh[d];
+            score *= scale;
+            // Online softmax: rescale what has been accumulated when the maximum grows.
+            float* ah = acc.data() + h * c.head_dim;
+            const float* vh = vf.data() + (h / group) * c.head_dim;
+            if (score > m[h]) {
+              const float r = std::exp(m[h] - score);
+              for (int d = 0; d < c.head_dim; ++d) ah[d] *= r;
+              s[h] *= r;
+              m[h] = score;
+            }
+            const float p = std::exp(score - m[h]);
+            s[h] += p;
+            for (int d = 0; d < c.head_dim; ++d) ah[d] += p * vh[d];
+          }
+        }
+      }
+      float* o = out + i * c.q_dim();
+      for (int h = 0; h < c.n_heads; ++h)
+        for (int d = 0; d < c.head_dim; ++d)
+          o[h * c.head_dim + d] = acc[h * c.head_dim + d] / s[h];
+    }
+  });
+}
+
+const std::vector<float>& Engine::forward(std::span<const BatchPart> parts) {
+  const ModelConfig& c = config();
+  int64_t n = 0, n_out_rows = 0;
+  for (const auto& p : parts) {
+    if (p.tokens.empty()) fail("forward: empty batch part");
+    if (static_cast<int64_t>(p.tokens.size()) > p.seq->config.max_batch)
+      fail("forward: batch of ", p.tokens.size(), " tokens exceeds max_batch ", p.seq->config.max_batch);
+    n += static_cast<int64_t>(p.tokens.size());
+    n_out_rows += p.all_logits ? static_cast<int64_t>(p.tokens.size()) : 1;
+  }
+  grow(x_, n * c.dim);
+  grow(xb_, n * c.dim);
+  grow(q_, n * c.q_dim());
+  grow(k_, n * c.kv_dim());
+  grow(v_, n * c.kv_dim());
+  grow(att_, n * c.q_dim());
+  grow(ffa_, n * c.ff);
+  grow(ffb_, n * c.ff);
+  grow(slots_, n);
+  grow(key_pos_, n);
+
+  // Token embeddings; each sequence's policy makes room and places the new tokens.
+  {
+    int64_t row = 0;
+    for (const auto& p : parts) {
+      for (int32_t t : p.tokens) model_->embed(t, x_.data() + (row++) * c.dim);
+    }
+    row = 0;
+    for (const auto& p : parts) {
+      p.seq->policy->begin_batch(static_cast<int>(p.tokens.size()), p.seq->store,
+                                 slots_.data() + row, key_pos_.data() + row);
+      row += static_cast<int64_t>(p.tokens.size());
+    }
+  }
+
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& L = model_->layer(l);
+
+    // Attention block: x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
+    for (int64_t t = 0; t < n; ++t)
+      rmsnorm(xb_.data() + t * c.dim, x_.data() + t * c.dim, L.attn_norm.data(), c.dim, c.rms_eps);
+    matmul(L.wq, xb_.data(), n, q_.data());
+    matmul(L.wk, xb_.data(), n, k_.data());
+    matmul(L.wv, xb_.data(), n, v_.data());
+    if (c.qkv_bias) {
+      for (int64_t t = 0; t < n; ++t) {
+        for (int i = 0; i < c.q_dim(); ++i) q_[t * c.q_dim() + i] += L.bq[i];
+        for (int i = 0; i < c.kv_dim(); ++i) k_[t * c.kv_dim() + i] += L.bk[i];
+        for (int i = 0; i < c.kv_dim(); ++i) v_[t * c.kv_dim() + i] += L.bv[i];
+      }
+    }
+    // Keys are rotated once, at the position the policy chose, and stored.
+    {
+      int64_t row = 0;
+      for (const auto& p : parts)
+        for (size_t i = 0; i < p.tokens.size(); ++i, ++row) {
+          float* k = k_.data() + row * c.kv_dim();
+          rope_.apply(k, c.n_kv_heads, key_pos_[row]);
+          p.seq->store.write(l, slots_[row], k, v_.data() + row * c.kv_dim());
+        }
+    }
+    {
+      int64_t row = 0;
+      for (const auto& p : parts) {
+        attention(l, p, q_.data() + row * c.q_dim(), att_.data() + row * c.q_dim());
+        row += static_cast<int64_t>(p.tokens.size());
+      }
+    }
+    matmul(L.wo, att_.data(), n, xb_.data());
+    for (int64_t i = 0; i < n * c.dim; ++i) x_[i] += xb_[i];
+
+    // Feed-forward block (SwiGLU): x += W_down · (silu(W_gate·norm(x)) * W_up·norm(x))
+    for (int64_t t = 0; t < n; ++t)
+      rmsnorm(xb_.data() + t * c.dim, x_.data() + t * c.dim, L.ffn_norm.data(), c.dim, c.rms_eps);
+    matmul(L.gate, xb_.data(), n, ffa_.data());
+    matmul(L.up, xb_.data(), n, ffb_.data());
+    for (int64_t i = 0; i < n * c.ff; ++i) ffa_[i] = silu(ffa_[i]) * ffb_[i];
+    matmul(L.down, ffa_.data(), n, xb_.data());
+    for (int64_t i = 0; i < n * c.dim; ++i) x_[i] += xb_[i];
+  }
+
+  for (const auto& p : parts) p.seq->policy->end_batch(static_cast<int>(p.tokens.size()));
+
+  // Final norm and output projection, only for the rows whose logits are wanted.
+  {
+    int64_t row = 0, out_row = 0;
+    for (const auto& p : parts) {
+      const int64_t np = static_cast<int64_t>(p.tokens.size());
+      const int64_t first = p.all_logits ? row : row + np - 1;
+      for (int64_t t = first; t < row + np; ++t, ++out_row)
+        rmsnorm(xb_.data() + out_row * c.dim, x_.data() + t * c.dim, model_->output_norm().data(),
+                c.dim, c.rms_eps);
+      row += np;
+    }
+  }
+  logits_.resize(n_out_rows * c.n_vocab);
+  matmul(model_->output(), xb_.data(), n_out_rows, logits_.data());
+  return logits_;
+}
+
+const std::vector<float>& Engine::eval(Sequence& seq, std::span<const int32_t> tokens,
+                                       bool all_logits) {
+  const size_t step = static_cast<size_t>(std::max(1, seq.config.max_batch));
+  if (tokens.size() <= step) {
+    BatchPart part{&seq, tokens, all_logits};
+    return forward(std::span(&part, 1));
+  }
+  all_logits_.clear();
+  for (size_t i = 0; i < tokens.size(); i += step) {
+    const size_t len = std::min(step, tokens.size() - i);
+    BatchPart part{&seq, tokens.subspan(i, len), all_logits || i + len == tokens.size()};
+    const auto& l = forward(std::span(&part, 1));
+    if (all_logits) all_logits_.insert(all_logits_.end(), l.begin(), l.end());
+    else if (i + len == tokens.size()) all_logits_ = l;
+  }
+  return all_logits_;
+}
+
+}  // namespace endless

@@ -1,0 +1,64 @@
+// The forward pass of the LLaMA family, readable top to bottom (see forward.cpp), over a batch of
+// tokens from one or several sequences at once, so the weights are read once for all of them.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "memory/kv_store.h"
+#include "memory/policy.h"
+#include "memory/rope.h"
+#include "model/model.h"
+#include "util/thread_pool.h"
+
+namespace endless {
+
+// One stream's state: its cache policy and the keys and values the policy keeps.
+struct Sequence {
+  std::unique_ptr<MemoryPolicy> policy;
+  KVStore store;
+  MemoryConfig config;
+};
+
+// Part of a batch: tokens appended to one sequence.
+struct BatchPart {
+  Sequence* seq = nullptr;
+  std::span<const int32_t> tokens;
+  bool all_logits = false;  // logits for every token, or only for the last
+};
+
+class Engine {
+ public:
+  Engine(std::shared_ptr<const Model> model, int n_threads = 1);
+
+  const Model& model() const { return *model_; }
+  const ModelConfig& config() const { return model_->config(); }
+  ThreadPool& pool() { return pool_; }
+
+  // A new, empty sequence with its memory allocated up front (the policy's bound).
+  std::unique_ptr<Sequence> new_sequence(const MemoryConfig& memory) const;
+
+  // Runs the parts through the model, appending their tokens to their sequences. Each part's
+  // tokens must fit its policy's batch limit. Returns logits, n_vocab per row: for each part in
+  // order, one row per token if all_logits, else one row for its last token.
+  const std::vector<float>& forward(std::span<const BatchPart> parts);
+
+  // Convenience: one sequence; splits `tokens` into batches of at most memory.max_batch.
+  const std::vector<float>& eval(Sequence& seq, std::span<const int32_t> tokens, bool all_logits);
+
+ private:
+  void matmul(const Weight& w, const float* x, int64_t n_tokens, float* y);
+  void attention(int layer, const BatchPart& part, const float* q, float* out);
+
+  std::shared_ptr<const Model> model_;
+  Rope rope_;
+  ThreadPool pool_;
+  // Scratch, grown to the largest batch seen and then reused: no allocation per token.
+  std::vector<float> x_, xb_, q_, k_, v_, att_, ffa_, ffb_, logits_, all_logits_;
+  std::vector<uint8_t> act_;
+  std::vector<int64_t> slots_;
+  std::vector<double> key_pos_;
+};
+
+}  // namespace endless
