@@ -1,0 +1,60 @@
+// Declarations shared by the kernels' implementation files; not part of the public API.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/kernels.h"
+
+namespace endless::kernels::detail {
+
+// Rounds to the nearest integer, ties to even, the way ggml's K-quant code does it: adding
+// 1.5 * 2^23 puts the integer in the low mantissa bits. Valid for |x| < 2^22.
+inline int nearest_int(float x) {
+  const float shifted = x + 12582912.f;
+  uint32_t bits;
+  static_assert(sizeof bits == sizeof shifted);
+  __builtin_memcpy(&bits, &shifted, 4);
+  return static_cast<int>(bits & 0x007fffffu) - 0x00400000;
+}
+
+// Unpacks scale j and min j (0..7) of a Q4_K / Q5_K block's 12 packed bytes: the first four
+// pairs are the low six bits of bytes 0-3 / 4-7; the last four take their low four bits from
+// bytes 8-11 and their top two bits from the spare top bits of bytes 0-7.
+inline void unpack_scale_min_k4(int j, const uint8_t* q, uint8_t* scale, uint8_t* min) {
+  if (j < 4) {
+    *scale = q[j] & 63;
+    *min = q[j + 4] & 63;
+  } else {
+    *scale = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+    *min = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+// Unpacks the sixteen 6-bit scales of a Q3_K block (still biased by 32).
+inline void unpack_scales_q3_K(const uint8_t* packed, int8_t out[16]) {
+  for (int j = 0; j < 16; ++j) {
+    const int low = j < 8 ? packed[j] & 0xF : packed[j - 8] >> 4;
+    const int high = (packed[8 + j % 4] >> (2 * (j / 4))) & 3;
+    out[j] = static_cast<int8_t>(low | (high << 4));
+  }
+}
+
+// Activation quantizers with ggml x86 semantics (see quants.cpp).
+void quantize_row_q8_0(const float* x, block_q8_0* y, int64_t n);
+void quantize_row_q8_1(const float* x, block_q8_1* y, int64_t n);
+void quantize_row_q8_K(const float* x, block_q8_K* y, int64_t n);
+
+// Fast-path tables: the vec_dot of w for that instruction set, or null where it has none (the
+// caller then falls back to a lower level). Defined in dot_avx2.cpp / dot_avx512.cpp.
+VecDotFn avx2_vec_dot_fn(TensorType w);
+VecDotFn avx512_vec_dot_fn(TensorType w);
+
+// Whether the running CPU has the features each fast path was compiled for.
+bool cpu_has_avx2();
+bool cpu_has_avx512();
+
+// Vectorized half conversions (F16C); used by the *_row conversions when the CPU has them.
+void avx2_fp16_to_fp32(const uint16_t* x, float* y, int64_t n);
+void avx2_fp32_to_fp16(const float* x, uint16_t* y, int64_t n);
+
+}  // namespace endless::kernels::detail

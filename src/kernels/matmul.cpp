@@ -1,0 +1,72 @@
+// Matrix products y = W x for the forward pass, built on vec_dot.
+#include <algorithm>
+#include <vector>
+
+#include "kernels/internal.h"
+#include "kernels/kernels.h"
+#include "util/error.h"
+
+namespace endless::kernels {
+
+namespace {
+
+void check_shape(TensorType w_type, int64_t n_in) {
+  if (!can_matmul(w_type)) fail("no matrix product for weights of type ", type_name(w_type));
+  const int64_t bs = info(w_type).block_size;
+  if (n_in <= 0 || n_in % bs != 0)
+    fail("matrix rows of ", n_in, " elements are not a whole number of ", type_name(w_type),
+         " blocks (", bs, ")");
+}
+
+}  // namespace
+
+size_t activations_size(TensorType w_type, int64_t n_in, int64_t n_tokens) {
+  return row_size(vec_dot_type(w_type), n_in) * static_cast<size_t>(n_tokens);
+}
+
+void convert_activations(TensorType w_type, const float* x, int64_t n_in, int64_t n_tokens,
+                         void* act) {
+  const TensorType t = vec_dot_type(w_type);
+  const size_t act_row = row_size(t, n_in);
+  for (int64_t i = 0; i < n_tokens; ++i)
+    quantize_row(t, x + i * n_in, static_cast<uint8_t*>(act) + i * act_row, n_in);
+}
+
+void matmul_rows(TensorType w_type, const void* w, int64_t n_in, int64_t n_out, const void* act,
+                 int64_t n_tokens, float* y, int64_t row_begin, int64_t row_end) {
+  const VecDotFn dot = vec_dot_fn(w_type);
+  const size_t w_row = row_size(w_type, n_in);
+  const size_t act_row = row_size(vec_dot_type(w_type), n_in);
+  const auto* wb = static_cast<const uint8_t*>(w);
+  const auto* ab = static_cast<const uint8_t*>(act);
+  // Tiles of rows x tokens, so that a tile's weight rows and activation rows stay in cache while
+  // each weight row meets every token of the tile.
+  constexpr int64_t kRowTile = 16;
+  constexpr int64_t kTokenTile = 32;
+  for (int64_t t0 = 0; t0 < n_tokens; t0 += kTokenTile) {
+    const int64_t t1 = std::min(n_tokens, t0 + kTokenTile);
+    for (int64_t o0 = row_begin; o0 < row_end; o0 += kRowTile) {
+      const int64_t o1 = std::min(row_end, o0 + kRowTile);
+      for (int64_t o = o0; o < o1; ++o) {
+        const uint8_t* wr = wb + static_cast<size_t>(o) * w_row;
+        for (int64_t t = t0; t < t1; ++t)
+          y[t * n_out + o] = dot(n_in, wr, ab + static_cast<size_t>(t) * act_row);
+      }
+    }
+  }
+}
+
+void matmul(TensorType w_type, const void* w, int64_t n_in, int64_t n_out, const float* x,
+            int64_t n_tokens, float* y) {
+  check_shape(w_type, n_in);
+  if (n_out <= 0 || n_tokens <= 0) return;
+  if (vec_dot_type(w_type) == TensorType::F32) {
+    matmul_rows(w_type, w, n_in, n_out, x, n_tokens, y, 0, n_out);
+    return;
+  }
+  std::vector<uint8_t> act(activations_size(w_type, n_in, n_tokens));
+  convert_activations(w_type, x, n_in, n_tokens, act.data());
+  matmul_rows(w_type, w, n_in, n_out, act.data(), n_tokens, y, 0, n_out);
+}
+
+}  // namespace endless::kernels
