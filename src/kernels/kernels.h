@@ -133,6 +133,11 @@ void dequantize_row(TensorType t, const void* x, float* y, int64_t n);
 // i.e. what llama-quantize writes.
 void quantize_row(TensorType t, const float* x, void* y, int64_t n);
 
+// Quantizes n floats into type t exactly as llama-quantize writes weights (ggml's reference
+// quantizers, no importance matrix). Differs from quantize_row only for Q8_0 and Q8_1, whose
+// reference rounds half away from zero and scales by 1/d instead of 127/amax.
+void quantize_weights_row(TensorType t, const float* x, void* y, int64_t n);
+
 // Bulk half/bfloat16 conversions (vectorized where the CPU allows), bit-exact with util/fp16.h.
 void fp16_to_fp32_row(const uint16_t* x, float* y, int64_t n);
 void fp32_to_fp16_row(const float* x, uint16_t* y, int64_t n);

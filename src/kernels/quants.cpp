@@ -874,6 +874,47 @@ void quantize_row(TensorType t, const float* x, void* y, int64_t n) {
   }
 }
 
+namespace {
+
+// ggml's quantize_row_q8_0_ref / quantize_row_q8_1_ref: multiply by 1/d, round half away from zero.
+void quantize_q8_0_reference(const float* x, block_q8_0* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += kQK8_0) {
+    float amax = 0.0f;
+    for (int j = 0; j < kQK8_0; ++j) amax = std::max(amax, std::fabs(x[j]));
+    const float d = amax / 127;
+    const float id = d ? 1.0f / d : 0.0f;
+    y[i].d = fp32_to_fp16(d);
+    for (int j = 0; j < kQK8_0; ++j) y[i].qs[j] = static_cast<int8_t>(std::round(x[j] * id));
+  }
+}
+
+void quantize_q8_1_reference(const float* x, block_q8_1* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += kQK8_1) {
+    float amax = 0.0f;
+    for (int j = 0; j < kQK8_1; ++j) amax = std::max(amax, std::fabs(x[j]));
+    const float d = amax / 127;
+    const float id = d ? 1.0f / d : 0.0f;
+    y[i].d = fp32_to_fp16(d);
+    int sum = 0;
+    for (int j = 0; j < kQK8_1; ++j) {
+      y[i].qs[j] = static_cast<int8_t>(std::round(x[j] * id));
+      sum += y[i].qs[j];
+    }
+    y[i].s = fp32_to_fp16(sum * d);
+  }
+}
+
+}  // namespace
+
+void quantize_weights_row(TensorType t, const float* x, void* y, int64_t n) {
+  check_blocks(t, n);
+  if (t == TensorType::Q8_0)
+    return quantize_q8_0_reference(x, static_cast<block_q8_0*>(y), n / kQK8_0);
+  if (t == TensorType::Q8_1)
+    return quantize_q8_1_reference(x, static_cast<block_q8_1*>(y), n / kQK8_1);
+  quantize_row(t, x, y, n);
+}
+
 // -----------------------------------------------------------------------------------------------
 // Half / bfloat16 rows.
 

@@ -166,6 +166,36 @@ TEST(ActivationQuantizers, Q8_0MatchesADirectDerivation) {
   EXPECT_EQ(blocks[1].qs[2], -4);
 }
 
+// Weights are written with ggml's reference Q8_0 quantizer, which rounds ties away from zero.
+TEST(WeightQuantizers, Q8_0ReferenceRoundsTiesAwayFromZero) {
+  std::vector<float> x(32, 0.0f);
+  x[0] = 127.0f;
+  x[1] = 2.5f;
+  x[2] = -3.5f;
+  x[3] = 1.25f;
+  std::vector<uint8_t> q(sizeof(block_q8_0)), a(sizeof(block_q8_0));
+  quantize_weights_row(TensorType::Q8_0, x.data(), q.data(), 32);
+  quantize_row(TensorType::Q8_0, x.data(), a.data(), 32);
+  const auto* wb = reinterpret_cast<const block_q8_0*>(q.data());
+  const auto* ab = reinterpret_cast<const block_q8_0*>(a.data());
+  EXPECT_EQ(wb->d, fp32_to_fp16(1.0f));
+  EXPECT_EQ(wb->qs[0], 127);
+  EXPECT_EQ(wb->qs[1], 3);
+  EXPECT_EQ(ab->qs[1], 2);
+  EXPECT_EQ(wb->qs[2], -4);
+  EXPECT_EQ(wb->qs[3], 1);
+  // Every other type is written the same way by both entry points.
+  const auto y = random_floats(512, 8);
+  for (TensorType t : kWeightTypes) {
+    if (t == TensorType::Q8_0) continue;
+    EXPECT_EQ(quantized(t, y), [&] {
+      std::vector<uint8_t> w(row_size(t, 512));
+      quantize_weights_row(t, y.data(), w.data(), 512);
+      return w;
+    }()) << type_name(t);
+  }
+}
+
 TEST(ActivationQuantizers, Q8_1StoresScaledSum) {
   const auto x = random_floats(64, 4);
   const auto q = quantized(TensorType::Q8_1, x);
