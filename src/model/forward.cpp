@@ -46,61 +46,76 @@ void Engine::matmul(const Weight& w, const float* x, int64_t n_tokens, float* y)
   });
 }
 
-// Attention of the part's new tokens over the spans their policy gives, one softmax across all
-// spans (online, so no score buffer grows with the cache). q holds the new tokens' un-rotated
-// queries; out receives n_heads * head_dim values per token.
+// Attention of the part's new tokens over the spans their policy gives, in one softmax across all
+// spans. q holds the new tokens' un-rotated queries; out receives n_heads * head_dim values per
+// token. The arithmetic follows llama.cpp's default CPU path so logits agree with it to rounding:
+// with a half-precision cache the query is rounded to half for the dot product with the keys
+// (ggml's vec_dot_type for F16), and the softmax weights are rounded to half before they weight
+// the values.
 void Engine::attention(int layer, const BatchPart& part, const float* q, float* out) {
   const ModelConfig& c = config();
   const int n = static_cast<int>(part.tokens.size());
   const int group = c.n_heads / c.n_kv_heads;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  const int hd = c.head_dim;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const KVStore& store = part.seq->store;
   const bool f16 = store.type() == TensorType::F16;
+  const bool round_query = f16;
   const MemoryPolicy& policy = *part.seq->policy;
+  auto to_half_and_back = [](float x) { return fp16_to_fp32(fp32_to_fp16(x)); };
 
   pool_.parallel_for(n, [&](int64_t begin, int64_t end) {
     std::vector<Span> spans;
-    std::vector<float> qr(c.q_dim()), acc(c.q_dim()), m(c.n_heads), s(c.n_heads), kf(c.kv_dim()),
-        vf(c.kv_dim());
+    std::vector<float> qr(c.q_dim()), kf(c.kv_dim()), vf(c.kv_dim()), scores;
     for (int64_t i = begin; i < end; ++i) {
       policy.spans(layer, static_cast<int>(i), spans);
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      std::fill(m.begin(), m.end(), -INFINITY);
-      std::fill(s.begin(), s.end(), 0.0f);
+      int64_t n_keys = 0;
+      for (const Span& span : spans) n_keys += span.end - span.begin;
+      scores.resize(static_cast<size_t>(n_keys) * c.n_heads);  // [head][key]
+
+      // Scores: each span rotates the query at its own position.
+      int64_t j = 0;
       for (const Span& span : spans) {
         std::memcpy(qr.data(), q + i * c.q_dim(), c.q_dim() * sizeof(float));
         rope_.apply(qr.data(), c.n_heads, span.query_pos);
-        // With a half-precision cache, llama.cpp rounds the query to half before the dot product.
-        if (f16)
-          for (float& x : qr) x = fp16_to_fp32(fp32_to_fp16(x));
-        for (int64_t slot = span.begin; slot < span.end; ++slot) {
+        if (round_query)
+          for (float& x : qr) x = to_half_and_back(x);
+        for (int64_t slot = span.begin; slot < span.end; ++slot, ++j) {
           store.read_key(layer, slot, kf.data());
-          store.read_value(layer, slot, vf.data());
           for (int h = 0; h < c.n_heads; ++h) {
-            const float* qh = qr.data() + h * c.head_dim;
-            const float* kh = kf.data() + (h / group) * c.head_dim;
-            float score = 0;
-            for (int d = 0; d < c.head_dim; ++d) score += qh[d] * kh[d];
-            score *= scale;
-            // Online softmax: rescale what has been accumulated when the maximum grows.
-            float* ah = acc.data() + h * c.head_dim;
-            const float* vh = vf.data() + (h / group) * c.head_dim;
-            if (score > m[h]) {
-              const float r = std::exp(m[h] - score);
-              for (int d = 0; d < c.head_dim; ++d) ah[d] *= r;
-              s[h] *= r;
-              m[h] = score;
-            }
-            const float p = std::exp(score - m[h]);
-            s[h] += p;
-            for (int d = 0; d < c.head_dim; ++d) ah[d] += p * vh[d];
+            const float* qh = qr.data() + h * hd;
+            const float* kh = kf.data() + (h / group) * hd;
+            double dot = 0;
+            for (int d = 0; d < hd; ++d) dot += qh[d] * kh[d];
+            scores[h * n_keys + j] = static_cast<float>(dot) * scale;
           }
         }
       }
+      // Softmax per head.
+      for (int h = 0; h < c.n_heads; ++h) {
+        float* sh = scores.data() + h * n_keys;
+        float mx = -INFINITY;
+        for (int64_t k = 0; k < n_keys; ++k) mx = std::max(mx, sh[k]);
+        double sum = 0;
+        for (int64_t k = 0; k < n_keys; ++k) sum += sh[k] = std::exp(sh[k] - mx);
+        const float inv = static_cast<float>(1.0 / sum);
+        for (int64_t k = 0; k < n_keys; ++k) sh[k] = f16 ? to_half_and_back(sh[k] * inv) : sh[k] * inv;
+      }
+      // Weighted sum of the values.
       float* o = out + i * c.q_dim();
-      for (int h = 0; h < c.n_heads; ++h)
-        for (int d = 0; d < c.head_dim; ++d)
-          o[h * c.head_dim + d] = acc[h * c.head_dim + d] / s[h];
+      std::fill(o, o + c.q_dim(), 0.0f);
+      j = 0;
+      for (const Span& span : spans) {
+        for (int64_t slot = span.begin; slot < span.end; ++slot, ++j) {
+          store.read_value(layer, slot, vf.data());
+          for (int h = 0; h < c.n_heads; ++h) {
+            const float p = scores[h * n_keys + j];
+            const float* vh = vf.data() + (h / group) * hd;
+            float* oh = o + h * hd;
+            for (int d = 0; d < hd; ++d) oh[d] += p * vh[d];
+          }
+        }
+      }
     }
   });
 }
