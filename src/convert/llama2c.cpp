@@ -1,7 +1,5 @@
 #include "convert/llama2c.h"
 
-#include <unistd.h>
-
 #include <array>
 #include <cctype>
 #include <cmath>
@@ -10,6 +8,7 @@
 #include <system_error>
 
 #include "convert/token_types.h"
+#include "convert/write_file.h"
 #include "util/error.h"
 #include "util/mapped_file.h"
 
@@ -378,19 +377,7 @@ Llama2cConfig convert_llama2c(const std::string& checkpoint_path, const std::str
   const gguf::Writer w =
       llama2c_to_gguf(checkpoint.bytes(), checkpoint_path, tokenizer.bytes(), tokenizer_path, options);
 
-  const std::string tmp = cat(out_path, ".tmp.", ::getpid());
-  try {
-    w.write(tmp);
-  } catch (...) {
-    fs::remove(tmp, ec);
-    throw;
-  }
-  fs::rename(tmp, out_path, ec);
-  if (ec) {
-    const std::string why = ec.message();
-    fs::remove(tmp, ec);
-    fail("cannot move the output into place as ", out_path, ": ", why);
-  }
+  write_gguf_atomically(w, out_path);
   return parse_llama2c_config(checkpoint.bytes(), checkpoint_path);
 }
 
