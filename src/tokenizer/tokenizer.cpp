@@ -338,7 +338,6 @@ std::shared_ptr<Vocab> load(const gguf::File& f) {
   } else if (v.model == "t5") {
     v.kind = VocabKind::Ugm;
     v.eos = 1, v.unk = 2, v.pad = 0;
-    v.add_space_prefix = true;
     v.add_eos = true;
   } else if (v.model == "no_vocab" || v.model == "none") {
     fail(f.path(), ": the model has no vocabulary (tokenizer.ggml.model = '", v.model, "')");

@@ -68,7 +68,7 @@ TEST_P(VocabFile, MatchesLlamaCpp) {
                                                                  << inputs[i] << "'";
 }
 
-INSTANTIATE_TEST_SUITE_P(Shared, VocabFile, ::testing::Values("llama-spm", "phi-3"),
+INSTANTIATE_TEST_SUITE_P(Shared, VocabFile, ::testing::Values("llama-spm", "phi-3", "gpt-2", "mpt", "refact", "falcon", "deepseek-llm", "bert-bge"),
                          [](const auto& info) {
                            std::string name = info.param;
                            for (char& c : name)
