@@ -92,6 +92,19 @@ VecDotFn vec_dot_fn(TensorType w) {
   return ref::vec_dot_fn(w);
 }
 
+namespace detail {
+
+MultiDotTable multi_dot(TensorType w) {
+  const Isa isa = active_isa();
+  if (isa == Isa::avx512)
+    if (MultiDotTable table = avx512_multi_dot(w)) return table;
+  if (isa == Isa::avx512 || isa == Isa::avx2)
+    if (MultiDotTable table = avx2_multi_dot(w)) return table;
+  return {};
+}
+
+}  // namespace detail
+
 float vec_dot(TensorType w, int64_t n, const void* w_row, const void* act) {
   const VecDotFn fn = vec_dot_fn(w);
   if (!fn) fail("no dot product for weights of type ", type_name(w));

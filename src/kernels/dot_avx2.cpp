@@ -20,68 +20,74 @@ namespace {
 #include "kernels/simd_dots.inc"
 #undef ENDLESS_SIMD_VNNI
 
-// Float rows: four independent accumulators of eight lanes, then a scalar tail.
-template <typename Load>
-float dot_float_rows(int64_t n, Load load) {
-  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
-                   _mm256_setzero_ps()};
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32)
-    for (int k = 0; k < 4; ++k) {
-      const auto [a, b] = load(i + 8 * k);
-      acc[k] = _mm256_fmadd_ps(a, b, acc[k]);
-    }
-  for (; i + 8 <= n; i += 8) {
-    const auto [a, b] = load(i);
-    acc[0] = _mm256_fmadd_ps(a, b, acc[0]);
+// Float rows, NT at a time: per row two accumulators of eight lanes taking alternate groups of
+// eight elements, then a scalar tail. Loader::vec(p, i) loads eight elements at i as floats,
+// Loader::one(p, i) one element.
+template <int NT, typename Elem, typename Loader>
+void dot_float(int64_t n, const void* vx, const void* act, size_t stride, float* out) {
+  const auto* x = static_cast<const Elem*>(vx);
+  const Elem* y[NT];
+  __m256 acc0[NT], acc1[NT];
+  for (int t = 0; t < NT; ++t) {
+    y[t] = act_row<Elem>(act, stride, t);
+    acc0[t] = acc1[t] = _mm256_setzero_ps();
   }
-  return hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256 w0 = Loader::vec(x, i), w1 = Loader::vec(x, i + 8);
+    for (int t = 0; t < NT; ++t) {
+      acc0[t] = _mm256_fmadd_ps(w0, Loader::vec(y[t], i), acc0[t]);
+      acc1[t] = _mm256_fmadd_ps(w1, Loader::vec(y[t], i + 8), acc1[t]);
+    }
+  }
+  if (i + 8 <= n) {
+    const __m256 w0 = Loader::vec(x, i);
+    for (int t = 0; t < NT; ++t) acc0[t] = _mm256_fmadd_ps(w0, Loader::vec(y[t], i), acc0[t]);
+    i += 8;
+  }
+  for (int t = 0; t < NT; ++t) {
+    float sum = hsum(_mm256_add_ps(acc0[t], acc1[t]));
+    for (int64_t j = i; j < n; ++j) sum += Loader::one(x, j) * Loader::one(y[t], j);
+    out[t] = sum;
+  }
 }
 
-struct Pair {
-  __m256 a, b;
+struct F32Loader {
+  static __m256 vec(const float* p, int64_t i) { return _mm256_loadu_ps(p + i); }
+  static float one(const float* p, int64_t i) { return p[i]; }
+};
+struct F16Loader {
+  static __m256 vec(const uint16_t* p, int64_t i) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i)));
+  }
+  static float one(const uint16_t* p, int64_t i) { return _cvtsh_ss(p[i]); }
+};
+struct BF16Loader {
+  static __m256 vec(const uint16_t* p, int64_t i) {
+    const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+  }
+  static float one(const uint16_t* p, int64_t i) { return bits_float(static_cast<uint32_t>(p[i]) << 16); }
 };
 
-float dot_f32(int64_t n, const void* vx, const void* vy) {
-  const auto* x = static_cast<const float*>(vx);
-  const auto* y = static_cast<const float*>(vy);
-  float sum = dot_float_rows(n, [&](int64_t i) {
-    return Pair{_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)};
-  });
-  for (int64_t i = n & ~int64_t{7}; i < n; ++i) sum += x[i] * y[i];
-  return sum;
+template <int NT>
+void dot_f32(int64_t n, const void* x, const void* act, size_t stride, float* out) {
+  dot_float<NT, float, F32Loader>(n, x, act, stride, out);
 }
-
-inline __m256 load_f16(const uint16_t* p) {
-  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+template <int NT>
+void dot_f16(int64_t n, const void* x, const void* act, size_t stride, float* out) {
+  dot_float<NT, uint16_t, F16Loader>(n, x, act, stride, out);
 }
-
-float dot_f16(int64_t n, const void* vx, const void* vy) {
-  const auto* x = static_cast<const uint16_t*>(vx);
-  const auto* y = static_cast<const uint16_t*>(vy);
-  float sum = dot_float_rows(n, [&](int64_t i) { return Pair{load_f16(x + i), load_f16(y + i)}; });
-  for (int64_t i = n & ~int64_t{7}; i < n; ++i) sum += _cvtsh_ss(x[i]) * _cvtsh_ss(y[i]);
-  return sum;
-}
-
-inline __m256 load_bf16(const uint16_t* p) {
-  const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
-}
-
-float dot_bf16(int64_t n, const void* vx, const void* vy) {
-  const auto* x = static_cast<const uint16_t*>(vx);
-  const auto* y = static_cast<const uint16_t*>(vy);
-  float sum = dot_float_rows(n, [&](int64_t i) { return Pair{load_bf16(x + i), load_bf16(y + i)}; });
-  for (int64_t i = n & ~int64_t{7}; i < n; ++i) sum += bf16_to_fp32(x[i]) * bf16_to_fp32(y[i]);
-  return sum;
+template <int NT>
+void dot_bf16(int64_t n, const void* x, const void* act, size_t stride, float* out) {
+  dot_float<NT, uint16_t, BF16Loader>(n, x, act, stride, out);
 }
 
 }  // namespace
 
 void avx2_fp16_to_fp32(const uint16_t* x, float* y, int64_t n) {
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, load_f16(x + i));
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, F16Loader::vec(x, i));
   for (; i < n; ++i) y[i] = _cvtsh_ss(x[i]);
 }
 
@@ -93,22 +99,21 @@ void avx2_fp32_to_fp16(const float* x, uint16_t* y, int64_t n) {
   for (; i < n; ++i) y[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
 }
 
+MultiDotTable avx2_multi_dot(TensorType w) {
+  switch (w) {
+    case TensorType::F32: return ENDLESS_MULTI_TABLE(dot_f32);
+    case TensorType::F16: return ENDLESS_MULTI_TABLE(dot_f16);
+    case TensorType::BF16: return ENDLESS_MULTI_TABLE(dot_bf16);
+    default: return quantized_multi_table(w);
+  }
+}
+
 VecDotFn avx2_vec_dot_fn(TensorType w) {
   switch (w) {
-    case TensorType::F32: return dot_f32;
-    case TensorType::F16: return dot_f16;
-    case TensorType::BF16: return dot_bf16;
-    case TensorType::Q4_0: return dot_q4_0;
-    case TensorType::Q4_1: return dot_q4_1;
-    case TensorType::Q5_0: return dot_q5_0;
-    case TensorType::Q5_1: return dot_q5_1;
-    case TensorType::Q8_0: return dot_q8_0;
-    case TensorType::Q2_K: return dot_q2_K;
-    case TensorType::Q3_K: return dot_q3_K;
-    case TensorType::Q4_K: return dot_q4_K;
-    case TensorType::Q5_K: return dot_q5_K;
-    case TensorType::Q6_K: return dot_q6_K;
-    default: return nullptr;
+    case TensorType::F32: return ENDLESS_SINGLE(dot_f32);
+    case TensorType::F16: return ENDLESS_SINGLE(dot_f16);
+    case TensorType::BF16: return ENDLESS_SINGLE(dot_bf16);
+    default: return quantized_single(w);
   }
 }
 

@@ -1,6 +1,6 @@
 // AVX-512 (F, BW, VL, DQ, VNNI, BF16) fast paths; compiled like dot_avx2.cpp, called only after
 // dispatch.cpp has checked the CPU. The quantized formats use the shared 256-bit kernels with
-// VPDPBUSD; float rows use 512-bit vectors, and BF16 rows VDPBF16PS as ggml does.
+// VPDPBUSD; float rows use 512-bit vectors with masked tails, and BF16 rows VDPBF16PS as ggml does.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -25,82 +25,105 @@ namespace {
 #include "kernels/simd_dots.inc"
 #undef ENDLESS_SIMD_VNNI
 
-inline __m512 load_f16x16(const uint16_t* p) {
-  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+inline __mmask16 tail_mask16(int64_t left) {
+  return left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
 }
 
-float dot_f32(int64_t n, const void* vx, const void* vy) {
-  const auto* x = static_cast<const float*>(vx);
-  const auto* y = static_cast<const float*>(vy);
-  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
-                   _mm512_setzero_ps()};
-  int64_t i = 0;
-  for (; i + 64 <= n; i += 64)
-    for (int k = 0; k < 4; ++k)
-      acc[k] = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16 * k), _mm512_loadu_ps(y + i + 16 * k), acc[k]);
-  // The tail, up to 63 elements, with masked loads.
-  for (; i < n; i += 16) {
-    const __mmask16 m = n - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1);
-    acc[0] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i), acc[0]);
+// F32 / F16 rows, NT at a time: per row two accumulators of sixteen lanes taking alternate groups
+// of sixteen elements; the tail through masked loads. Loader::vec(p, i, mask) loads up to
+// sixteen elements at i as floats (zeros outside the mask).
+template <int NT, typename Elem, typename Loader>
+void dot_float(int64_t n, const void* vx, const void* act, size_t stride, float* out) {
+  const auto* x = static_cast<const Elem*>(vx);
+  const Elem* y[NT];
+  __m512 acc0[NT], acc1[NT];
+  for (int t = 0; t < NT; ++t) {
+    y[t] = act_row<Elem>(act, stride, t);
+    acc0[t] = acc1[t] = _mm512_setzero_ps();
   }
-  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
-}
-
-float dot_f16(int64_t n, const void* vx, const void* vy) {
-  const auto* x = static_cast<const uint16_t*>(vx);
-  const auto* y = static_cast<const uint16_t*>(vy);
-  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
-                   _mm512_setzero_ps()};
+  const __mmask16 all = 0xFFFF;
   int64_t i = 0;
-  for (; i + 64 <= n; i += 64)
-    for (int k = 0; k < 4; ++k)
-      acc[k] = _mm512_fmadd_ps(load_f16x16(x + i + 16 * k), load_f16x16(y + i + 16 * k), acc[k]);
-  for (; i < n; i += 16) {
-    const __mmask16 m = n - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1);
-    const __m512 a = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, x + i));
-    const __m512 b = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, y + i));
-    acc[0] = _mm512_fmadd_ps(a, b, acc[0]);
+  for (; i + 32 <= n; i += 32) {
+    const __m512 w0 = Loader::vec(x, i, all), w1 = Loader::vec(x, i + 16, all);
+    for (int t = 0; t < NT; ++t) {
+      acc0[t] = _mm512_fmadd_ps(w0, Loader::vec(y[t], i, all), acc0[t]);
+      acc1[t] = _mm512_fmadd_ps(w1, Loader::vec(y[t], i + 16, all), acc1[t]);
+    }
   }
-  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
+  for (; i < n; i += 16) {
+    const __mmask16 m = tail_mask16(n - i);
+    const __m512 w0 = Loader::vec(x, i, m);
+    for (int t = 0; t < NT; ++t) acc0[t] = _mm512_fmadd_ps(w0, Loader::vec(y[t], i, m), acc0[t]);
+  }
+  for (int t = 0; t < NT; ++t) out[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[t], acc1[t]));
 }
 
-float dot_bf16(int64_t n, const void* vx, const void* vy) {
+struct F32Loader {
+  static __m512 vec(const float* p, int64_t i, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p + i); }
+};
+struct F16Loader {
+  static __m512 vec(const uint16_t* p, int64_t i, __mmask16 m) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p + i));
+  }
+};
+
+template <int NT>
+void dot_f32(int64_t n, const void* x, const void* act, size_t stride, float* out) {
+  dot_float<NT, float, F32Loader>(n, x, act, stride, out);
+}
+template <int NT>
+void dot_f16(int64_t n, const void* x, const void* act, size_t stride, float* out) {
+  dot_float<NT, uint16_t, F16Loader>(n, x, act, stride, out);
+}
+
+inline __m512bh load_bf16x32(const uint16_t* p, __mmask32 m) {
+  return (__m512bh)_mm512_maskz_loadu_epi16(m, p);
+}
+
+// BF16: VDPBF16PS multiplies pairs of bfloat16 and adds both products into a float lane.
+template <int NT>
+void dot_bf16(int64_t n, const void* vx, const void* act, size_t stride, float* out) {
   const auto* x = static_cast<const uint16_t*>(vx);
-  const auto* y = static_cast<const uint16_t*>(vy);
-  // VDPBF16PS multiplies pairs of bfloat16 and adds both products into a float lane.
-  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  const uint16_t* y[NT];
+  __m512 acc0[NT], acc1[NT];
+  for (int t = 0; t < NT; ++t) {
+    y[t] = act_row<uint16_t>(act, stride, t);
+    acc0[t] = acc1[t] = _mm512_setzero_ps();
+  }
+  const __mmask32 all = 0xFFFFFFFFu;
   int64_t i = 0;
   for (; i + 64 <= n; i += 64) {
-    acc0 = _mm512_dpbf16_ps(acc0, (__m512bh)_mm512_loadu_si512(x + i), (__m512bh)_mm512_loadu_si512(y + i));
-    acc1 = _mm512_dpbf16_ps(acc1, (__m512bh)_mm512_loadu_si512(x + i + 32),
-                            (__m512bh)_mm512_loadu_si512(y + i + 32));
+    const __m512bh w0 = load_bf16x32(x + i, all), w1 = load_bf16x32(x + i + 32, all);
+    for (int t = 0; t < NT; ++t) {
+      acc0[t] = _mm512_dpbf16_ps(acc0[t], w0, load_bf16x32(y[t] + i, all));
+      acc1[t] = _mm512_dpbf16_ps(acc1[t], w1, load_bf16x32(y[t] + i + 32, all));
+    }
   }
   for (; i < n; i += 32) {
-    const __mmask32 m = n - i >= 32 ? __mmask32(0xFFFFFFFFu) : __mmask32((1u << (n - i)) - 1);
-    acc0 = _mm512_dpbf16_ps(acc0, (__m512bh)_mm512_maskz_loadu_epi16(m, x + i),
-                            (__m512bh)_mm512_maskz_loadu_epi16(m, y + i));
+    const __mmask32 m = n - i >= 32 ? all : __mmask32((1u << (n - i)) - 1);
+    const __m512bh w0 = load_bf16x32(x + i, m);
+    for (int t = 0; t < NT; ++t) acc0[t] = _mm512_dpbf16_ps(acc0[t], w0, load_bf16x32(y[t] + i, m));
   }
-  return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+  for (int t = 0; t < NT; ++t) out[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[t], acc1[t]));
 }
 
 }  // namespace
 
+MultiDotTable avx512_multi_dot(TensorType w) {
+  switch (w) {
+    case TensorType::F32: return ENDLESS_MULTI_TABLE(dot_f32);
+    case TensorType::F16: return ENDLESS_MULTI_TABLE(dot_f16);
+    case TensorType::BF16: return ENDLESS_MULTI_TABLE(dot_bf16);
+    default: return quantized_multi_table(w);
+  }
+}
+
 VecDotFn avx512_vec_dot_fn(TensorType w) {
   switch (w) {
-    case TensorType::F32: return dot_f32;
-    case TensorType::F16: return dot_f16;
-    case TensorType::BF16: return dot_bf16;
-    case TensorType::Q4_0: return dot_q4_0;
-    case TensorType::Q4_1: return dot_q4_1;
-    case TensorType::Q5_0: return dot_q5_0;
-    case TensorType::Q5_1: return dot_q5_1;
-    case TensorType::Q8_0: return dot_q8_0;
-    case TensorType::Q2_K: return dot_q2_K;
-    case TensorType::Q3_K: return dot_q3_K;
-    case TensorType::Q4_K: return dot_q4_K;
-    case TensorType::Q5_K: return dot_q5_K;
-    case TensorType::Q6_K: return dot_q6_K;
-    default: return nullptr;
+    case TensorType::F32: return ENDLESS_SINGLE(dot_f32);
+    case TensorType::F16: return ENDLESS_SINGLE(dot_f16);
+    case TensorType::BF16: return ENDLESS_SINGLE(dot_bf16);
+    default: return quantized_single(w);
   }
 }
 

@@ -44,10 +44,25 @@ void quantize_row_q8_0(const float* x, block_q8_0* y, int64_t n);
 void quantize_row_q8_1(const float* x, block_q8_1* y, int64_t n);
 void quantize_row_q8_K(const float* x, block_q8_K* y, int64_t n);
 
-// Fast-path tables: the vec_dot of w for that instruction set, or null where it has none (the
-// caller then falls back to a lower level). Defined in dot_avx2.cpp / dot_avx512.cpp.
+// Dots of one weight row with `count` activation rows at once (act, act + act_stride, ...),
+// writing out[0..count). Reading the weights once for several tokens is what makes prefill
+// faster than token-by-token; each row's result is bit-identical to the single-row vec_dot.
+inline constexpr int kMaxTokensPerDot = 4;
+using MultiDotFn = void (*)(int64_t n, const void* w_row, const void* act, size_t act_stride,
+                            float* out);
+struct MultiDotTable {
+  MultiDotFn fn[kMaxTokensPerDot] = {};  // fn[k] handles k + 1 activation rows
+  explicit operator bool() const { return fn[0] != nullptr; }
+};
+
+// Fast-path tables: the kernels of w for that instruction set, or null / empty where it has
+// none (the caller then falls back to a lower level). Defined in dot_avx2.cpp / dot_avx512.cpp.
 VecDotFn avx2_vec_dot_fn(TensorType w);
 VecDotFn avx512_vec_dot_fn(TensorType w);
+MultiDotTable avx2_multi_dot(TensorType w);
+MultiDotTable avx512_multi_dot(TensorType w);
+// The multi-row kernels for the active instruction set; empty where only single-row dots exist.
+MultiDotTable multi_dot(TensorType w);
 
 // Whether the running CPU has the features each fast path was compiled for.
 bool cpu_has_avx2();

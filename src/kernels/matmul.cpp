@@ -34,23 +34,30 @@ void convert_activations(TensorType w_type, const float* x, int64_t n_in, int64_
 
 void matmul_rows(TensorType w_type, const void* w, int64_t n_in, int64_t n_out, const void* act,
                  int64_t n_tokens, float* y, int64_t row_begin, int64_t row_end) {
-  const VecDotFn dot = vec_dot_fn(w_type);
   const size_t w_row = row_size(w_type, n_in);
   const size_t act_row = row_size(vec_dot_type(w_type), n_in);
   const auto* wb = static_cast<const uint8_t*>(w);
   const auto* ab = static_cast<const uint8_t*>(act);
-  // Tiles of rows x tokens, so that a tile's weight rows and activation rows stay in cache while
-  // each weight row meets every token of the tile.
-  constexpr int64_t kRowTile = 16;
+  // Tiles of tokens, so that a tile's activation rows stay in cache while every weight row of
+  // the range meets them; within a tile each weight row is read once per group of up to
+  // kMaxTokensPerDot tokens.
   constexpr int64_t kTokenTile = 32;
+  const detail::MultiDotTable multi = detail::multi_dot(w_type);
+  const VecDotFn single = vec_dot_fn(w_type);
   for (int64_t t0 = 0; t0 < n_tokens; t0 += kTokenTile) {
     const int64_t t1 = std::min(n_tokens, t0 + kTokenTile);
-    for (int64_t o0 = row_begin; o0 < row_end; o0 += kRowTile) {
-      const int64_t o1 = std::min(row_end, o0 + kRowTile);
-      for (int64_t o = o0; o < o1; ++o) {
-        const uint8_t* wr = wb + static_cast<size_t>(o) * w_row;
+    for (int64_t o = row_begin; o < row_end; ++o) {
+      const uint8_t* wr = wb + static_cast<size_t>(o) * w_row;
+      if (!multi) {
         for (int64_t t = t0; t < t1; ++t)
-          y[t * n_out + o] = dot(n_in, wr, ab + static_cast<size_t>(t) * act_row);
+          y[t * n_out + o] = single(n_in, wr, ab + static_cast<size_t>(t) * act_row);
+        continue;
+      }
+      for (int64_t t = t0; t < t1; t += detail::kMaxTokensPerDot) {
+        const int count = static_cast<int>(std::min<int64_t>(detail::kMaxTokensPerDot, t1 - t));
+        float out[detail::kMaxTokensPerDot];
+        multi.fn[count - 1](n_in, wr, ab + static_cast<size_t>(t) * act_row, act_row, out);
+        for (int j = 0; j < count; ++j) y[(t + j) * n_out + o] = out[j];
       }
     }
   }
