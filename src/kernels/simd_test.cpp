@@ -304,6 +304,9 @@ TEST_F(SimdTest, MatmulAgreesAcrossIsas) {
     set_isa(Isa::scalar);
     std::vector<float> y_ref(static_cast<size_t>(n_out * n_tokens));
     matmul(t, w.data(), n_in, n_out, x.data(), n_tokens, y_ref.data());
+    std::vector<uint8_t> act(activations_size(t, n_in, n_tokens));
+    convert_activations(t, x.data(), n_in, n_tokens, act.data());
+    const size_t act_row = row_size(vec_dot_type(t), n_in);
     for (Isa isa : supported_isas()) {
       set_isa(isa);
       std::vector<float> y(static_cast<size_t>(n_out * n_tokens));
@@ -311,6 +314,23 @@ TEST_F(SimdTest, MatmulAgreesAcrossIsas) {
       for (size_t i = 0; i < y.size(); ++i)
         ASSERT_NEAR(y[i], y_ref[i], 1e-4 * (1 + std::fabs(y_ref[i])))
             << isa_name(isa) << " " << type_name(t) << " at " << i;
+      // Batched tokens give exactly what each token gives alone.
+      for (int64_t tok = 0; tok < n_tokens; ++tok)
+        for (int64_t o = 0; o < n_out; ++o)
+          ASSERT_EQ(y[tok * n_out + o], vec_dot(t, n_in, w.data() + o * row_size(t, n_in),
+                                                act.data() + tok * act_row))
+              << isa_name(isa) << " " << type_name(t) << " token " << tok << " row " << o;
+      // A range of rows, as a worker thread would compute it, fills exactly that range.
+      std::vector<float> part(y.size(), -7.0f);
+      matmul_rows(t, w.data(), n_in, n_out, act.data(), n_tokens, part.data(), 3, 17);
+      for (int64_t tok = 0; tok < n_tokens; ++tok)
+        for (int64_t o = 0; o < n_out; ++o) {
+          const float v = part[tok * n_out + o];
+          if (o >= 3 && o < 17)
+            ASSERT_EQ(v, y[tok * n_out + o]) << type_name(t);
+          else
+            ASSERT_EQ(v, -7.0f) << type_name(t);
+        }
     }
   }
 }
