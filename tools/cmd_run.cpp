@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <iostream>
 
+#include <unistd.h>
+
 #include "common.h"
 #include "runtime/sampler.h"
 #include "util/error.h"
@@ -63,7 +65,9 @@ int run(RunOptions& o) {
     logits = engine.eval(*seq, one, false);
   }
   if (!o.ids) std::cout << detok.finish();
-  std::cout << "\n" << std::flush;
+  // A final newline keeps the shell prompt tidy; piped output stays exactly the text generated.
+  if (isatty(STDOUT_FILENO)) std::cout << "\n";
+  std::cout << std::flush;
   const auto t2 = clock::now();
   const double pp = std::chrono::duration<double>(t1 - t0).count();
   const double tg = std::chrono::duration<double>(t2 - t1).count();
