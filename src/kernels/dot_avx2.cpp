@@ -11,6 +11,7 @@
 #include "util/fp16.h"
 
 #pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")  // fused only where written as FMA
 #pragma GCC target("avx2,fma,f16c,bmi2")
 
 namespace endless::kernels::detail {

@@ -16,6 +16,10 @@
 #include "util/error.h"
 #include "util/fp16.h"
 
+// Never fuse a multiply and an add into one rounding: the results must not depend on whether
+// the build targets a CPU with FMA (ggml-base, whose reference code this mirrors, has none).
+#pragma GCC optimize("fp-contract=off")
+
 namespace endless::kernels {
 
 using detail::nearest_int;
