@@ -81,7 +81,7 @@ int run(RunOptions& o) {
 Registration reg("run", "Generate text: stream the prompt and its continuation to stdout",
                  [](CLI::App& sub) {
                    auto o = std::make_shared<RunOptions>();
-                   add_model_options(sub, o->model);
+                   add_model_options(sub, o->model, /*required=*/false);
                    add_cache_options(sub, o->cache);
                    sub.add_option("-p,--prompt", o->prompt, "Prompt text (default: empty, BOS only)");
                    sub.add_option("-n,--n-predict", o->n_predict, "Tokens to generate")

@@ -1,14 +1,22 @@
 #include "common.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <thread>
+
+#include "convert/synth.h"
 
 #include "util/error.h"
 
 namespace endless::cli {
 
-void add_model_options(CLI::App& app, ModelOptions& o) {
-  app.add_option("-m,--model", o.model, "GGUF model file")->required()->check(existing_file());
+void add_model_options(CLI::App& app, ModelOptions& o, bool required) {
+  auto* opt = app.add_option("-m,--model", o.model,
+                             required ? "GGUF model file" : "GGUF model file (default: a built-in synthetic model)");
+  opt->check(existing_file());
+  if (required) opt->required();
   app.add_option("-t,--threads", o.threads, "Threads (default: all cores, at most 8)")
       ->check(CLI::Range(0, 1024));
 }
@@ -30,12 +38,41 @@ void add_cache_options(CLI::App& app, CacheOptions& o) {
       ->check(CLI::Range(1, 1 << 16));
 }
 
+std::string default_model_path() {
+  // A small random-weight llama with a real SentencePiece-style vocabulary, so `endless run`
+  // works on a fresh machine with nothing downloaded. Written once, then reused.
+  const char* cache = std::getenv("XDG_CACHE_HOME");
+  const char* home = std::getenv("HOME");
+  std::filesystem::path dir = cache && *cache ? std::filesystem::path(cache) / "endless"
+                              : home && *home ? std::filesystem::path(home) / ".cache" / "endless"
+                                              : std::filesystem::temp_directory_path() / "endless";
+  std::filesystem::create_directories(dir);
+  const auto path = dir / "default-synth-llama-128.gguf";
+  if (!std::filesystem::exists(path)) {
+    convert::SynthSpec spec;
+    spec.dim = 128;
+    spec.layers = 4;
+    spec.heads = 4;
+    spec.kv_heads = 2;
+    spec.ff = 384;
+    spec.vocab = 512;
+    spec.ctx = 2048;
+    spec.seed = 42;
+    spec.name = "endless-default (random weights)";
+    convert::write_synth_model(spec, path.string());
+  }
+  return path.string();
+}
+
 Loaded load(const ModelOptions& o) {
   Loaded l;
-  l.model = Model::load(o.model);
+  const std::string path = o.model.empty() ? default_model_path() : o.model;
+  if (o.model.empty())
+    std::fprintf(stderr, "no model given (-m): using the built-in random-weight model %s\n", path.c_str());
+  l.model = Model::load(path);
   l.tokenizer = std::make_unique<Tokenizer>(Tokenizer::from_gguf(l.model->file()));
   if (l.tokenizer->n_vocab() != l.model->config().n_vocab)
-    fail(o.model, ": the tokenizer has ", l.tokenizer->n_vocab(), " tokens but the model's ",
+    fail(path, ": the tokenizer has ", l.tokenizer->n_vocab(), " tokens but the model's ",
          "embedding has ", l.model->config().n_vocab);
   int threads = o.threads;
   if (threads <= 0)
@@ -47,7 +84,9 @@ Loaded load(const ModelOptions& o) {
 MemoryConfig memory_config(const CacheOptions& o, const ModelConfig& model) {
   MemoryConfig m;
   m.policy = o.policy;
-  m.n_ctx = o.n_ctx > 0 ? o.n_ctx : model.ctx_train;
+  // Like llama.cpp, the default context is the model's, capped so a file claiming a huge one does
+  // not allocate a huge cache.
+  m.n_ctx = o.n_ctx > 0 ? o.n_ctx : std::min<int64_t>(model.ctx_train, 4096);
   m.n_sink = o.n_sink;
   m.window = o.window;
   m.n_keep = o.n_keep;

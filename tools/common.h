@@ -26,7 +26,10 @@ struct CacheOptions {
   int batch = 512;
 };
 
-void add_model_options(CLI::App& app, ModelOptions& o);
+// With required = false, a missing -m means the embedded default: a small random-weight model
+// written on first use (see default_model_path).
+void add_model_options(CLI::App& app, ModelOptions& o, bool required = true);
+std::string default_model_path();
 void add_cache_options(CLI::App& app, CacheOptions& o);
 
 // Loads a model and its tokenizer.

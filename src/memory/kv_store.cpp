@@ -11,6 +11,10 @@ KVStore::KVStore(int n_layers, int kv_dim, int64_t capacity, TensorType type)
     : n_layers_(n_layers), kv_dim_(kv_dim), capacity_(capacity), type_(type) {
   if (type != TensorType::F32 && type != TensorType::F16)
     fail("KV cache type must be f32 or f16, not ", type_name(type));
+  const double gib = static_cast<double>(n_layers) * capacity * kv_dim * elem_size() * 2 / (1 << 30);
+  if (capacity <= 0 || gib > 256)
+    fail("KV cache of ", capacity, " tokens x ", n_layers, " layers would need ", gib,
+         " GiB: use a smaller context (-c) or a bounded cache policy");
   const size_t n = static_cast<size_t>(n_layers) * capacity * kv_dim * elem_size();
   k_.assign(n, 0);
   v_.assign(n, 0);
