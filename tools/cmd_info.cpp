@@ -4,6 +4,8 @@
 
 #include "cli.h"
 #include "gguf/gguf.h"
+#include "model/config.h"
+#include "util/error.h"
 
 namespace endless::cli {
 namespace {
@@ -25,6 +27,26 @@ int run_info(const InfoOptions& o) {
     auto& e = by_type[type_name(t.type)];
     e.first += 1;
     e.second += static_cast<int64_t>(t.nbytes);
+  }
+  try {
+    const ModelConfig c = ModelConfig::from_gguf(f);
+    std::printf("architecture: %s%s%s\n", c.arch.c_str(), c.name.empty() ? "" : "  name: ",
+                c.name.c_str());
+    std::printf("hparams:      dim %d, layers %d, heads %d, kv heads %d, head dim %d, ffn %d\n",
+                c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.ff);
+    std::printf("              context %lld, rms eps %g, rope base %g, rope dims %d%s%s\n",
+                static_cast<long long>(c.ctx_train), c.rms_eps, c.rope.freq_base, c.rope.n_rot,
+                c.rope.freq_scale != 1 ? cat(", linear scale ", 1 / c.rope.freq_scale).c_str() : "",
+                c.qkv_bias ? ", q/k/v biases" : "");
+  } catch (const Error& e) {
+    std::printf("architecture: not runnable by endless (%s)\n", e.what());
+  }
+  if (auto model = f.get_string("tokenizer.ggml.model")) {
+    const auto* tokens = f.get_array("tokenizer.ggml.tokens");
+    std::printf("tokenizer:    %s%s%s, %llu tokens\n", std::string(*model).c_str(),
+                f.get_string("tokenizer.ggml.pre") ? " / pre " : "",
+                std::string(f.get_string("tokenizer.ggml.pre").value_or("")).c_str(),
+                static_cast<unsigned long long>(tokens ? tokens->count : 0));
   }
   std::printf("tensors:      %zu (%.3f M parameters)\n", f.tensors().size(), params / 1e6);
   for (const auto& [name, e] : by_type)
