@@ -496,7 +496,7 @@ using Filter = Value (*)(Interpreter&, Value, CallArgs&);
 Value select_or_reject(Interpreter& interp, const Value& input, CallArgs& args, bool by_attribute, bool select,
                        const char* name) {
   std::vector<Value> out;
-  if (!truthy(input)) return Value::list({});
+  if (!truthy(input)) return Value::generator({});
   size_t offset = 0;
   Value attribute;
   if (by_attribute) {
@@ -520,7 +520,7 @@ Value select_or_reject(Interpreter& interp, const Value& input, CallArgs& args, 
     const bool passed = test ? call_test(interp, *test, subject, test_args) : truthy(subject);
     if (passed == select) out.push_back(item);
   }
-  return Value::list(std::move(out));
+  return Value::generator(std::move(out));
 }
 
 Value filter_abs(Interpreter&, Value v, CallArgs& args) {
@@ -557,7 +557,7 @@ Value filter_batch(Interpreter&, Value v, CallArgs& args) {
       while (static_cast<int64_t>(current.size()) < size) current.push_back(a.get(1));
     batches.push_back(Value::list(std::move(current)));
   }
-  return Value::list(std::move(batches));
+  return Value::generator(std::move(batches));
 }
 
 Value filter_capitalize(Interpreter&, Value v, CallArgs& args) {
@@ -621,6 +621,7 @@ Value filter_first(Interpreter&, Value v, CallArgs& args) {
 
 Value filter_last(Interpreter&, Value v, CallArgs& args) {
   Arguments("last", args, {});
+  if (v.is_iterable() && v.iterable().single_use) throw_error("'", type_name(v), "' object is not reversible");
   if (v.is_list()) {
     if (v.list().items.empty()) return Value::undefined("No last item, sequence was empty.");
     return v.list().items.back();
@@ -695,11 +696,11 @@ Value filter_int(Interpreter&, Value v, CallArgs& args) {
 
 Value filter_items(Interpreter&, Value v, CallArgs& args) {
   Arguments("items", args, {});
-  if (v.is_undefined()) return Value::list({});
+  if (v.is_undefined()) return Value::generator({});
   if (!v.is_dict()) throw_error("Can only get item pairs from a mapping.");
   std::vector<Value> pairs;
   for (const auto& [key, value] : v.dict().entries()) pairs.push_back(Value::list({Value::string(key), value}, true));
-  return Value::list(std::move(pairs));
+  return Value::generator(std::move(pairs));
 }
 
 Value filter_join(Interpreter& interp, Value v, CallArgs& args) {
@@ -734,7 +735,7 @@ Value filter_lower(Interpreter&, Value v, CallArgs& args) {
 
 Value filter_map(Interpreter& interp, Value v, CallArgs& args) {
   std::vector<Value> out;
-  if (!truthy(v)) return Value::list({});
+  if (!truthy(v)) return Value::generator({});
   auto keyword = [&](const std::string& name) -> const Value* {
     for (const auto& kw : args.keyword)
       if (kw.first == name) return &kw.second;
@@ -749,7 +750,7 @@ Value filter_map(Interpreter& interp, Value v, CallArgs& args) {
       interp.tick();
       out.push_back(get_path(interp, item, attribute, fallback));
     }
-    return Value::list(std::move(out));
+    return Value::generator(std::move(out));
   }
   if (args.positional.empty()) throw_error("map requires a filter argument");
   const std::string name = to_str(args.positional[0]);
@@ -761,7 +762,7 @@ Value filter_map(Interpreter& interp, Value v, CallArgs& args) {
     inner.keyword = args.keyword;
     out.push_back(call_filter(interp, name, item, inner));
   }
-  return Value::list(std::move(out));
+  return Value::generator(std::move(out));
 }
 
 Value min_or_max(Interpreter& interp, const Value& v, CallArgs& args, bool want_max, const char* name) {
@@ -816,9 +817,19 @@ Value filter_reverse(Interpreter&, Value v, CallArgs& args) {
     std::reverse(cps.begin(), cps.end());
     return Value::string(encode(cps));
   }
+  // reversed() where Python can, else a reversed list.
+  const bool reversible = v.is_list() || v.is_dict() || (v.is_iterable() && !v.iterable().single_use);
   auto items = iterate(v);
   std::reverse(items.begin(), items.end());
-  return Value::list(std::move(items));
+  if (!reversible) return Value::list(std::move(items));
+  std::string type = v.is_tuple() ? "reversed" : v.is_list() ? "list_reverseiterator" : "dict_reversekeyiterator";
+  if (v.is_iterable()) {
+    const std::string& view = v.iterable().type_name;
+    type = view == "dict_items" ? "dict_reverseitemiterator"
+           : view == "dict_values" ? "dict_reversevalueiterator"
+                                   : "dict_reversekeyiterator";
+  }
+  return Value::iterable(type, std::move(items), true);
 }
 
 Value filter_round(Interpreter&, Value v, CallArgs& args) {
@@ -931,7 +942,7 @@ Value filter_unique(Interpreter& interp, Value v, CallArgs& args) {
     }
     if (fresh) out.push_back(std::move(item));
   }
-  return Value::list(std::move(out));
+  return Value::generator(std::move(out));
 }
 
 Value filter_upper(Interpreter&, Value v, CallArgs& args) {
@@ -1027,7 +1038,7 @@ const std::unordered_map<std::string_view, std::pair<Test, const char*>>& tests(
       {"string", Entry{[](Interpreter&, const Value& v, const Arguments&) { return v.is_string(); }, nullptr}},
       {"mapping", Entry{[](Interpreter&, const Value& v, const Arguments&) { return v.is_dict(); }, nullptr}},
       {"iterable", Entry{[](Interpreter&, const Value& v, const Arguments&) {
-                           return v.is_string() || v.is_list() || v.is_dict() || v.is_undefined();
+                           return v.is_string() || v.is_list() || v.is_dict() || v.is_iterable() || v.is_undefined();
                          }, nullptr}},
       {"sequence", Entry{[](Interpreter&, const Value& v, const Arguments&) {
                            return v.is_string() || v.is_list() || v.is_dict() || v.is_undefined();
@@ -1048,6 +1059,8 @@ const std::unordered_map<std::string_view, std::pair<Test, const char*>>& tests(
                          const Value& other = operand(a, "sameas");
                          if (v.is_none() || other.is_none()) return v.is_none() && other.is_none();
                          if (v.is_bool() || other.is_bool()) return v.is_bool() && other.is_bool() && v.as_bool() == other.as_bool();
+                         // CPython caches the small ints, so they are identical when equal.
+                         if (v.is_int() && other.is_int()) return v.as_int() == other.as_int() && v.as_int() >= -5 && v.as_int() <= 256;
                          if (v.is_list() && other.is_list()) return &v.list() == &other.list();
                          if (v.is_dict() && other.is_dict()) return &v.dict() == &other.dict();
                          if (v.is_function() && other.is_function()) return &v.function() == &other.function();
@@ -1337,7 +1350,7 @@ std::optional<Value> string_method(Interpreter& interp, const Value& self, const
        }},
       {"partition", [](Interpreter&, const Value& s, CallArgs& args) {
          Arguments a("partition", args, {"sep"});
-         const std::string& sep = require_string(a.get_or(0, Value::none()), "partition()");
+         const std::string sep = require_string(a.get_or(0, Value::none()), "partition()");
          if (sep.empty()) throw_error("empty separator");
          const std::string& str = s.as_string();
          const size_t hit = str.find(sep);
@@ -1346,7 +1359,7 @@ std::optional<Value> string_method(Interpreter& interp, const Value& self, const
        }},
       {"rpartition", [](Interpreter&, const Value& s, CallArgs& args) {
          Arguments a("rpartition", args, {"sep"});
-         const std::string& sep = require_string(a.get_or(0, Value::none()), "rpartition()");
+         const std::string sep = require_string(a.get_or(0, Value::none()), "rpartition()");
          if (sep.empty()) throw_error("empty separator");
          const std::string& str = s.as_string();
          const size_t hit = str.rfind(sep);
@@ -1355,13 +1368,13 @@ std::optional<Value> string_method(Interpreter& interp, const Value& self, const
        }},
       {"removeprefix", [](Interpreter&, const Value& s, CallArgs& args) {
          Arguments a("removeprefix", args, {"prefix"});
-         const std::string& prefix = require_string(a.get_or(0, Value::none()), "removeprefix()");
+         const std::string prefix = require_string(a.get_or(0, Value::none()), "removeprefix()");
          const std::string& str = s.as_string();
          return like(s, str.compare(0, prefix.size(), prefix) == 0 ? str.substr(prefix.size()) : str);
        }},
       {"removesuffix", [](Interpreter&, const Value& s, CallArgs& args) {
          Arguments a("removesuffix", args, {"suffix"});
-         const std::string& suffix = require_string(a.get_or(0, Value::none()), "removesuffix()");
+         const std::string suffix = require_string(a.get_or(0, Value::none()), "removesuffix()");
          const std::string& str = s.as_string();
          const bool hit = !suffix.empty() && str.size() >= suffix.size() &&
                           str.compare(str.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -1375,20 +1388,21 @@ std::optional<Value> string_method(Interpreter& interp, const Value& self, const
 
 std::optional<Value> dict_method(Interpreter& interp, const Value& self, const std::string& name) {
   static const std::unordered_map<std::string_view, Method> methods = {
-      {"items", [](Interpreter& i, const Value& d, CallArgs& a) {
+      {"items", [](Interpreter&, const Value& d, CallArgs& a) {
          Arguments("items", a, {});
-         CallArgs none;
-         return filter_items(i, d, none);
+         std::vector<Value> pairs;
+         for (const auto& [key, value] : d.dict().entries()) pairs.push_back(Value::list({Value::string(key), value}, true));
+         return Value::iterable("dict_items", std::move(pairs), false);
        }},
       {"keys", [](Interpreter&, const Value& d, CallArgs& a) {
          Arguments("keys", a, {});
-         return Value::list(iterate(d));
+         return Value::iterable("dict_keys", iterate(d), false);
        }},
       {"values", [](Interpreter&, const Value& d, CallArgs& a) {
          Arguments("values", a, {});
          std::vector<Value> values;
          for (const auto& entry : d.dict().entries()) values.push_back(entry.second);
-         return Value::list(std::move(values));
+         return Value::iterable("dict_values", std::move(values), false);
        }},
       {"get", [](Interpreter&, const Value& d, CallArgs& args) {
          Arguments a("get", args, {"key", "default"});

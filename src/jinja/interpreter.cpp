@@ -275,7 +275,7 @@ void Interpreter::assign(const Target& target, const Value& value, Scope& scope)
       const Value* ns = scope.lookup(target.names[0]);
       if (!ns) fail_undefined(undefined_name(target.names[0]));
       if (!ns->is_object() || !ns->object()->is_namespace)
-        throw_error("can't assign attribute on non-namespace object");
+        throw_error("cannot assign attribute on non-namespace object");
       ns->object()->attributes.set(target.attribute, value);
       return;
     }
@@ -684,6 +684,11 @@ bool contains(const Value& container, const Value& item) {
     if (item.is_list() && !item.is_tuple()) throw_error("unhashable type: 'list'");
     if (item.is_dict()) throw_error("unhashable type: 'dict'");
     return item.is_string() && container.dict().find(item.as_string()) != nullptr;
+  }
+  if (container.is_iterable()) {
+    for (const auto& v : iterate(container))
+      if (equals(v, item)) return true;
+    return false;
   }
   if (container.is_undefined()) return false;
   throw_error("argument of type '", type_name(container), "' is not iterable");

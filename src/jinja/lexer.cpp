@@ -81,6 +81,7 @@ std::string decode_string(std::string_view body, int line) {
       case 'x': hex(2); break;
       case 'u': hex(4); break;
       case 'U': hex(8); break;
+      case 'N': syntax_error(line, "\\N{...} escapes are not supported");
       default:
         if (e >= '0' && e <= '7') {
           uint32_t v = static_cast<uint32_t>(e - '0');
@@ -129,7 +130,7 @@ class Lexer {
 
       if (kind == '#') {
         size_t end = src_.find("#}", p);
-        if (end == std::string::npos) syntax_error(tag_line, "missing end of comment tag");
+        if (end == std::string::npos) syntax_error(tag_line, "Missing end of comment tag");
         const char end_sign = (end > p && (src_[end - 1] == '-' || src_[end - 1] == '+')) ? src_[end - 1] : 0;
         finish_tag(end + 2, end_sign);
       } else if (raw_body != std::string::npos) {
@@ -328,11 +329,13 @@ class Lexer {
     };
     size_t end = digits(pos_);
     bool is_float = false;
-    if (end + 1 < src_.size() && src_[end] == '.' && is_digit(src_[end + 1])) {
+    // Like Jinja2, no float right after a dot: "x.0.1" is x[0][1].
+    const bool after_dot = pos_ > 0 && src_[pos_ - 1] == '.';
+    if (!after_dot && end + 1 < src_.size() && src_[end] == '.' && is_digit(src_[end + 1])) {
       end = digits(end + 1);
       is_float = true;
     }
-    if (end < src_.size() && (src_[end] == 'e' || src_[end] == 'E')) {
+    if (!after_dot && end < src_.size() && (src_[end] == 'e' || src_[end] == 'E')) {
       size_t p = end + 1;
       if (p < src_.size() && (src_[p] == '+' || src_[p] == '-')) ++p;
       if (p < src_.size() && is_digit(src_[p])) {

@@ -127,7 +127,7 @@ class Parser {
         if (end_names.size() != 0) {
           std::string expected;
           for (auto name : end_names) expected += (expected.empty() ? "'" : " or '") + std::string(name) + "'";
-          fail("unexpected end of template, expected " + expected);
+          fail("Unexpected end of template. Jinja was looking for the following tags: " + expected + ".");
         }
         return body;
       }
@@ -199,7 +199,7 @@ class Parser {
     }
     if (tag == "include" || tag == "extends" || tag == "import" || tag == "from" || tag == "block")
       fail("'" + tag + "' is not supported in chat templates");
-    fail("encountered unknown tag '" + tag + "'");
+    fail("Encountered unknown tag '" + tag + "'.");
   }
 
   StmtPtr parse_if() {
@@ -754,7 +754,7 @@ class Parser {
       start_inline = false;
       auto e = make(ExprKind::Filter, cur().line);
       e->name = parse_dotted_name();
-      if (!is_filter(e->name)) syntax_error(e->line, "no filter named '" + e->name + "'");
+      if (!is_filter(e->name)) syntax_error(e->line, "No filter named '" + e->name + "'.");
       if (keep_all) {
         e->operands.push_back(nullptr);
       } else {
@@ -775,7 +775,7 @@ class Parser {
     next();  // 'is'
     e->negated = skip_name("not");
     e->name = parse_dotted_name();
-    if (!is_test(e->name)) syntax_error(e->line, "no test named '" + e->name + "'");
+    if (!is_test(e->name)) syntax_error(e->line, "No test named '" + e->name + "'.");
     e->operands.push_back(std::move(node));
     const Token& t = cur();
     const bool argument_follows =

@@ -39,6 +39,7 @@ RecursionGuard::~RecursionGuard() { --recursion_depth; }
 uint32_t nesting_depth(const Value& v) {
   if (v.is_list()) return v.list().depth;
   if (v.is_dict()) return v.dict().depth();
+  if (v.is_iterable()) return v.iterable().depth;
   return 0;
 }
 
@@ -62,6 +63,18 @@ Value Value::list(std::vector<Value> items, bool is_tuple) {
   l->items = std::move(items);
   l->is_tuple = is_tuple;
   return Value(Storage(std::shared_ptr<const List>(std::move(l))));
+}
+
+Value Value::iterable(std::string type_name, std::vector<Value> items, bool single_use) {
+  auto it = std::make_shared<Iterable>();
+  it->type_name = std::move(type_name);
+  uint32_t depth = 1;
+  for (const auto& item : items) depth = std::max(depth, nesting_depth(item) + 1);
+  check_nesting(depth);
+  it->depth = depth;
+  it->items = std::move(items);
+  it->single_use = single_use;
+  return Value(Storage(std::shared_ptr<const Iterable>(std::move(it))));
 }
 
 Value Value::dict(Dict d) {
@@ -103,6 +116,7 @@ bool truthy(const Value& v) {
         else if constexpr (std::is_same_v<T, std::string>) return !x.empty();
         else if constexpr (std::is_same_v<T, std::shared_ptr<const List>>) return !x->items.empty();
         else if constexpr (std::is_same_v<T, std::shared_ptr<const Dict>>) return x->size() != 0;
+        else if constexpr (std::is_same_v<T, std::shared_ptr<const Iterable>>) return x->single_use || !x->items.empty();
         else return true;
       },
       v.storage());
@@ -250,7 +264,12 @@ std::string to_repr(const Value& v) {
         else if constexpr (std::is_same_v<T, std::shared_ptr<Function>>)
           return x->is_macro ? "<Macro " + python_string_repr(x->name) + ">"
                              : "<built-in function " + x->name + ">";
-        else return object_repr(*x);
+        else if constexpr (std::is_same_v<T, std::shared_ptr<const Iterable>>) {
+          if (x->single_use) return "<" + x->type_name + " object>";
+          List view;
+          view.items = x->items;
+          return x->type_name + "(" + sequence_repr(view) + ")";
+        } else return object_repr(*x);
       },
       v.storage());
 }
@@ -270,6 +289,7 @@ std::string type_name(const Value& v) {
         else if constexpr (std::is_same_v<T, std::shared_ptr<const Dict>>) return "dict";
         else if constexpr (std::is_same_v<T, std::shared_ptr<Function>>)
           return x->is_macro ? "Macro" : "builtin_function_or_method";
+        else if constexpr (std::is_same_v<T, std::shared_ptr<const Iterable>>) return x->type_name;
         else {
           const auto dot = x->type_name.rfind('.');
           return x->type_name.substr(dot == std::string::npos ? 0 : dot + 1);
@@ -316,6 +336,7 @@ bool equals(const Value& a, const Value& b) {
   }
   if (a.is_function() && b.is_function()) return &a.function() == &b.function();
   if (a.is_object() && b.is_object()) return a.object() == b.object();
+  if (a.is_iterable() && b.is_iterable()) return &a.iterable() == &b.iterable();
   return false;
 }
 
@@ -365,6 +386,13 @@ std::vector<Value> iterate(const Value& v) {
     }
     return chars;
   }
+  if (v.is_iterable()) {
+    const Iterable& it = v.iterable();
+    if (!it.single_use) return it.items;
+    if (it.consumed) return {};
+    it.consumed = true;
+    return it.items;
+  }
   if (v.is_undefined()) return {};
   throw_error("'", type_name(v), "' object is not iterable");
 }
@@ -373,6 +401,7 @@ int64_t length(const Value& v) {
   if (v.is_string()) return static_cast<int64_t>(unicode::length(v.as_string()));
   if (v.is_list()) return static_cast<int64_t>(v.list().items.size());
   if (v.is_dict()) return static_cast<int64_t>(v.dict().size());
+  if (v.is_iterable() && !v.iterable().single_use) return static_cast<int64_t>(v.iterable().items.size());
   if (v.is_undefined()) return 0;
   throw_error("object of type '", type_name(v), "' has no len()");
 }

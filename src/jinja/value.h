@@ -45,6 +45,18 @@ struct List {
   uint32_t depth = 1;
 };
 
+// A lazy Python iterable that Jinja2 filters and dict methods return: "generator" (map, select,
+// items, ...), "list_reverseiterator" (reverse), "dict_items"/"dict_keys"/"dict_values" views.
+// They iterate like lists but cannot be indexed or serialized to JSON; generators and iterators
+// are exhausted by one iteration and are true even when empty.
+struct Iterable {
+  std::string type_name;
+  std::vector<Value> items;
+  bool single_use = false;
+  mutable bool consumed = false;
+  uint32_t depth = 1;
+};
+
 // An insertion-ordered dict with string keys (JSON objects and dict literals).
 class Dict {
  public:
@@ -86,7 +98,8 @@ class Value {
  public:
   using Storage = std::variant<Undefined, None, bool, int64_t, double, std::string,
                                std::shared_ptr<const List>, std::shared_ptr<const Dict>,
-                               std::shared_ptr<Function>, std::shared_ptr<Object>>;
+                               std::shared_ptr<Function>, std::shared_ptr<Object>,
+                               std::shared_ptr<const Iterable>>;
 
   Value() : storage_(Undefined{"undefined value"}) {}
 
@@ -106,6 +119,8 @@ class Value {
   static Value dict(Dict d);
   static Value function(std::string name, std::function<Value(CallArgs&)> call, bool is_macro = false);
   static Value object(std::shared_ptr<Object> o) { return Value(Storage(std::move(o))); }
+  static Value iterable(std::string type_name, std::vector<Value> items, bool single_use);
+  static Value generator(std::vector<Value> items) { return iterable("generator", std::move(items), true); }
 
   bool is_undefined() const { return std::holds_alternative<Undefined>(storage_); }
   bool is_none() const { return std::holds_alternative<None>(storage_); }
@@ -119,6 +134,7 @@ class Value {
   bool is_dict() const { return std::holds_alternative<std::shared_ptr<const Dict>>(storage_); }
   bool is_function() const { return std::holds_alternative<std::shared_ptr<Function>>(storage_); }
   bool is_object() const { return std::holds_alternative<std::shared_ptr<Object>>(storage_); }
+  bool is_iterable() const { return std::holds_alternative<std::shared_ptr<const Iterable>>(storage_); }
   // Python's int includes bool; numbers include both.
   bool is_integral() const { return is_int() || is_bool(); }
   bool is_number() const { return is_integral() || is_float(); }
@@ -132,6 +148,7 @@ class Value {
   const Dict& dict() const { return *std::get<std::shared_ptr<const Dict>>(storage_); }
   Function& function() const { return *std::get<std::shared_ptr<Function>>(storage_); }
   const std::shared_ptr<Object>& object() const { return std::get<std::shared_ptr<Object>>(storage_); }
+  const Iterable& iterable() const { return *std::get<std::shared_ptr<const Iterable>>(storage_); }
   const std::string& undefined_message() const { return std::get<Undefined>(storage_).message; }
 
   const Storage& storage() const { return storage_; }
