@@ -7,10 +7,12 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gguf/gguf.h"
 #include "kernels/kernels.h"
+#include "util/fp16.h"
 #include "test_support.h"
 
 namespace endless::kernels {
@@ -63,6 +65,39 @@ TEST(ModelTensors, OurQuantizersReproduceLlamaQuantize) {
       ++compared;
     }
     EXPECT_GT(compared, 0) << qf.path << " has no " << type_name(qf.type) << " tensors";
+  }
+}
+
+// stories260K's F16 and BF16 files were converted from its F32 file by llama-quantize: our
+// conversions must reproduce them bit for bit.
+TEST(ModelTensors, HalfConversionsReproduceLlamaQuantize) {
+  const char* f32_path = "models/stories260K.gguf";
+  ENDLESS_REQUIRE_SHARED(f32_path);
+  const auto f32 = gguf::File::open(testing::shared_file(f32_path).string());
+  for (const auto& [path, type] : {std::pair{"models/stories260K.f16.gguf", TensorType::F16},
+                                   std::pair{"models/stories260K.bf16.gguf", TensorType::BF16}}) {
+    if (!std::filesystem::exists(testing::shared_file(path))) continue;
+    const auto half = gguf::File::open(testing::shared_file(path).string());
+    int compared = 0;
+    for (const auto& t : half.tensors()) {
+      if (t.type != type) continue;
+      const gguf::TensorInfo* src = f32.tensor(t.name);
+      ASSERT_NE(src, nullptr) << t.name;
+      ASSERT_EQ(src->type, TensorType::F32) << t.name;
+      std::vector<uint8_t> ours(t.nbytes);
+      quantize_weights_row(type, reinterpret_cast<const float*>(src->data), ours.data(),
+                           t.n_elements());
+      EXPECT_EQ(0, std::memcmp(ours.data(), t.data, t.nbytes)) << path << " " << t.name;
+      // And back: dequantize_row gives the exact widening.
+      std::vector<float> back(static_cast<size_t>(t.n_elements()));
+      dequantize_row(type, t.data, back.data(), t.n_elements());
+      for (int64_t i = 0; i < t.n_elements(); ++i) {
+        const uint16_t h = reinterpret_cast<const uint16_t*>(t.data)[i];
+        ASSERT_EQ(back[i], type == TensorType::F16 ? fp16_to_fp32(h) : bf16_to_fp32(h));
+      }
+      ++compared;
+    }
+    EXPECT_GT(compared, 0) << path;
   }
 }
 
