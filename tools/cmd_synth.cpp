@@ -58,6 +58,8 @@ Registration reg(
       sub.add_option("--name", s.name, "general.name (default: synthetic-ARCH-DIM)");
       sub.add_flag("--tied-output", s.tied_output,
                    "Leave output.weight out, so the model reuses token_embd");
+      sub.add_option("-t,--threads", s.threads, "Threads drawing the weights (0: one per core)")
+          ->check(CLI::Range(0, 1024));
       sub.add_option("-o,--output", o->output, "GGUF file to write")->required();
       return [o] { return run_synth(*o); };
     });

@@ -6,12 +6,14 @@
 #include <cmath>
 #include <numbers>
 #include <random>
+#include <thread>
 #include <unordered_set>
 
 #include "convert/token_types.h"
 #include "convert/write_file.h"
 #include "kernels/kernels.h"
 #include "util/error.h"
+#include "util/thread_pool.h"
 
 namespace endless::convert {
 namespace {
@@ -251,6 +253,7 @@ void SynthSpec::validate() const {
     fail("--vocab ", vocab, " is out of range [", kMinVocab, ", ", kMaxVocab,
          "] (the vocabulary holds <unk>, <s>, </s> and 256 byte tokens)");
   if (!(rope_freq_base > 1.0f)) fail("rope frequency base ", rope_freq_base, " must exceed 1");
+  if (threads < 0 || threads > 1024) fail("thread count ", threads, " is out of range [0, 1024]");
   if (!(rms_eps > 0.0f && rms_eps < 1.0f)) fail("RMS-norm epsilon ", rms_eps, " is not in (0, 1)");
 
   const auto types = synth_weight_types();
@@ -306,6 +309,11 @@ gguf::Writer synth_model(const SynthSpec& s) {
   w.set_u32("tokenizer.ggml.unknown_token_id", 0);
   if (s.type != TensorType::F32) w.set_u32("general.quantization_version", 2);
 
+  const int threads = s.threads > 0 ? s.threads
+                                    : static_cast<int>(std::clamp<unsigned>(
+                                          std::thread::hardware_concurrency(), 1, 16));
+  ThreadPool pool(threads);
+
   // A tensor of `shape` (row length first) with values mean + stddev * N(0, 1), stored as F32
   // when it is 1-D and as the model's type otherwise.
   auto add = [&](const std::string& name, std::vector<int64_t> shape, float mean, float stddev) {
@@ -314,13 +322,18 @@ gguf::Writer synth_model(const SynthSpec& s) {
     const int64_t rows = shape.size() == 1 ? 1 : shape[1];
     const size_t row_bytes = row_size(type, row_len);
     std::vector<uint8_t> data(row_bytes * static_cast<size_t>(rows));
-    std::vector<float> row(static_cast<size_t>(row_len));
-    Normal normal(tensor_seed(s.seed, name, shape));
-    for (int64_t r = 0; r < rows; ++r) {
-      for (float& x : row) x = mean + stddev * normal.next();
-      kernels::quantize_row(type, row.data(), data.data() + static_cast<size_t>(r) * row_bytes,
-                            row_len);
-    }
+    const uint64_t seed = tensor_seed(s.seed, name, shape);
+    // Each row has its own random stream, so rows can be drawn in parallel and the values do not
+    // depend on the number of threads.
+    pool.parallel_for(rows, [&](int64_t begin, int64_t end) {
+      std::vector<float> row(static_cast<size_t>(row_len));
+      for (int64_t r = begin; r < end; ++r) {
+        Normal normal(splitmix64(seed ^ static_cast<uint64_t>(r)));
+        for (float& x : row) x = mean + stddev * normal.next();
+        kernels::quantize_row(type, row.data(), data.data() + static_cast<size_t>(r) * row_bytes,
+                              row_len);
+      }
+    });
     w.add_tensor(name, type, std::move(shape), data.data(), data.size());
   };
 

@@ -10,10 +10,11 @@
 // Weight types follow `llama-quantize --pure`: every 2-D weight, token_embd and output included,
 // takes the requested type; 1-D tensors (norms, biases) stay F32.
 //
-// Each tensor's values depend only on the seed, the tensor's name and its shape, so a model with
-// more layers shares its first layers with a smaller one, and a quantized model holds exactly the
-// F32 model's values, quantized. Generation is deterministic and platform-independent (the random
-// numbers come from mt19937_64 and our own normal transform, not std::normal_distribution).
+// Each tensor's values depend only on the seed, the tensor's name and its shape, not on the
+// number of threads drawing them: a model with more layers shares its first layers with a smaller
+// one, and a quantized model holds exactly the F32 model's values, quantized. The random numbers
+// come from mt19937_64, whose sequence the C++ standard fixes, through our own normal transform
+// (std::normal_distribution differs between standard libraries).
 #pragma once
 
 #include <cstdint>
@@ -39,6 +40,7 @@ struct SynthSpec {
   std::string name;          // general.name; empty means "synthetic-<arch>-<dim>"
   float rope_freq_base = 10000.0f;
   float rms_eps = 1e-5f;
+  int threads = 0;  // threads drawing the weights; 0 means one per core (at most 16)
 
   int64_t head_dim() const { return dim / heads; }
   // Throws Error naming the first field that is out of range or inconsistent.

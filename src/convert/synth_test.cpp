@@ -162,6 +162,12 @@ TEST(Synth, DeterministicForASeed) {
   ASSERT_EQ(a.size(), c.size());
   EXPECT_FALSE(a == c) << "another seed gave the same weights";
 
+  // The thread count does not change the weights.
+  SynthSpec one = small_spec("llama", TensorType::Q6_K), three = one;
+  one.threads = 1;
+  three.threads = 3;
+  EXPECT_TRUE(synth_model(one).to_bytes() == synth_model(three).to_bytes());
+
   // A deeper model shares its first layers with a shallower one of the same seed.
   SynthSpec shallow = small_spec("llama", TensorType::F32), deep = shallow;
   deep.layers = 3;
