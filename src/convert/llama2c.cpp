@@ -296,8 +296,8 @@ gguf::Writer llama2c_to_gguf(std::span<const uint8_t> checkpoint, const std::str
   const Llama2cConfig c = parse_llama2c_config(checkpoint, checkpoint_name);
   const Llama2cVocab vocab = parse_llama2c_tokenizer(tokenizer, c.vocab_size, tokenizer_name);
   const Layout layout = layout_of(c, c.shared_classifier, checkpoint_name);
-  if (options.context_length < 0)
-    fail("context length ", options.context_length, " is negative");
+  if (options.context_length < 0 || options.context_length > 0xFFFFFFFFll)
+    fail("context length ", options.context_length, " is out of range [1, 4294967295]");
 
   gguf::Writer w;
   // Keys in the order llama.cpp's converter writes them.
