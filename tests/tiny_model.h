@@ -55,7 +55,7 @@ inline void write_tiny_model(const TinyModelSpec& s, const std::string& path) {
     if (shape.size() == 1 && scale == 0) std::fill(v.begin(), v.end(), 1.0f);
     const TensorType t = quantize ? s.type : TensorType::F32;
     std::vector<uint8_t> data(row_size(t, n));
-    kernels::quantize_row(t, v.data(), data.data(), n);
+    kernels::quantize_weights_row(t, v.data(), data.data(), n);
     w.add_tensor(name, t, shape, data.data(), data.size());
   };
   const int hd = s.dim / s.heads;

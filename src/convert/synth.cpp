@@ -330,7 +330,7 @@ gguf::Writer synth_model(const SynthSpec& s) {
       for (int64_t r = begin; r < end; ++r) {
         Normal normal(splitmix64(seed ^ static_cast<uint64_t>(r)));
         for (float& x : row) x = mean + stddev * normal.next();
-        kernels::quantize_row(type, row.data(), data.data() + static_cast<size_t>(r) * row_bytes,
+        kernels::quantize_weights_row(type, row.data(), data.data() + static_cast<size_t>(r) * row_bytes,
                               row_len);
       }
     });

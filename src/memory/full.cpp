@@ -27,4 +27,12 @@ void FullPolicy::spans(int, int i, std::vector<Span>& out) const {
   out.assign(1, Span{0, t + 1, static_cast<double>(t)});
 }
 
+std::vector<int64_t> FullPolicy::save_state() const { return {n_seen_}; }
+
+void FullPolicy::load_state(const std::vector<int64_t>& s) {
+  if (s.size() != 1) fail("snapshot: bad state for cache policy ", describe());
+  n_seen_ = s[0];
+  if (n_seen_ > n_ctx_ || n_seen_ < 0) fail("snapshot: inconsistent state for cache policy ", describe());
+}
+
 }  // namespace endless

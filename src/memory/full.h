@@ -12,6 +12,8 @@ class FullPolicy final : public MemoryPolicy {
   int64_t retained() const override { return n_seen_; }
   void begin_batch(int n, KVStore& store, int64_t* slots, double* key_pos) override;
   void spans(int layer, int i, std::vector<Span>& out) const override;
+  std::vector<int64_t> save_state() const override;
+  void load_state(const std::vector<int64_t>& s) override;
 
  private:
   int64_t n_ctx_;

@@ -7,6 +7,11 @@
 
 namespace endless {
 
+void MemoryPolicy::load_state(const std::vector<int64_t>& s) {
+  if (s.size() != 1 || s[0] < 0) fail("snapshot: bad state for cache policy ", describe());
+  n_seen_ = s[0];
+}
+
 const std::vector<std::string>& policy_names() {
   static const std::vector<std::string> names = {"full", "window", "sink", "shift"};
   return names;

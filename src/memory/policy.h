@@ -58,6 +58,11 @@ class MemoryPolicy {
   // Feedback from the forward pass, for policies that use it (default: ignored).
   virtual void observe_nll(const float* nll, int n) {}
 
+  // The policy's own state (counters, not the KV store), for snapshots of a sequence: a list of
+  // integers the policy writes and reads back in the same order.
+  virtual std::vector<int64_t> save_state() const { return {n_seen_}; }
+  virtual void load_state(const std::vector<int64_t>& s);
+
   // Tokens of the stream consumed so far.
   int64_t n_seen() const { return n_seen_; }
   void reset_seen(int64_t n) { n_seen_ = n; }

@@ -49,4 +49,14 @@ void ShiftPolicy::end_batch(int n) {
   n_seen_ += n;
 }
 
+std::vector<int64_t> ShiftPolicy::save_state() const { return {n_seen_, used_, discarded_}; }
+
+void ShiftPolicy::load_state(const std::vector<int64_t>& s) {
+  if (s.size() != 3) fail("snapshot: bad state for cache policy ", describe());
+  n_seen_ = s[0];
+  used_ = s[1];
+  discarded_ = s[2];
+  if (used_ > n_ctx_ || n_seen_ < 0) fail("snapshot: inconsistent state for cache policy ", describe());
+}
+
 }  // namespace endless

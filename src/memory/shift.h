@@ -16,6 +16,8 @@ class ShiftPolicy final : public MemoryPolicy {
   int64_t retained() const override { return used_; }
   void begin_batch(int n, KVStore& store, int64_t* slots, double* key_pos) override;
   void spans(int layer, int i, std::vector<Span>& out) const override;
+  std::vector<int64_t> save_state() const override;
+  void load_state(const std::vector<int64_t>& s) override;
   void end_batch(int n) override;
 
  private:

@@ -63,4 +63,14 @@ void SinkPolicy::spans(int, int i, std::vector<Span>& out) const {
   out.push_back({local_slot(start), local_slot(t) + 1, static_cast<double>(t)});
 }
 
+std::vector<int64_t> SinkPolicy::save_state() const { return {n_seen_, region_first_, region_used_}; }
+
+void SinkPolicy::load_state(const std::vector<int64_t>& s) {
+  if (s.size() != 3) fail("snapshot: bad state for cache policy ", describe());
+  n_seen_ = s[0];
+  region_first_ = s[1];
+  region_used_ = s[2];
+  if (region_used_ > local_ + max_batch_ || region_first_ < n_sink_ || n_seen_ < 0) fail("snapshot: inconsistent state for cache policy ", describe());
+}
+
 }  // namespace endless

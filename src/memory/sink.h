@@ -15,6 +15,8 @@ class SinkPolicy final : public MemoryPolicy {
   int64_t retained() const override;
   void begin_batch(int n, KVStore& store, int64_t* slots, double* key_pos) override;
   void spans(int layer, int i, std::vector<Span>& out) const override;
+  std::vector<int64_t> save_state() const override;
+  void load_state(const std::vector<int64_t>& s) override;
 
  private:
   // Slot of stream position t >= n_sink in the local region.

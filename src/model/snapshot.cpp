@@ -1,0 +1,161 @@
+#include "model/snapshot.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "util/error.h"
+
+namespace endless {
+namespace {
+
+constexpr char kMagic[8] = {'E', 'N', 'D', 'L', 'S', 'N', 'A', 'P'};
+constexpr uint32_t kVersion = 1;
+
+uint64_t fnv1a(const uint8_t* p, size_t n, uint64_t h = 1469598103934665603ull) {
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+struct Out {
+  std::vector<uint8_t> b;
+  template <typename T>
+  void put(T v) {
+    const auto* p = reinterpret_cast<const uint8_t*>(&v);
+    b.insert(b.end(), p, p + sizeof(T));
+  }
+  void str(const std::string& s) {
+    put<uint32_t>(static_cast<uint32_t>(s.size()));
+    b.insert(b.end(), s.begin(), s.end());
+  }
+};
+
+struct In {
+  const uint8_t* p;
+  size_t n, pos = 0;
+  const std::string& path;
+  template <typename T>
+  T get() {
+    if (n - pos < sizeof(T)) fail(path, ": snapshot is truncated");
+    T v;
+    std::memcpy(&v, p + pos, sizeof(T));
+    pos += sizeof(T);
+    return v;
+  }
+  std::string str() {
+    const uint32_t len = get<uint32_t>();
+    if (len > 64 || n - pos < len) fail(path, ": snapshot is corrupt (bad string)");
+    std::string s(reinterpret_cast<const char*>(p + pos), len);
+    pos += len;
+    return s;
+  }
+};
+
+void write_durably(const std::string& path, const std::vector<uint8_t>& bytes) {
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) fail("cannot create '", tmp, "': ", std::strerror(errno));
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      const int err = errno;
+      ::close(fd);
+      fail("cannot write '", tmp, "': ", std::strerror(err));
+    }
+    done += static_cast<size_t>(w);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) fail("cannot sync '", tmp, "': ", std::strerror(errno));
+  if (std::rename(tmp.c_str(), path.c_str()) != 0)
+    fail("cannot rename '", tmp, "' to '", path, "': ", std::strerror(errno));
+  // The rename itself is durable only once the directory is synced.
+  const auto dir = std::filesystem::path(path).parent_path();
+  const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+}  // namespace
+
+void save_sequence(const Sequence& seq, const ModelConfig& model, const std::string& path) {
+  Out o;
+  o.b.insert(o.b.end(), kMagic, kMagic + 8);
+  o.put<uint32_t>(kVersion);
+  o.put<int32_t>(model.n_layers);
+  o.put<int32_t>(model.kv_dim());
+  o.put<int64_t>(model.n_vocab);
+  const MemoryConfig& c = seq.config;
+  o.str(c.policy);
+  o.put<int64_t>(c.n_ctx);
+  o.put<int32_t>(c.n_sink);
+  o.put<int64_t>(c.window);
+  o.put<int64_t>(c.n_keep);
+  o.put<uint32_t>(static_cast<uint32_t>(c.kv_type));
+  o.put<int32_t>(c.max_batch);
+  const auto state = seq.policy->save_state();
+  o.put<uint32_t>(static_cast<uint32_t>(state.size()));
+  for (int64_t v : state) o.put<int64_t>(v);
+  const KVStore& s = seq.store;
+  o.put<int64_t>(s.capacity());
+  const size_t layer_bytes = static_cast<size_t>(s.capacity()) * s.kv_dim() * s.elem_size();
+  for (int l = 0; l < s.n_layers(); ++l) {
+    o.b.insert(o.b.end(), s.key(l, 0), s.key(l, 0) + layer_bytes);
+    o.b.insert(o.b.end(), s.value(l, 0), s.value(l, 0) + layer_bytes);
+  }
+  o.put<uint64_t>(fnv1a(o.b.data(), o.b.size()));
+  write_durably(path, o.b);
+}
+
+std::unique_ptr<Sequence> load_sequence(const Engine& engine, const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) fail("cannot open snapshot '", path, "'");
+  const std::vector<uint8_t> b((std::istreambuf_iterator<char>(f)), {});
+  if (b.size() < 8 + 4 + 8 || std::memcmp(b.data(), kMagic, 8) != 0)
+    fail(path, ": not an endless snapshot");
+  uint64_t stored;
+  std::memcpy(&stored, b.data() + b.size() - 8, 8);
+  if (fnv1a(b.data(), b.size() - 8) != stored) fail(path, ": snapshot checksum mismatch (corrupt)");
+  In in{b.data(), b.size() - 8, 8, path};
+  const uint32_t version = in.get<uint32_t>();
+  if (version != kVersion) fail(path, ": snapshot version ", version, " (this build reads ", kVersion, ")");
+  const ModelConfig& m = engine.config();
+  const int32_t layers = in.get<int32_t>(), kv_dim = in.get<int32_t>();
+  const int64_t vocab = in.get<int64_t>();
+  if (layers != m.n_layers || kv_dim != m.kv_dim() || vocab != m.n_vocab)
+    fail(path, ": snapshot was made with another model (", layers, " layers, kv dim ", kv_dim,
+         ", vocab ", vocab, ")");
+  MemoryConfig c;
+  c.policy = in.str();
+  c.n_ctx = in.get<int64_t>();
+  c.n_sink = in.get<int32_t>();
+  c.window = in.get<int64_t>();
+  c.n_keep = in.get<int64_t>();
+  c.kv_type = static_cast<TensorType>(in.get<uint32_t>());
+  c.max_batch = in.get<int32_t>();
+  auto seq = engine.new_sequence(c);
+  const uint32_t n_state = in.get<uint32_t>();
+  if (n_state > 16) fail(path, ": snapshot is corrupt (policy state)");
+  std::vector<int64_t> state(n_state);
+  for (auto& v : state) v = in.get<int64_t>();
+  seq->policy->load_state(state);
+  KVStore& s = seq->store;
+  if (in.get<int64_t>() != s.capacity()) fail(path, ": snapshot is corrupt (cache size)");
+  const size_t layer_bytes = static_cast<size_t>(s.capacity()) * s.kv_dim() * s.elem_size();
+  for (int l = 0; l < s.n_layers(); ++l) {
+    if (in.n - in.pos < 2 * layer_bytes) fail(path, ": snapshot is truncated");
+    std::memcpy(s.key(l, 0), b.data() + in.pos, layer_bytes);
+    std::memcpy(s.value(l, 0), b.data() + in.pos + layer_bytes, layer_bytes);
+    in.pos += 2 * layer_bytes;
+  }
+  if (in.pos != in.n) fail(path, ": snapshot has trailing bytes (corrupt)");
+  return seq;
+}
+
+}  // namespace endless
