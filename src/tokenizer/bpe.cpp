@@ -42,6 +42,43 @@ uint64_t pair_key(int32_t left, int32_t right) {
   return (uint64_t(uint32_t(left)) << 32) | uint32_t(right);
 }
 
+// (left, right) -> merge, open addressing: looked up for every adjacent pair of every word.
+class MergeTable {
+ public:
+  void reserve(size_t n) {
+    size_t capacity = 16;
+    while (capacity < 2 * n) capacity *= 2;
+    slots_.assign(capacity, Slot{});
+    shift_ = 64 - unsigned(__builtin_ctzll(capacity));
+  }
+  // Keeps the first merge of a pair, as llama.cpp does.
+  void insert(uint64_t key, Merge merge) {
+    for (size_t i = index(key);; i = (i + 1) & (slots_.size() - 1)) {
+      if (slots_[i].key == kEmpty) {
+        slots_[i] = {key, merge};
+        return;
+      }
+      if (slots_[i].key == key) return;
+    }
+  }
+  const Merge* find(uint64_t key) const {
+    for (size_t i = index(key);; i = (i + 1) & (slots_.size() - 1)) {
+      if (slots_[i].key == key) return &slots_[i].merge;
+      if (slots_[i].key == kEmpty) return nullptr;
+    }
+  }
+
+ private:
+  static constexpr uint64_t kEmpty = ~uint64_t(0);
+  struct Slot {
+    uint64_t key = kEmpty;
+    Merge merge{};
+  };
+  size_t index(uint64_t key) const { return size_t((key * 0x9E3779B97F4A7C15ull) >> shift_); }
+  std::vector<Slot> slots_;
+  unsigned shift_ = 60;
+};
+
 }  // namespace
 
 struct BpeModel::State {
@@ -53,7 +90,7 @@ struct BpeModel::State {
   std::vector<std::string> texts;
   std::vector<int32_t> text_token;  // token id of each text, -1 if none
   int32_t byte_text[256];
-  std::unordered_map<uint64_t, Merge> merges;
+  MergeTable merges;
 
   State(const Vocab& v, PreTokenizerKind kind, bool ignore)
       : vocab(v), pre(pretokenizer_patterns(kind)), ignore_merges(ignore) {}
@@ -86,7 +123,7 @@ BpeModel::BpeModel(const Vocab& vocab, const std::vector<std::string_view>& merg
     joined.assign(left);
     joined.append(right);
     const int32_t l = s.intern(left), r = s.intern(right), m = s.intern(joined);
-    s.merges.emplace(pair_key(l, r), Merge{int32_t(std::min<size_t>(i, INT32_MAX)), m});
+    s.merges.insert(pair_key(l, r), Merge{int32_t(std::min<size_t>(i, INT32_MAX)), m});
   }
 }
 
@@ -103,10 +140,10 @@ void BpeModel::encode(std::string_view text, std::vector<int32_t>& out) const {
   std::string encoded;
   const auto try_add = [&](int32_t left, int32_t right) {
     if (left < 0 || right < 0) return;
-    const auto it = s.merges.find(pair_key(symbols[left].text, symbols[right].text));
-    if (it == s.merges.end()) return;
-    heap.push_back({it->second.rank, left, right, symbols[left].text, symbols[right].text,
-                    it->second.result});
+    const Merge* merge = s.merges.find(pair_key(symbols[left].text, symbols[right].text));
+    if (merge == nullptr) return;
+    heap.push_back({merge->rank, left, right, symbols[left].text, symbols[right].text,
+                    merge->result});
     std::push_heap(heap.begin(), heap.end(), BigramAfter{});
   };
 

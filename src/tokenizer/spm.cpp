@@ -39,9 +39,7 @@ void spm_encode(const Vocab& vocab, std::string_view text, std::vector<int32_t>&
   // llama.cpp: broken sequences end up as byte tokens).
   for (size_t pos = 0; pos < text.size();) {
     const size_t n = std::min(unicode::sequence_length(uint8_t(text[pos])), text.size() - pos);
-    const int32_t index = int32_t(symbols.size());
-    symbols.push_back({uint32_t(pos), uint32_t(n), index - 1,
-                       pos + n == text.size() ? -1 : index + 1});
+    symbols.push_back({uint32_t(pos), uint32_t(n), -1, -1});
     pos += n;
   }
 
@@ -53,26 +51,9 @@ void spm_encode(const Vocab& vocab, std::string_view text, std::vector<int32_t>&
     if (id < 0) return;
     queue.push({vocab.tokens[size_t(id)].score, left, right, size});
   };
-  for (int32_t i = 1; i < int32_t(symbols.size()); ++i) try_add(i - 1, i);
-
-  while (!queue.empty()) {
-    const Bigram bigram = queue.top();
-    queue.pop();
-    Symbol& left = symbols[bigram.left];
-    Symbol& right = symbols[bigram.right];
-    if (left.size == 0 || right.size == 0 || left.size + right.size != bigram.size) continue;
-    left.size += right.size;
-    right.size = 0;
-    left.next = right.next;
-    if (right.next >= 0) symbols[right.next].prev = bigram.left;
-    try_add(left.prev, bigram.left);
-    try_add(bigram.left, left.next);
-  }
-
   // Every surviving piece is either a merged token or a single character; a character that is
   // no token is spelled with byte tokens.
-  for (int32_t i = 0; i != -1; i = symbols[i].next) {
-    const Symbol& s = symbols[i];
+  const auto emit = [&](const Symbol& s) {
     const std::string_view piece = text.substr(s.offset, s.size);
     const int32_t id = vocab.find(piece);
     if (id >= 0) {
@@ -80,7 +61,44 @@ void spm_encode(const Vocab& vocab, std::string_view text, std::vector<int32_t>&
     } else {
       for (char c : piece) out.push_back(vocab.byte_token(uint8_t(c)));
     }
+  };
+  // Merges the symbols [begin, end) as llama.cpp merges a whole text: the highest-scoring
+  // adjacent pair that forms a token first, the leftmost among equals.
+  const auto merge = [&](int32_t begin, int32_t end) {
+    if (begin >= end) return;
+    for (int32_t i = begin; i < end; ++i) {
+      symbols[i].prev = i - 1 >= begin ? i - 1 : -1;
+      symbols[i].next = i + 1 < end ? i + 1 : -1;
+    }
+    for (int32_t i = begin + 1; i < end; ++i) try_add(i - 1, i);
+    while (!queue.empty()) {
+      const Bigram bigram = queue.top();
+      queue.pop();
+      Symbol& left = symbols[bigram.left];
+      Symbol& right = symbols[bigram.right];
+      if (left.size == 0 || right.size == 0 || left.size + right.size != bigram.size) continue;
+      left.size += right.size;
+      right.size = 0;
+      left.next = right.next;
+      if (right.next >= 0) symbols[right.next].prev = bigram.left;
+      try_add(left.prev, bigram.left);
+      try_add(bigram.left, left.next);
+    }
+    for (int32_t i = begin; i != -1; i = symbols[i].next) emit(symbols[i]);
+  };
+
+  int32_t begin = 0;
+  const int32_t count = int32_t(symbols.size());
+  for (int32_t i = 0; i < count; ++i) {
+    const Symbol& s = symbols[i];
+    const uint8_t c = uint8_t(text[s.offset]);
+    if (s.size == 1 && c < 0x80 && vocab.merge_barrier[c]) {
+      merge(begin, i);
+      emit(s);
+      begin = i + 1;
+    }
   }
+  merge(begin, count);
 }
 
 }  // namespace endless::detail

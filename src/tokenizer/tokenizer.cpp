@@ -387,15 +387,15 @@ std::shared_ptr<Vocab> load(const gguf::File& f) {
   }
 
   v.tokens.resize(n);
-  v.token_to_id.reserve(n);
+  v.token_index.reserve(n);
   for (size_t i = 0; i < n; ++i) {
     TokenInfo& tok = v.tokens[i];
     tok.text = std::string(tokens->strings[i]);
     if (tok.text.empty()) tok.text = cat("[EMPTY_", i, "]");  // llama.cpp's stand-in
-    if (!v.token_to_id.emplace(tok.text, int32_t(i)).second)
-      fail(f.path(), ": duplicate token in the vocabulary: '", tok.text, "' has ids ",
-           v.token_to_id[tok.text], " and ", i);
     v.max_token_len = std::max(v.max_token_len, tok.text.size());
+    if (const int32_t earlier = v.token_index.insert(v.tokens, int32_t(i)); earlier >= 0)
+      fail(f.path(), ": duplicate token in the vocabulary: '", tok.text, "' has ids ", earlier,
+           " and ", i);
     if (scores != nullptr) tok.score = float(scores->element(i).as_float());
     if (types != nullptr) tok.attr = attr_from_type(types->element(i).as_int());
   }
@@ -518,6 +518,14 @@ std::shared_ptr<Vocab> load(const gguf::File& f) {
       charsmap.assign(reinterpret_cast<const char*>(cm->raw), cm->count);
     }
     v.ugm = std::make_unique<detail::UgmModel>(v, std::move(charsmap));
+  }
+
+  if (v.kind == VocabKind::Spm) {
+    v.merge_barrier.fill(1);
+    for (const TokenInfo& tok : v.tokens)
+      if (tok.text.size() > 1)
+        for (unsigned char c : tok.text)
+          if (c < 0x80) v.merge_barrier[c] = 0;
   }
 
   v.pieces.resize(n);

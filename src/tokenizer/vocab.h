@@ -2,7 +2,9 @@
 // tokenizer module; the public face is tokenizer.h.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <string>
@@ -37,6 +39,40 @@ struct StringHash {
 };
 using TokenMap = std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>>;
 
+// A fast hash for short byte strings (token texts), eight bytes at a time.
+inline uint64_t hash_bytes(std::string_view s) {
+  uint64_t h = 0x9E3779B97F4A7C15ull ^ (s.size() * 0xFF51AFD7ED558CCDull);
+  const char* p = s.data();
+  size_t n = s.size();
+  for (; n >= 8; p += 8, n -= 8) {
+    uint64_t w;
+    std::memcpy(&w, p, 8);
+    h = (h ^ w) * 0xFF51AFD7ED558CCDull;
+    h ^= h >> 32;
+  }
+  uint64_t w = 0;
+  std::memcpy(&w, p, n);
+  h = (h ^ w) * 0xC4CEB9FE1A85EC53ull;
+  return h ^ (h >> 29);
+}
+
+// Token text -> id, open addressing over a flat array: the tokenizers' hottest lookup.
+class TokenIndex {
+ public:
+  // Returns the id already holding `text` (and leaves it), or -1 after adding `id`.
+  int32_t insert(const std::vector<struct TokenInfo>& tokens, int32_t id);
+  int32_t find(const std::vector<struct TokenInfo>& tokens, std::string_view text) const;
+  void reserve(size_t n);
+
+ private:
+  struct Slot {
+    uint32_t hash = 0;
+    int32_t id = -1;
+  };
+  std::vector<Slot> slots_;
+  size_t used_ = 0;
+};
+
 enum class VocabKind { Spm, Bpe, Wpm, Ugm };
 
 class BpeModel;
@@ -48,7 +84,7 @@ struct Vocab {
   std::string pre;    // tokenizer.ggml.pre, "default" when absent
 
   std::vector<TokenInfo> tokens;
-  TokenMap token_to_id;
+  TokenIndex token_index;
   size_t max_token_len = 0;
 
   int32_t bos = -1, eos = -1, eot = -1, eom = -1, unk = -1, sep = -1, pad = -1, mask = -1;
@@ -71,6 +107,11 @@ struct Vocab {
   std::vector<uint8_t> eog;             // per token: ends generation
   std::vector<std::string> pieces;      // per token: its bytes, rendering special tokens
 
+  // SPM: ASCII bytes that occur in no token of more than one byte. No merge can cross such a
+  // character, so the text is merged in independent stretches between them (same result,
+  // small queues).
+  std::array<uint8_t, 128> merge_barrier{};
+
   std::unique_ptr<BpeModel> bpe;
   std::unique_ptr<UgmModel> ugm;
 
@@ -78,8 +119,8 @@ struct Vocab {
   ~Vocab();
 
   int32_t find(std::string_view text) const {
-    auto it = token_to_id.find(text);
-    return it == token_to_id.end() ? -1 : it->second;
+    if (text.size() > max_token_len) return -1;
+    return token_index.find(tokens, text);
   }
   bool has_attr(int32_t id, uint32_t attr) const { return (tokens[size_t(id)].attr & attr) != 0; }
   // The token for one byte: <0xNN>, else the byte as a one-character token, else unk.
@@ -95,5 +136,44 @@ void spm_encode(const Vocab& vocab, std::string_view text, std::vector<int32_t>&
 
 // WordPiece: normalize and split into words, then greedy longest-match per word.
 void wpm_encode(const Vocab& vocab, std::string_view text, std::vector<int32_t>& out);
+
+inline void TokenIndex::reserve(size_t n) {
+  size_t capacity = 16;
+  while (capacity < 2 * n) capacity *= 2;
+  slots_.assign(capacity, Slot{});
+  used_ = 0;
+}
+
+inline int32_t TokenIndex::find(const std::vector<TokenInfo>& tokens, std::string_view text) const {
+  if (slots_.empty()) return -1;
+  const uint64_t h = hash_bytes(text);
+  const size_t mask = slots_.size() - 1;
+  for (size_t i = size_t(h) & mask;; i = (i + 1) & mask) {
+    const Slot& slot = slots_[i];
+    if (slot.id < 0) return -1;
+    if (slot.hash == uint32_t(h >> 32) && tokens[size_t(slot.id)].text == text) return slot.id;
+  }
+}
+
+inline int32_t TokenIndex::insert(const std::vector<TokenInfo>& tokens, int32_t id) {
+  if (2 * (used_ + 1) > slots_.size()) {
+    std::vector<Slot> old = std::move(slots_);
+    reserve(std::max<size_t>(used_ + 1, old.size()));
+    for (const Slot& slot : old)
+      if (slot.id >= 0) insert(tokens, slot.id);
+  }
+  const std::string_view text = tokens[size_t(id)].text;
+  const uint64_t h = hash_bytes(text);
+  const size_t mask = slots_.size() - 1;
+  for (size_t i = size_t(h) & mask;; i = (i + 1) & mask) {
+    Slot& slot = slots_[i];
+    if (slot.id < 0) {
+      slot = {uint32_t(h >> 32), id};
+      ++used_;
+      return -1;
+    }
+    if (slot.hash == uint32_t(h >> 32) && tokens[size_t(slot.id)].text == text) return slot.id;
+  }
+}
 
 }  // namespace endless::detail
