@@ -1,0 +1,85 @@
+#include "runtime/stream_eval.h"
+
+#include <chrono>
+#include <cmath>
+
+#include "runtime/perplexity.h"
+#include "util/error.h"
+
+namespace endless {
+
+double StreamSegment::ppl() const { return count ? std::exp(nll / count) : 0; }
+double StreamEvalResult::ppl() const { return scored ? std::exp(nll / scored) : 0; }
+
+namespace {
+
+// Adds the NLL of the token at stream position `pos` (predicted from what came before).
+void score(StreamEvalResult& r, int64_t segment, int64_t pos, double nll) {
+  const size_t index = static_cast<size_t>((pos - 1) / segment);
+  if (r.segments.size() <= index) {
+    r.segments.resize(index + 1);
+    r.segments[index].begin = pos;
+  }
+  StreamSegment& s = r.segments[index];
+  s.end = pos + 1;
+  s.nll += nll;
+  s.count += 1;
+  r.nll += nll;
+  r.scored += 1;
+}
+
+}  // namespace
+
+StreamEvalResult stream_perplexity(Engine& engine, std::span<const int32_t> tokens,
+                                   const StreamEvalOptions& o, const StreamProgress& progress) {
+  if (o.segment < 1) fail("segment size must be positive");
+  const auto start = std::chrono::steady_clock::now();
+  const int64_t total = o.max_tokens > 0 ? std::min<int64_t>(o.max_tokens, tokens.size())
+                                         : static_cast<int64_t>(tokens.size());
+  const int64_t V = engine.config().n_vocab;
+  StreamEvalResult r;
+
+  if (o.recompute) {
+    const int64_t W = o.recompute_window;
+    if (W < 2) fail("recompute window must be at least 2");
+    r.policy = cat("recompute ", W);
+    MemoryConfig mem;
+    mem.policy = "full";
+    mem.n_ctx = W;
+    mem.max_batch = static_cast<int>(W);
+    mem.kv_type = o.memory.kv_type;
+    auto seq = engine.new_sequence(mem);
+    r.cache_bytes = seq->store.bytes();
+    for (int64_t i = 0; i + 1 < total; ++i) {
+      // The last W tokens up to and including i, encoded from an empty cache.
+      const int64_t first = std::max<int64_t>(0, i - W + 1);
+      seq = engine.new_sequence(mem);
+      const auto& logits = engine.eval(*seq, tokens.subspan(first, i - first + 1), false);
+      score(r, o.segment, i + 1, token_nll(std::span(logits.data(), V), tokens[i + 1]));
+      if (progress && (i % 16 == 0 || i + 2 == total)) progress(i + 2, total);
+    }
+  } else {
+    auto seq = engine.new_sequence(o.memory);
+    r.policy = seq->policy->describe();
+    r.cache_bytes = seq->store.bytes();
+    const int64_t step = std::max(1, o.memory.max_batch);
+    for (int64_t b = 0; b < total; b += step) {
+      const int64_t n = std::min(step, total - b);
+      std::vector<float> logits;
+      try {
+        logits = engine.eval(*seq, tokens.subspan(b, n), /*all_logits=*/true);
+      } catch (const Error& e) {
+        // A policy that cannot evict (full) ends the stream here; report what was measured.
+        r.stopped = cat("stopped after ", b, " tokens: ", e.what());
+        break;
+      }
+      for (int64_t j = 0; j < n && b + j + 1 < total; ++j)
+        score(r, o.segment, b + j + 1, token_nll(std::span(logits.data() + j * V, V), tokens[b + j + 1]));
+      if (progress) progress(b + n, total);
+    }
+  }
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return r;
+}
+
+}  // namespace endless
