@@ -67,7 +67,6 @@ enum class StmtKind {
   FilterBlock,  // filters, body
   Break,
   Continue,
-  Do,           // expr
   With,         // params: (name, value) assignments, body
   Scope,        // body rendered in its own scope ({% generation %})
 };

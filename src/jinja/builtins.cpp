@@ -147,7 +147,7 @@ std::optional<double> parse_python_float(std::string_view text) {
 }
 
 std::string py_replace(const std::string& s, const std::string& old, const std::string& replacement, int64_t count,
-                       const Interpreter& interp) {
+                       Interpreter& interp) {
   std::string out;
   if (old.empty()) {
     // Python inserts the replacement before every character and at the end.
@@ -161,6 +161,7 @@ std::string py_replace(const std::string& s, const std::string& old, const std::
       if (i < cps.size()) unicode::append_utf8(out, cps[i]);
       interp.check_size(out.size());
     }
+    interp.produced(out.size());
     return out;
   }
   size_t pos = 0;
@@ -175,7 +176,7 @@ std::string py_replace(const std::string& s, const std::string& old, const std::
     ++done;
   }
   out.append(s, pos, std::string::npos);
-  interp.check_size(out.size());
+  interp.produced(out.size());
   return out;
 }
 
@@ -485,6 +486,7 @@ std::string str_format(Interpreter& interp, const std::string& format, const Cal
     out += format_field(value, spec);
     interp.check_size(out.size());
   }
+  interp.produced(out.size());
   return out;
 }
 
@@ -537,7 +539,13 @@ Value filter_abs(Interpreter&, Value v, CallArgs& args) {
 Value filter_attr(Interpreter& interp, Value v, CallArgs& args) {
   Arguments a("attr", args, {"name"});
   if (!a.has(0)) throw_error("attr() missing required argument 'name'");
-  return interp.get_attr(v, to_str(a.get(0)));
+  // Python attributes only: unlike `x.name`, attr() never falls back to dict items.
+  const std::string name = to_str(a.get(0));
+  if (v.is_undefined()) fail_undefined(v);
+  if (v.is_object())
+    if (auto found = interp.object_attribute(*v.object(), name)) return *found;
+  if (auto method = find_method(interp, v, name)) return *method;
+  return undefined_attribute(v, name);
 }
 
 Value filter_batch(Interpreter&, Value v, CallArgs& args) {
@@ -714,6 +722,7 @@ Value filter_join(Interpreter& interp, Value v, CallArgs& args) {
     out += to_str(a.has(1) ? get_path(interp, item, a.get(1), nullptr) : item);
     interp.check_size(out.size());
   }
+  interp.produced(out.size());
   return Value::string(std::move(out));
 }
 
@@ -1267,6 +1276,7 @@ std::optional<Value> string_method(Interpreter& interp, const Value& self, const
            out += s.is_markup() && !item.is_markup() ? html_escape(item.as_string()) : item.as_string();
            interp.check_size(out.size());
          }
+         interp.produced(out.size());
          return like(s, std::move(out));
        }},
       {"format", [](Interpreter& interp, const Value& s, CallArgs& args) {

@@ -13,7 +13,7 @@ namespace endless::jinja {
 namespace {
 
 // Limits that keep hostile templates from hanging or exhausting memory or stack.
-constexpr int64_t kMaxSteps = 10'000'000;          // loop iterations plus calls per render
+constexpr int64_t kMaxSteps = 2'000'000;           // loop iterations, calls and KiB copied per render
 constexpr size_t kMaxStringBytes = 64u << 20;      // any string, the output included
 constexpr int kMaxRuntimeDepth = 600;              // nested evaluation (expressions, blocks, macros)
 
@@ -43,12 +43,13 @@ int64_t floor_mod(int64_t a, int64_t b) {
   return r;
 }
 
-std::string repeat(const std::string& s, int64_t times, const Interpreter& interp) {
+std::string repeat(const std::string& s, int64_t times, Interpreter& interp) {
   if (times <= 0 || s.empty()) return "";
   if (static_cast<uint64_t>(times) > kMaxStringBytes / s.size()) interp.check_size(kMaxStringBytes + 1);
   std::string out;
   out.reserve(s.size() * static_cast<size_t>(times));
   for (int64_t i = 0; i < times; ++i) out += s;
+  interp.produced(out.size());
   return out;
 }
 
@@ -161,6 +162,12 @@ void Interpreter::check_size(size_t bytes) const {
   if (bytes > kMaxStringBytes) throw_error("template output exceeds ", kMaxStringBytes >> 20, " MiB");
 }
 
+void Interpreter::produced(size_t bytes) {
+  check_size(bytes);
+  steps_ += static_cast<int64_t>(bytes >> 10);
+  tick();
+}
+
 std::shared_ptr<Object> Interpreter::new_namespace() {
   auto ns = std::make_shared<Object>();
   ns->type_name = "jinja2.utils.Namespace";
@@ -241,9 +248,6 @@ Interpreter::Flow Interpreter::exec_stmt(const Stmt& s, const ScopePtr& scope, s
       return Flow::Break;
     case StmtKind::Continue:
       return Flow::Continue;
-    case StmtKind::Do:
-      eval(*s.expr, scope);
-      return Flow::Normal;
     case StmtKind::With: {
       auto inner = std::make_shared<Scope>(scope);
       for (const auto& [name, value] : s.params) inner->set(name, eval(*value, scope));
@@ -301,41 +305,60 @@ Interpreter::Flow Interpreter::exec_for(const Stmt& s, const ScopePtr& scope, st
   }
   auto loop = std::make_shared<Object>();
   loop->type_name = "jinja2.runtime.LoopContext";
-  const auto n = static_cast<int64_t>(items.size());
-  auto position = std::make_shared<int64_t>(0);
-  loop->attributes.set("length", Value::integer(n));
-  loop->attributes.set("depth", Value::integer(1));
-  loop->attributes.set("depth0", Value::integer(0));
-  loop->attributes.set("cycle", Value::function("cycle", [position](CallArgs& args) -> Value {
-    if (args.positional.empty()) throw_error("no items for cycling given");
-    return args.positional[static_cast<size_t>(*position) % args.positional.size()];
-  }));
-  auto last_changed = std::make_shared<std::optional<Value>>();
-  loop->attributes.set("changed", Value::function("changed", [last_changed](CallArgs& args) -> Value {
-    Value current = Value::list(args.positional, true);
-    if (*last_changed && equals(**last_changed, current)) return Value::boolean(false);
-    *last_changed = std::move(current);
-    return Value::boolean(true);
-  }));
+  loop->loop = std::make_shared<LoopState>();
+  LoopState& state = *loop->loop;
+  state.items = std::move(items);
   const Value loop_value = Value::object(loop);
+  const auto n = static_cast<int64_t>(state.items.size());
+  ScopePtr iteration;
   for (int64_t i = 0; i < n; ++i) {
     tick();
-    *position = i;
-    auto& attrs = loop->attributes;
-    attrs.set("index0", Value::integer(i));
-    attrs.set("index", Value::integer(i + 1));
-    attrs.set("revindex0", Value::integer(n - i - 1));
-    attrs.set("revindex", Value::integer(n - i));
-    attrs.set("first", Value::boolean(i == 0));
-    attrs.set("last", Value::boolean(i == n - 1));
-    attrs.set("previtem", i > 0 ? items[static_cast<size_t>(i - 1)] : Value::undefined("there is no previous item"));
-    attrs.set("nextitem", i + 1 < n ? items[static_cast<size_t>(i + 1)] : Value::undefined("there is no next item"));
-    auto iteration = std::make_shared<Scope>(scope);
-    assign(s.target, items[static_cast<size_t>(i)], *iteration);
+    state.index0 = i;
+    // A fresh scope per iteration, reusing the previous one unless a macro captured it.
+    if (!iteration || iteration->captured()) iteration = std::make_shared<Scope>(scope);
+    else iteration->clear();
+    assign(s.target, state.items[static_cast<size_t>(i)], *iteration);
     iteration->set("loop", loop_value);
     if (exec(s.body, iteration, out) == Flow::Break) break;
   }
   return Flow::Normal;
+}
+
+std::optional<Value> Interpreter::object_attribute(const Object& object, const std::string& name) {
+  if (!object.loop) {
+    if (const Value* v = object.attributes.find(name)) return *v;
+    return std::nullopt;
+  }
+  const std::shared_ptr<LoopState> state = object.loop;
+  const int64_t i = state->index0;
+  const auto n = static_cast<int64_t>(state->items.size());
+  if (name == "index0") return Value::integer(i);
+  if (name == "index") return Value::integer(i + 1);
+  if (name == "revindex0") return Value::integer(n - i - 1);
+  if (name == "revindex") return Value::integer(n - i);
+  if (name == "first") return Value::boolean(i == 0);
+  if (name == "last") return Value::boolean(i == n - 1);
+  if (name == "length") return Value::integer(n);
+  if (name == "depth") return Value::integer(1);
+  if (name == "depth0") return Value::integer(0);
+  if (name == "previtem")
+    return i > 0 ? state->items[static_cast<size_t>(i - 1)] : Value::undefined("there is no previous item");
+  if (name == "nextitem")
+    return i + 1 < n ? state->items[static_cast<size_t>(i + 1)] : Value::undefined("there is no next item");
+  if (name == "cycle")
+    return Value::function("cycle", [state](CallArgs& args) -> Value {
+      if (args.positional.empty()) throw_error("no items for cycling given");
+      return args.positional[static_cast<size_t>(state->index0) % args.positional.size()];
+    });
+  if (name == "changed")
+    return Value::function("changed", [state](CallArgs& args) -> Value {
+      if (state->changed_called && equals(Value::list(state->last_changed), Value::list(args.positional)))
+        return Value::boolean(false);
+      state->changed_called = true;
+      state->last_changed = args.positional;
+      return Value::boolean(true);
+    });
+  return std::nullopt;
 }
 
 Value Interpreter::apply_filters(const std::vector<ExprPtr>& filters, Value input, const ScopePtr& scope) {
@@ -380,6 +403,7 @@ void scan_names(const Expr* e, bool& varargs, bool& kwargs, bool& caller) {
 
 Value Interpreter::make_macro(const Stmt& def, const std::string& name, const ScopePtr& scope) {
   captured_scopes_.push_back(scope);
+  scope->mark_captured();
   return Value::function(
       name, [this, &def, name, scope](CallArgs& args) { return invoke_macro(def, name, scope, args); }, true);
 }
@@ -468,7 +492,7 @@ Value Interpreter::eval_filter(const Expr& e, Value input, const ScopePtr& scope
 Value Interpreter::get_attr(const Value& object, const std::string& name) {
   if (object.is_undefined()) fail_undefined(object);
   if (object.is_object()) {
-    if (const Value* v = object.object()->attributes.find(name)) return *v;
+    if (auto v = object_attribute(*object.object(), name)) return *v;
     return undefined_attribute(object, name);
   }
   if (auto method = find_method(*this, object, name)) return *method;
@@ -498,7 +522,7 @@ Value Interpreter::get_item(const Value& object, const Value& key) {
     }
     return undefined_element(object, key);
   } else if (object.is_object() && key.is_string()) {
-    if (const Value* v = object.object()->attributes.find(key.as_string())) return *v;
+    if (auto v = object_attribute(*object.object(), key.as_string())) return *v;
   }
   if (key.is_string() && !object.is_object())
     if (auto method = find_method(*this, object, key.as_string())) return *method;
@@ -657,12 +681,21 @@ Value Interpreter::eval(const Expr& e, const ScopePtr& scope) {
       return Value::undefined(cat("the inline if-expression on line ", e.line,
                                   " evaluated to false and no else section was defined."));
     case ExprKind::Concat: {
-      std::string out;
+      // Sizes are checked before anything is copied, so oversized results fail fast.
+      std::vector<Value> parts;
+      parts.reserve(e.operands.size());
+      size_t total = 0;
       for (const auto& op : e.operands) {
-        const Value v = eval(*op, scope);
-        out += to_str(v);
-        check_size(out.size());
+        Value v = eval(*op, scope);
+        if (!v.is_string()) v = Value::string(to_str(v));
+        total += v.as_string().size();
+        check_size(total);
+        parts.push_back(std::move(v));
       }
+      produced(total);
+      std::string out;
+      out.reserve(total);
+      for (const auto& part : parts) out += part.as_string();
       return Value::string(std::move(out));
     }
   }
@@ -694,7 +727,7 @@ bool contains(const Value& container, const Value& item) {
   throw_error("argument of type '", type_name(container), "' is not iterable");
 }
 
-Value binary_op(const std::string& op, const Value& a, const Value& b, const Interpreter& interp) {
+Value binary_op(const std::string& op, const Value& a, const Value& b, Interpreter& interp) {
   if (a.is_undefined()) fail_undefined(a);
   if (b.is_undefined()) fail_undefined(b);
   const bool ints = a.is_integral() && b.is_integral();
@@ -710,17 +743,22 @@ Value binary_op(const std::string& op, const Value& a, const Value& b, const Int
       // Markup + str escapes the plain side (markupsafe's __add__ / __radd__).
       std::string joined = a.is_markup() ? a.as_string() : html_escape(a.as_string());
       joined += b.is_markup() ? b.as_string() : html_escape(b.as_string());
-      interp.check_size(joined.size());
+      interp.produced(joined.size());
       return Value::markup(std::move(joined));
     }
     if (a.is_markup()) unsupported("+", a, b);
     if (a.is_string() && b.is_string()) {
-      interp.check_size(a.as_string().size() + b.as_string().size());
-      return Value::string(a.as_string() + b.as_string());
+      interp.produced(a.as_string().size() + b.as_string().size());
+      std::string joined;
+      joined.reserve(a.as_string().size() + b.as_string().size());
+      joined += a.as_string();
+      joined += b.as_string();
+      return Value::string(std::move(joined));
     }
     if (a.is_list() && b.is_list() && a.is_tuple() == b.is_tuple()) {
       std::vector<Value> items = a.list().items;
       items.insert(items.end(), b.list().items.begin(), b.list().items.end());
+      interp.produced(items.size() * sizeof(Value));
       return Value::list(std::move(items), a.is_tuple());
     }
     if (a.is_string() || a.is_list())
@@ -751,6 +789,7 @@ Value binary_op(const std::string& op, const Value& a, const Value& b, const Int
       if (times > 0 && !src.empty()) {
         if (static_cast<uint64_t>(times) > (kMaxStringBytes / 16) / src.size()) interp.check_size(kMaxStringBytes + 1);
         for (int64_t i = 0; i < times; ++i) items.insert(items.end(), src.begin(), src.end());
+        interp.produced(items.size() * sizeof(Value));
       }
       return Value::list(std::move(items), seq->is_tuple());
     }
@@ -772,7 +811,7 @@ Value binary_op(const std::string& op, const Value& a, const Value& b, const Int
   if (op == "%") {
     if (a.is_string()) {
       std::string s = percent_format(a.as_string(), b, a.is_markup());
-      interp.check_size(s.size());
+      interp.produced(s.size());
       return a.is_markup() ? Value::markup(std::move(s)) : Value::string(std::move(s));
     }
     if (ints) return Value::integer(floor_mod(a.as_int(), b.as_int()));

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -26,10 +27,14 @@ class Scope {
   void set(const std::string& name, Value value) { vars_[name] = std::move(value); }
   // Drops every variable: breaks reference cycles between scopes and the macros they hold.
   void clear() { vars_.clear(); }
+  // Whether a macro or caller holds this scope (so a loop must not reuse it).
+  bool captured() const { return captured_; }
+  void mark_captured() { captured_ = true; }
 
  private:
   std::shared_ptr<Scope> parent_;
   std::unordered_map<std::string, Value> vars_;
+  bool captured_ = false;
 };
 using ScopePtr = std::shared_ptr<Scope>;
 
@@ -47,12 +52,17 @@ class Interpreter {
   // environment.getattr (x.name: attribute first, then item) and getitem (x[key]: the reverse).
   Value get_attr(const Value& object, const std::string& name);
   Value get_item(const Value& object, const Value& key);
+  // An attribute of a namespace or loop object; nullopt when it has none of that name.
+  std::optional<Value> object_attribute(const Object& object, const std::string& name);
 
   const Options& options() const { return options_; }
   // Counts one loop iteration or call against the render's budget.
   void tick();
   // Rejects strings that would exceed the output size limit.
   void check_size(size_t bytes) const;
+  // Accounts for a newly built string or list of `bytes`: checks the size limit and charges the
+  // copying against the budget, so loops that keep rebuilding big strings stop.
+  void produced(size_t bytes);
   // A namespace() object; tracked so that cycles through it are broken after rendering.
   std::shared_ptr<Object> new_namespace();
 
@@ -80,7 +90,7 @@ class Interpreter {
   friend class DepthGuard;
 };
 
-Value binary_op(const std::string& op, const Value& left, const Value& right, const Interpreter& interp);
+Value binary_op(const std::string& op, const Value& left, const Value& right, Interpreter& interp);
 bool contains(const Value& container, const Value& item);
 
 }  // namespace endless::jinja

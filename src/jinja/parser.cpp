@@ -190,13 +190,6 @@ class Parser {
       expect_block_end();
       return s;
     }
-    if (tag == "do") {
-      auto s = new_stmt(StmtKind::Do);
-      next();
-      s->expr = parse_tuple(false, true, {}, false);
-      expect_block_end();
-      return s;
-    }
     if (tag == "include" || tag == "extends" || tag == "import" || tag == "from" || tag == "block")
       fail("'" + tag + "' is not supported in chat templates");
     fail("Encountered unknown tag '" + tag + "'.");

@@ -113,7 +113,7 @@ bool truthy(const Value& v) {
         else if constexpr (std::is_same_v<T, bool>) return x;
         else if constexpr (std::is_same_v<T, int64_t>) return x != 0;
         else if constexpr (std::is_same_v<T, double>) return x != 0.0;
-        else if constexpr (std::is_same_v<T, std::string>) return !x.empty();
+        else if constexpr (std::is_same_v<T, String>) return !x.text->empty();
         else if constexpr (std::is_same_v<T, std::shared_ptr<const List>>) return !x->items.empty();
         else if constexpr (std::is_same_v<T, std::shared_ptr<const Dict>>) return x->size() != 0;
         else if constexpr (std::is_same_v<T, std::shared_ptr<const Iterable>>) return x->single_use || !x->items.empty();
@@ -258,7 +258,7 @@ std::string to_repr(const Value& v) {
         else if constexpr (std::is_same_v<T, bool>) return x ? "True" : "False";
         else if constexpr (std::is_same_v<T, int64_t>) return std::to_string(x);
         else if constexpr (std::is_same_v<T, double>) return python_float_repr(x);
-        else if constexpr (std::is_same_v<T, std::string>) return python_string_repr(x);
+        else if constexpr (std::is_same_v<T, String>) return python_string_repr(*x.text);
         else if constexpr (std::is_same_v<T, std::shared_ptr<const List>>) return sequence_repr(*x);
         else if constexpr (std::is_same_v<T, std::shared_ptr<const Dict>>) return dict_repr(*x);
         else if constexpr (std::is_same_v<T, std::shared_ptr<Function>>)
@@ -284,7 +284,7 @@ std::string type_name(const Value& v) {
         else if constexpr (std::is_same_v<T, bool>) return "bool";
         else if constexpr (std::is_same_v<T, int64_t>) return "int";
         else if constexpr (std::is_same_v<T, double>) return "float";
-        else if constexpr (std::is_same_v<T, std::string>) return "str";
+        else if constexpr (std::is_same_v<T, String>) return "str";
         else if constexpr (std::is_same_v<T, std::shared_ptr<const List>>) return x->is_tuple ? "tuple" : "list";
         else if constexpr (std::is_same_v<T, std::shared_ptr<const Dict>>) return "dict";
         else if constexpr (std::is_same_v<T, std::shared_ptr<Function>>)

@@ -35,6 +35,11 @@ struct Undefined {
 
 struct None {};
 
+// Strings are shared immutable buffers, so passing long message contents around copies nothing.
+struct String {
+  std::shared_ptr<const std::string> text;
+};
+
 // Containers are at most this deeply nested, so that printing, comparing and destroying them
 // recurses a bounded number of times.
 inline constexpr uint32_t kMaxNesting = 500;
@@ -86,17 +91,26 @@ struct Function {
   std::function<Value(CallArgs&)> call;
 };
 
-// Attribute-bearing objects: namespace(), the loop variable, cyclers.
+// The state behind a for loop's `loop` variable; its attributes are computed on access.
+struct LoopState {
+  std::vector<Value> items;
+  int64_t index0 = 0;
+  std::vector<Value> last_changed;
+  bool changed_called = false;
+};
+
+// Attribute-bearing objects: namespace() and the loop variable.
 struct Object {
   // Python's qualified type name, used in error messages: "jinja2.utils.Namespace".
   std::string type_name;
   bool is_namespace = false;
   Dict attributes;
+  std::shared_ptr<LoopState> loop;
 };
 
 class Value {
  public:
-  using Storage = std::variant<Undefined, None, bool, int64_t, double, std::string,
+  using Storage = std::variant<Undefined, None, bool, int64_t, double, String,
                                std::shared_ptr<const List>, std::shared_ptr<const Dict>,
                                std::shared_ptr<Function>, std::shared_ptr<Object>,
                                std::shared_ptr<const Iterable>>;
@@ -108,10 +122,10 @@ class Value {
   static Value boolean(bool b) { return Value(Storage(b)); }
   static Value integer(int64_t i) { return Value(Storage(i)); }
   static Value number(double d) { return Value(Storage(d)); }
-  static Value string(std::string s) { return Value(Storage(std::move(s))); }
+  static Value string(std::string s) { return Value(Storage(String{std::make_shared<const std::string>(std::move(s))})); }
   // markupsafe.Markup: a string marked safe; `Markup + str` HTML-escapes the str.
   static Value markup(std::string s) {
-    Value v(Storage(std::move(s)));
+    Value v = string(std::move(s));
     v.markup_ = true;
     return v;
   }
@@ -127,7 +141,7 @@ class Value {
   bool is_bool() const { return std::holds_alternative<bool>(storage_); }
   bool is_int() const { return std::holds_alternative<int64_t>(storage_); }
   bool is_float() const { return std::holds_alternative<double>(storage_); }
-  bool is_string() const { return std::holds_alternative<std::string>(storage_); }
+  bool is_string() const { return std::holds_alternative<String>(storage_); }
   bool is_markup() const { return markup_ && is_string(); }
   bool is_list() const { return std::holds_alternative<std::shared_ptr<const List>>(storage_); }
   bool is_tuple() const { return is_list() && list().is_tuple; }
@@ -143,7 +157,7 @@ class Value {
   // The int value of an int or bool.
   int64_t as_int() const { return is_bool() ? (as_bool() ? 1 : 0) : std::get<int64_t>(storage_); }
   double as_double() const { return is_float() ? std::get<double>(storage_) : static_cast<double>(as_int()); }
-  const std::string& as_string() const { return std::get<std::string>(storage_); }
+  const std::string& as_string() const { return *std::get<String>(storage_).text; }
   const List& list() const { return *std::get<std::shared_ptr<const List>>(storage_); }
   const Dict& dict() const { return *std::get<std::shared_ptr<const Dict>>(storage_); }
   Function& function() const { return *std::get<std::shared_ptr<Function>>(storage_); }
