@@ -86,7 +86,7 @@ struct BpeModel::State {
   PreTokenizer pre;
   bool ignore_merges;
   // Every string a merge mentions, and the 256 byte characters, get a small id.
-  TokenMap text_ids;
+  TextIndex text_ids;
   std::vector<std::string> texts;
   std::vector<int32_t> text_token;  // token id of each text, -1 if none
   int32_t byte_text[256];
@@ -96,12 +96,12 @@ struct BpeModel::State {
       : vocab(v), pre(pretokenizer_patterns(kind)), ignore_merges(ignore) {}
 
   int32_t intern(std::string_view text) {
-    auto it = text_ids.find(text);
-    if (it != text_ids.end()) return it->second;
+    const int32_t known = text_ids.find(texts, text);
+    if (known >= 0) return known;
     const int32_t id = int32_t(texts.size());
     texts.emplace_back(text);
     text_token.push_back(vocab.find(text));
-    text_ids.emplace(std::string(text), id);
+    text_ids.insert(texts, id);
     return id;
   }
 };
@@ -110,6 +110,8 @@ BpeModel::BpeModel(const Vocab& vocab, const std::vector<std::string_view>& merg
                    PreTokenizerKind pre, bool ignore_merges)
     : state_(std::make_unique<State>(vocab, pre, ignore_merges)) {
   State& s = *state_;
+  s.texts.reserve(2 * merges.size() + 256);
+  s.text_ids.reserve(2 * merges.size() + 256);
   for (int b = 0; b < 256; ++b) s.byte_text[b] = s.intern(unicode::byte_to_chars(uint8_t(b)));
   s.merges.reserve(merges.size());
   std::string joined;

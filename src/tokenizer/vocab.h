@@ -2,6 +2,7 @@
 // tokenizer module; the public face is tokenizer.h.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstring>
@@ -9,7 +10,6 @@
 #include <memory>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 namespace endless::detail {
@@ -33,11 +33,6 @@ struct TokenInfo {
   uint32_t attr = kAttrNormal;
 };
 
-struct StringHash {
-  using is_transparent = void;
-  size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
-};
-using TokenMap = std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>>;
 
 // A fast hash for short byte strings (token texts), eight bytes at a time.
 inline uint64_t hash_bytes(std::string_view s) {
@@ -56,18 +51,21 @@ inline uint64_t hash_bytes(std::string_view s) {
   return h ^ (h >> 29);
 }
 
-// Token text -> id, open addressing over a flat array: the tokenizers' hottest lookup.
-class TokenIndex {
+// Text -> index into a vector of texts (token texts, interned strings), open addressing over a
+// flat array: the tokenizers' hottest lookup.
+class TextIndex {
  public:
-  // Returns the id already holding `text` (and leaves it), or -1 after adding `id`.
-  int32_t insert(const std::vector<struct TokenInfo>& tokens, int32_t id);
-  int32_t find(const std::vector<struct TokenInfo>& tokens, std::string_view text) const;
   void reserve(size_t n);
+  // Returns the index already holding items[index]'s text (and leaves it), or -1 after adding.
+  template <typename Item>
+  int32_t insert(const std::vector<Item>& items, int32_t index);
+  template <typename Item>
+  int32_t find(const std::vector<Item>& items, std::string_view text) const;
 
  private:
   struct Slot {
     uint32_t hash = 0;
-    int32_t id = -1;
+    int32_t index = -1;
   };
   std::vector<Slot> slots_;
   size_t used_ = 0;
@@ -84,7 +82,7 @@ struct Vocab {
   std::string pre;    // tokenizer.ggml.pre, "default" when absent
 
   std::vector<TokenInfo> tokens;
-  TokenIndex token_index;
+  TextIndex token_index;
   size_t max_token_len = 0;
 
   int32_t bos = -1, eos = -1, eot = -1, eom = -1, unk = -1, sep = -1, pad = -1, mask = -1;
@@ -137,42 +135,49 @@ void spm_encode(const Vocab& vocab, std::string_view text, std::vector<int32_t>&
 // WordPiece: normalize and split into words, then greedy longest-match per word.
 void wpm_encode(const Vocab& vocab, std::string_view text, std::vector<int32_t>& out);
 
-inline void TokenIndex::reserve(size_t n) {
+inline std::string_view text_of(const TokenInfo& t) { return t.text; }
+inline std::string_view text_of(const std::string& s) { return s; }
+
+inline void TextIndex::reserve(size_t n) {
   size_t capacity = 16;
   while (capacity < 2 * n) capacity *= 2;
   slots_.assign(capacity, Slot{});
   used_ = 0;
 }
 
-inline int32_t TokenIndex::find(const std::vector<TokenInfo>& tokens, std::string_view text) const {
+template <typename Item>
+int32_t TextIndex::find(const std::vector<Item>& items, std::string_view text) const {
   if (slots_.empty()) return -1;
   const uint64_t h = hash_bytes(text);
   const size_t mask = slots_.size() - 1;
   for (size_t i = size_t(h) & mask;; i = (i + 1) & mask) {
     const Slot& slot = slots_[i];
-    if (slot.id < 0) return -1;
-    if (slot.hash == uint32_t(h >> 32) && tokens[size_t(slot.id)].text == text) return slot.id;
+    if (slot.index < 0) return -1;
+    if (slot.hash == uint32_t(h >> 32) && text_of(items[size_t(slot.index)]) == text)
+      return slot.index;
   }
 }
 
-inline int32_t TokenIndex::insert(const std::vector<TokenInfo>& tokens, int32_t id) {
+template <typename Item>
+int32_t TextIndex::insert(const std::vector<Item>& items, int32_t index) {
   if (2 * (used_ + 1) > slots_.size()) {
     std::vector<Slot> old = std::move(slots_);
-    reserve(std::max<size_t>(used_ + 1, old.size()));
+    reserve(std::max<size_t>(2 * (used_ + 1), old.size()));
     for (const Slot& slot : old)
-      if (slot.id >= 0) insert(tokens, slot.id);
+      if (slot.index >= 0) insert(items, slot.index);
   }
-  const std::string_view text = tokens[size_t(id)].text;
+  const std::string_view text = text_of(items[size_t(index)]);
   const uint64_t h = hash_bytes(text);
   const size_t mask = slots_.size() - 1;
   for (size_t i = size_t(h) & mask;; i = (i + 1) & mask) {
     Slot& slot = slots_[i];
-    if (slot.id < 0) {
-      slot = {uint32_t(h >> 32), id};
+    if (slot.index < 0) {
+      slot = {uint32_t(h >> 32), index};
       ++used_;
       return -1;
     }
-    if (slot.hash == uint32_t(h >> 32) && tokens[size_t(slot.id)].text == text) return slot.id;
+    if (slot.hash == uint32_t(h >> 32) && text_of(items[size_t(slot.index)]) == text)
+      return slot.index;
   }
 }
 
