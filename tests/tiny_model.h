@@ -16,6 +16,9 @@ struct TinyModelSpec {
   TensorType type = TensorType::F32;
   uint32_t seed = 1;
   bool tied_output = false;
+  // Store the weights as F32 after a round trip through this type: the same values a model of
+  // that type holds, computed in float (isolates the error of the quantized matmul itself).
+  TensorType roundtrip = TensorType::F32;
 };
 
 inline void write_tiny_model(const TinyModelSpec& s, const std::string& path) {
@@ -53,6 +56,11 @@ inline void write_tiny_model(const TinyModelSpec& s, const std::string& path) {
     std::vector<float> v(n);
     for (auto& x : v) x = normal(rng) * scale;
     if (shape.size() == 1 && scale == 0) std::fill(v.begin(), v.end(), 1.0f);
+    if (quantize && s.roundtrip != TensorType::F32) {
+      std::vector<uint8_t> q(row_size(s.roundtrip, n));
+      kernels::quantize_weights_row(s.roundtrip, v.data(), q.data(), n);
+      kernels::dequantize_row(s.roundtrip, q.data(), v.data(), n);
+    }
     const TensorType t = quantize ? s.type : TensorType::F32;
     std::vector<uint8_t> data(row_size(t, n));
     kernels::quantize_weights_row(t, v.data(), data.data(), n);

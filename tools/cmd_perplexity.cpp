@@ -71,7 +71,7 @@ void write_plot(const std::string& png, const std::string& data_csv,
   std::fprintf(g, "set logscale y\nset format x '%%.0s%%c'\n");
   std::fprintf(g, "plot ");
   for (size_t i = 0; i < results.size(); ++i)
-    std::fprintf(g, "%s'%s' using ($1==%zu ? $3 : 1/0):6 with lines lw 2 title '%s'",
+    std::fprintf(g, "%s'%s' using ($1==%zu ? $3 : 1/0):6 with linespoints lw 2 pt 7 ps 0.4 title '%s'",
                  i ? ", " : "", data_csv.c_str(), i, results[i].policy.c_str());
   std::fprintf(g, "\n");
   if (pclose(g) != 0) fail("gnuplot failed to draw ", png);

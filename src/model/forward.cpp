@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 #include "kernels/kernels.h"
@@ -28,7 +29,10 @@ void grow(std::vector<T>& v, size_t n) {
 }  // namespace
 
 Engine::Engine(std::shared_ptr<const Model> model, int n_threads)
-    : model_(std::move(model)), rope_(model_->config().rope), pool_(n_threads) {}
+    : model_(std::move(model)), rope_(model_->config().rope), pool_(n_threads) {
+  const char* ref = std::getenv("ENDLESS_REFERENCE");
+  reference_ = ref != nullptr && *ref != '\0' && *ref != '0';
+}
 
 std::unique_ptr<Sequence> Engine::new_sequence(const MemoryConfig& memory) const {
   auto seq = std::make_unique<Sequence>();
@@ -53,6 +57,11 @@ void Engine::matmul(const Weight& w, const float* x, int64_t n_tokens, float* y)
 // (ggml's vec_dot_type for F16), and the softmax weights are rounded to half before they weight
 // the values.
 void Engine::attention(int layer, const BatchPart& part, const float* q, float* out) {
+  if (reference_) attention_reference(layer, part, q, out);
+  else attention_fast(layer, part, q, out);
+}
+
+void Engine::attention_reference(int layer, const BatchPart& part, const float* q, float* out) {
   const ModelConfig& c = config();
   const int n = static_cast<int>(part.tokens.size());
   const int group = c.n_heads / c.n_kv_heads;

@@ -35,6 +35,8 @@ class Engine {
   const Model& model() const { return *model_; }
   const ModelConfig& config() const { return model_->config(); }
   ThreadPool& pool() { return pool_; }
+  // Use the plain reference loops for attention (tests compare the fast path against them).
+  void set_reference(bool on) { reference_ = on; }
 
   // A new, empty sequence with its memory allocated up front (the policy's bound).
   std::unique_ptr<Sequence> new_sequence(const MemoryConfig& memory) const;
@@ -49,7 +51,12 @@ class Engine {
 
  private:
   void matmul(const Weight& w, const float* x, int64_t n_tokens, float* y);
+  // Attention of one part's new tokens: the reference (forward.cpp, plain loops) and the fast
+  // path (attention_fast.cpp: keys and values converted once per batch, keys transposed so the
+  // score loops vectorize), which is tested against it. ENDLESS_REFERENCE=1 selects the former.
   void attention(int layer, const BatchPart& part, const float* q, float* out);
+  void attention_reference(int layer, const BatchPart& part, const float* q, float* out);
+  void attention_fast(int layer, const BatchPart& part, const float* q, float* out);
 
   std::shared_ptr<const Model> model_;
   Rope rope_;
@@ -57,6 +64,8 @@ class Engine {
   // Scratch, grown to the largest batch seen and then reused: no allocation per token.
   std::vector<float> x_, xb_, q_, k_, v_, att_, ffa_, ffb_, logits_, all_logits_;
   std::vector<uint8_t> act_;
+  std::vector<float> kt_, vf_;  // fast attention: keys transposed, values as floats
+  bool reference_ = false;
   std::vector<int64_t> slots_;
   std::vector<double> key_pos_;
 };

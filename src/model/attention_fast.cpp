@@ -1,0 +1,127 @@
+// The fast attention path: the same arithmetic as Engine::attention_reference (forward.cpp), in
+// the same order, so the results are identical; only the memory layout differs:
+//  - the keys and values a batch can see are converted to float once per layer and batch, not
+//    once per token and head;
+//  - keys are transposed to [kv head][dim][slot], so a query's scores against a run of slots are
+//    computed dimension by dimension with the slot index innermost: contiguous, vectorizable,
+//    no horizontal sums;
+//  - the weighted sum of values runs with the head dimension innermost.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "kernels/kernels.h"
+#include "model/forward.h"
+#include "util/fp16.h"
+
+namespace endless {
+
+void Engine::attention_fast(int layer, const BatchPart& part, const float* q, float* out) {
+  const ModelConfig& c = config();
+  const int n = static_cast<int>(part.tokens.size());
+  const int group = c.n_heads / c.n_kv_heads;
+  const int hd = c.head_dim;
+  const int kv_dim = c.kv_dim();
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const KVStore& store = part.seq->store;
+  const bool f16 = store.type() == TensorType::F16;
+  const MemoryPolicy& policy = *part.seq->policy;
+  auto to_half_and_back = [](float x) { return fp16_to_fp32(fp32_to_fp16(x)); };
+
+  // The slots any token of this batch attends to.
+  std::vector<Span> spans;
+  int64_t lo = INT64_MAX, hi = 0;
+  for (int i = 0; i < n; ++i) {
+    policy.spans(layer, i, spans);
+    for (const Span& s : spans) {
+      if (s.begin >= s.end) continue;
+      lo = std::min(lo, s.begin);
+      hi = std::max(hi, s.end);
+    }
+  }
+  if (hi <= lo) lo = hi = 0;
+  const int64_t m = hi - lo;
+
+  // Keys transposed and values converted, once for the whole batch.
+  if (kt_.size() < static_cast<size_t>(m * kv_dim)) kt_.resize(m * kv_dim);
+  if (vf_.size() < static_cast<size_t>(m * kv_dim)) vf_.resize(m * kv_dim);
+  pool_.parallel_for(m, [&](int64_t begin, int64_t end) {
+    std::vector<float> row(kv_dim);
+    for (int64_t j = begin; j < end; ++j) {
+      const int64_t slot = lo + j;
+      if (f16) {
+        kernels::fp16_to_fp32_row(reinterpret_cast<const uint16_t*>(store.key(layer, slot)), row.data(), kv_dim);
+        kernels::fp16_to_fp32_row(reinterpret_cast<const uint16_t*>(store.value(layer, slot)),
+                                  vf_.data() + j * kv_dim, kv_dim);
+      } else {
+        std::memcpy(row.data(), store.key(layer, slot), kv_dim * sizeof(float));
+        std::memcpy(vf_.data() + j * kv_dim, store.value(layer, slot), kv_dim * sizeof(float));
+      }
+      for (int d = 0; d < kv_dim; ++d) kt_[static_cast<size_t>(d) * m + j] = row[d];
+    }
+  });
+
+  pool_.parallel_for(n, [&](int64_t begin, int64_t end) {
+    std::vector<Span> token_spans;
+    std::vector<float> qr(c.q_dim()), scores;
+    std::vector<double> acc;
+    for (int64_t i = begin; i < end; ++i) {
+      policy.spans(layer, static_cast<int>(i), token_spans);
+      int64_t n_keys = 0;
+      for (const Span& s : token_spans) n_keys += s.end - s.begin;
+      scores.assign(static_cast<size_t>(n_keys) * c.n_heads, 0.0f);
+
+      int64_t j0 = 0;  // where this span's scores start in each head's row
+      for (const Span& s : token_spans) {
+        const int64_t len = s.end - s.begin;
+        std::memcpy(qr.data(), q + i * c.q_dim(), c.q_dim() * sizeof(float));
+        rope_.apply(qr.data(), c.n_heads, s.query_pos);
+        if (f16)
+          for (float& x : qr) x = to_half_and_back(x);
+        for (int h = 0; h < c.n_heads; ++h) {
+          const float* qh = qr.data() + h * hd;
+          const float* kt = kt_.data() + static_cast<size_t>((h / group) * hd) * m + (s.begin - lo);
+          float* sh = scores.data() + h * n_keys + j0;
+          // Float products summed in double, dimension by dimension: the reference's arithmetic
+          // exactly, so both paths give the same scores bit for bit.
+          acc.assign(len, 0.0);
+          for (int d = 0; d < hd; ++d) {
+            const float qd = qh[d];
+            const float* kd = kt + static_cast<size_t>(d) * m;
+            for (int64_t j = 0; j < len; ++j) acc[j] += qd * kd[j];
+          }
+          for (int64_t j = 0; j < len; ++j) sh[j] = static_cast<float>(acc[j]) * scale;
+        }
+        j0 += len;
+      }
+      for (int h = 0; h < c.n_heads; ++h) {
+        float* sh = scores.data() + h * n_keys;
+        float mx = -INFINITY;
+        for (int64_t k = 0; k < n_keys; ++k) mx = std::max(mx, sh[k]);
+        double sum = 0;
+        for (int64_t k = 0; k < n_keys; ++k) sum += sh[k] = std::exp(sh[k] - mx);
+        const float inv = static_cast<float>(1.0 / sum);
+        for (int64_t k = 0; k < n_keys; ++k) sh[k] = f16 ? to_half_and_back(sh[k] * inv) : sh[k] * inv;
+      }
+      float* o = out + i * c.q_dim();
+      std::fill(o, o + c.q_dim(), 0.0f);
+      j0 = 0;
+      for (const Span& s : token_spans) {
+        const int64_t len = s.end - s.begin;
+        for (int h = 0; h < c.n_heads; ++h) {
+          const float* sh = scores.data() + h * n_keys + j0;
+          const float* v = vf_.data() + (s.begin - lo) * kv_dim + (h / group) * hd;
+          float* oh = o + h * hd;
+          for (int64_t j = 0; j < len; ++j) {
+            const float p = sh[j];
+            const float* vj = v + j * kv_dim;
+            for (int d = 0; d < hd; ++d) oh[d] += p * vj[d];
+          }
+        }
+        j0 += len;
+      }
+    }
+  });
+}
+
+}  // namespace endless
