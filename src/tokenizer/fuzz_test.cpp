@@ -52,24 +52,21 @@ class Inputs {
   }
   // Characters of every UTF-8 length, whitespace, digits, punctuation and stray bytes.
   std::string random_text() {
-    static const char* const kPieces[] = {
+    static constexpr std::string_view kPieces[] = {
         " ", "  ", "\n", "\t", "\r\n", "a", "Z", "q", "'s", "'LL", "0", "7", "1234", ".", ",",
         "!", "~", "$", "<", ">", "\xC3\xA9", "\xC2\x85", "\xC2\xA0", "\xE2\x96\x81", "\xE3\x80\x80",
         "\xE6\x88\x91", "\xF0\x9F\xA6\x99", "\xEF\xBF\xBD", "\x80", "\xFF", "\xC3", "\xE2\x82",
         "\xF0\x9F", "\xED\xA0\x80", "\xC0\x80", "\xF4\x90\x80\x80", "\xF8\x88\x80\x80\x80",
-        "<s>", "</s>", "<|endoftext|>", "[SEP]", std::string("\0", 1).c_str()};
+        "<s>", "</s>", "<|endoftext|>", "[SEP]", std::string_view("\0", 1)};
     std::string s;
-    for (size_t n = pick(24); n > 0; --n) {
-      const size_t i = pick(std::size(kPieces));
-      s += i + 1 == std::size(kPieces) ? std::string(1, '\0') : std::string(kPieces[i]);
-    }
+    for (size_t n = pick(24); n > 0; --n) s += kPieces[pick(std::size(kPieces))];
     return s;
   }
   std::string mutate(std::string s) {
     for (size_t n = 1 + pick(4); n > 0; --n) {
       const size_t at = s.empty() ? 0 : pick(s.size() + 1);
       switch (pick(3)) {
-        case 0: s.insert(s.begin() + std::ptrdiff_t(at), char(pick(256))); break;
+        case 0: s = s.substr(0, at) + char(pick(256)) + s.substr(at); break;
         case 1: if (at < s.size()) s.erase(at, 1 + pick(3)); break;
         default: if (at < s.size()) s[at] = char(s[at] ^ (1 << pick(8))); break;
       }
