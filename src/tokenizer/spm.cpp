@@ -59,7 +59,10 @@ void spm_encode(const Vocab& vocab, std::string_view text, std::vector<int32_t>&
     if (id >= 0) {
       out.push_back(id);
     } else {
-      for (char c : piece) out.push_back(vocab.byte_token(uint8_t(c)));
+      for (char c : piece) {
+        const int32_t id = vocab.byte_token(uint8_t(c));
+        if (id >= 0) out.push_back(id);  // a vocabulary without <unk> drops the byte
+      }
     }
   };
   // Merges the symbols [begin, end) as llama.cpp merges a whole text: the highest-scoring
