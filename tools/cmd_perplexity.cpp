@@ -79,11 +79,17 @@ void write_plot(const std::string& png, const std::string& data_csv,
 
 int run_stream(const PerplexityOptions& o, Loaded& l, const std::vector<int32_t>& file_tokens) {
   // The file R times over as one stream: BOS (if the model adds one) only at the very start.
-  std::vector<int32_t> tokens = file_tokens;
-  const bool bos = !file_tokens.empty() && l.tokenizer->add_bos() && file_tokens[0] == l.tokenizer->bos_id();
-  for (int r = 1; r < o.repeat; ++r) tokens.insert(tokens.end(), file_tokens.begin() + (bos ? 1 : 0), file_tokens.end());
-  const int64_t total = o.max_tokens > 0 ? std::min<int64_t>(o.max_tokens, tokens.size()) : tokens.size();
-  std::fprintf(stderr, "%s: %zu tokens x %d = %lld tokens streamed\n", o.file.c_str(), file_tokens.size(),
+  // Positions map back into the file, so the stream's length costs no memory.
+  const int64_t skip = !file_tokens.empty() && l.tokenizer->add_bos() &&
+                       file_tokens[0] == l.tokenizer->bos_id() ? 1 : 0;
+  const int64_t n_file = static_cast<int64_t>(file_tokens.size());
+  if (n_file - skip < 2) fail(o.file, ": too few tokens to stream");
+  const int64_t stream_len = n_file + (o.repeat - 1) * (n_file - skip);
+  const TokenAt token_at = [&](int64_t p) {
+    return p < n_file ? file_tokens[p] : file_tokens[skip + (p - n_file) % (n_file - skip)];
+  };
+  const int64_t total = o.max_tokens > 0 ? std::min(o.max_tokens, stream_len) : stream_len;
+  std::fprintf(stderr, "%s: %zu tokens, %d times over: %lld tokens streamed\n", o.file.c_str(), file_tokens.size(),
                o.repeat, static_cast<long long>(total));
 
   std::vector<StreamEvalResult> results;
@@ -97,7 +103,7 @@ int run_stream(const PerplexityOptions& o, Loaded& l, const std::vector<int32_t>
     so.segment = o.segment;
     so.max_tokens = o.max_tokens;
     ProgressBar bar(policy);
-    results.push_back(stream_perplexity(*l.engine, tokens, so,
+    results.push_back(stream_perplexity(*l.engine, token_at, stream_len, so,
                                         [&](int64_t done, int64_t all) { bar.update(done, all); }));
     const auto& r = results.back();
     std::printf("%-16s PPL = %.4f over %lld tokens (%.1f tok/s, KV cache %.2f MiB)%s%s\n",
@@ -106,7 +112,8 @@ int run_stream(const PerplexityOptions& o, Loaded& l, const std::vector<int32_t>
                 r.stopped.empty() ? "" : "; ", r.stopped.c_str());
     for (size_t i = 0; i < r.segments.size(); ++i) {
       const auto& s = r.segments[i];
-      std::printf("  [%lld, %lld) %.4f\n", static_cast<long long>(s.begin), static_cast<long long>(s.end), s.ppl());
+      std::printf("  [%lld, %lld) %.4f  %.0f tok/s\n", static_cast<long long>(s.begin),
+                  static_cast<long long>(s.end), s.ppl(), s.count / std::max(s.seconds, 1e-9));
     }
     std::fflush(stdout);
   }
@@ -116,7 +123,7 @@ int run_stream(const PerplexityOptions& o, Loaded& l, const std::vector<int32_t>
   if (!csv.empty()) {
     std::ofstream out(csv);
     if (!out) fail("cannot write '", csv, "'");
-    out << "policy_index,policy,segment_start,segment_end,tokens,ppl,cumulative_ppl\n";
+    out << "policy_index,policy,segment_start,segment_end,tokens,ppl,cumulative_ppl,tokens_per_second\n";
     for (size_t p = 0; p < results.size(); ++p) {
       double nll = 0;
       int64_t n = 0;
@@ -124,7 +131,7 @@ int run_stream(const PerplexityOptions& o, Loaded& l, const std::vector<int32_t>
         nll += s.nll;
         n += s.count;
         out << p << "," << results[p].policy << "," << s.begin << "," << s.end << "," << s.count << ","
-            << s.ppl() << "," << std::exp(nll / n) << "\n";
+            << s.ppl() << "," << std::exp(nll / n) << "," << s.count / std::max(s.seconds, 1e-9) << "\n";
       }
     }
   }

@@ -14,19 +14,105 @@
 #include "model/forward.h"
 #include "util/fp16.h"
 
+// Contraction into FMA would make the instruction-set clones differ from each other and from the
+// reference; every multiply-add here is written out and must stay as written.
+#pragma GCC optimize("fp-contract=off")
+
 namespace endless {
 
-void Engine::attention_fast(int layer, const BatchPart& part, const float* q, float* out) {
-  const ModelConfig& c = config();
-  const int n = static_cast<int>(part.tokens.size());
+namespace {
+
+struct TokenScratch {
+  std::vector<Span> spans;
+  std::vector<float> qr, scores;
+  std::vector<double> acc;
+  std::vector<uint16_t> half;
+};
+
+// One token's attention over its spans, given the batch's transposed keys kt ([kv_dim][m]) and
+// values vf ([m][kv_dim]) for slots [lo, lo + m). Compiled for several instruction sets; with
+// floating-point contraction off, every version computes exactly the same numbers.
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void attend_token(const ModelConfig& c, const Rope& rope, TokenScratch& t, const float* q,
+                  const float* kt_all, const float* vf, int64_t m, int64_t lo, bool f16,
+                  float* o) {
   const int group = c.n_heads / c.n_kv_heads;
   const int hd = c.head_dim;
   const int kv_dim = c.kv_dim();
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  int64_t n_keys = 0;
+  for (const Span& s : t.spans) n_keys += s.end - s.begin;
+  t.qr.resize(c.q_dim());
+  t.scores.assign(static_cast<size_t>(n_keys) * c.n_heads, 0.0f);
+
+  int64_t j0 = 0;  // where this span's scores start in each head's row
+  for (const Span& s : t.spans) {
+    const int64_t len = s.end - s.begin;
+    std::memcpy(t.qr.data(), q, c.q_dim() * sizeof(float));
+    rope.apply(t.qr.data(), c.n_heads, s.query_pos);
+    if (f16) {
+      t.half.resize(c.q_dim());
+      kernels::fp32_to_fp16_row(t.qr.data(), t.half.data(), c.q_dim());
+      kernels::fp16_to_fp32_row(t.half.data(), t.qr.data(), c.q_dim());
+    }
+    for (int h = 0; h < c.n_heads; ++h) {
+      const float* qh = t.qr.data() + h * hd;
+      const float* kt = kt_all + static_cast<size_t>((h / group) * hd) * m + (s.begin - lo);
+      float* sh = t.scores.data() + h * n_keys + j0;
+      // Float products summed in double, dimension by dimension: the reference's arithmetic
+      // exactly, so both paths give the same scores bit for bit.
+      t.acc.assign(len, 0.0);
+      double* acc = t.acc.data();
+      for (int d = 0; d < hd; ++d) {
+        const float qd = qh[d];
+        const float* kd = kt + static_cast<size_t>(d) * m;
+        for (int64_t j = 0; j < len; ++j) acc[j] += qd * kd[j];
+      }
+      for (int64_t j = 0; j < len; ++j) sh[j] = static_cast<float>(acc[j]) * scale;
+    }
+    j0 += len;
+  }
+  for (int h = 0; h < c.n_heads; ++h) {
+    float* sh = t.scores.data() + h * n_keys;
+    float mx = -INFINITY;
+    for (int64_t k = 0; k < n_keys; ++k) mx = std::max(mx, sh[k]);
+    double sum = 0;
+    for (int64_t k = 0; k < n_keys; ++k) sum += sh[k] = std::exp(sh[k] - mx);
+    const float inv = static_cast<float>(1.0 / sum);
+    for (int64_t k = 0; k < n_keys; ++k) sh[k] *= inv;
+    if (f16) {  // vectorized round trip through half precision
+      t.half.resize(n_keys);
+      kernels::fp32_to_fp16_row(sh, t.half.data(), n_keys);
+      kernels::fp16_to_fp32_row(t.half.data(), sh, n_keys);
+    }
+  }
+  std::fill(o, o + c.q_dim(), 0.0f);
+  j0 = 0;
+  for (const Span& s : t.spans) {
+    const int64_t len = s.end - s.begin;
+    for (int h = 0; h < c.n_heads; ++h) {
+      const float* sh = t.scores.data() + h * n_keys + j0;
+      const float* v = vf + (s.begin - lo) * kv_dim + (h / group) * hd;
+      float* oh = o + h * hd;
+      for (int64_t j = 0; j < len; ++j) {
+        const float p = sh[j];
+        const float* vj = v + j * kv_dim;
+        for (int d = 0; d < hd; ++d) oh[d] += p * vj[d];
+      }
+    }
+    j0 += len;
+  }
+}
+
+}  // namespace
+
+void Engine::attention_fast(int layer, const BatchPart& part, const float* q, float* out) {
+  const ModelConfig& c = config();
+  const int n = static_cast<int>(part.tokens.size());
+  const int kv_dim = c.kv_dim();
   const KVStore& store = part.seq->store;
   const bool f16 = store.type() == TensorType::F16;
   const MemoryPolicy& policy = *part.seq->policy;
-  auto to_half_and_back = [](float x) { return fp16_to_fp32(fp32_to_fp16(x)); };
 
   // The slots any token of this batch attends to.
   std::vector<Span> spans;
@@ -62,64 +148,11 @@ void Engine::attention_fast(int layer, const BatchPart& part, const float* q, fl
   });
 
   pool_.parallel_for(n, [&](int64_t begin, int64_t end) {
-    std::vector<Span> token_spans;
-    std::vector<float> qr(c.q_dim()), scores;
-    std::vector<double> acc;
+    TokenScratch scratch;
     for (int64_t i = begin; i < end; ++i) {
-      policy.spans(layer, static_cast<int>(i), token_spans);
-      int64_t n_keys = 0;
-      for (const Span& s : token_spans) n_keys += s.end - s.begin;
-      scores.assign(static_cast<size_t>(n_keys) * c.n_heads, 0.0f);
-
-      int64_t j0 = 0;  // where this span's scores start in each head's row
-      for (const Span& s : token_spans) {
-        const int64_t len = s.end - s.begin;
-        std::memcpy(qr.data(), q + i * c.q_dim(), c.q_dim() * sizeof(float));
-        rope_.apply(qr.data(), c.n_heads, s.query_pos);
-        if (f16)
-          for (float& x : qr) x = to_half_and_back(x);
-        for (int h = 0; h < c.n_heads; ++h) {
-          const float* qh = qr.data() + h * hd;
-          const float* kt = kt_.data() + static_cast<size_t>((h / group) * hd) * m + (s.begin - lo);
-          float* sh = scores.data() + h * n_keys + j0;
-          // Float products summed in double, dimension by dimension: the reference's arithmetic
-          // exactly, so both paths give the same scores bit for bit.
-          acc.assign(len, 0.0);
-          for (int d = 0; d < hd; ++d) {
-            const float qd = qh[d];
-            const float* kd = kt + static_cast<size_t>(d) * m;
-            for (int64_t j = 0; j < len; ++j) acc[j] += qd * kd[j];
-          }
-          for (int64_t j = 0; j < len; ++j) sh[j] = static_cast<float>(acc[j]) * scale;
-        }
-        j0 += len;
-      }
-      for (int h = 0; h < c.n_heads; ++h) {
-        float* sh = scores.data() + h * n_keys;
-        float mx = -INFINITY;
-        for (int64_t k = 0; k < n_keys; ++k) mx = std::max(mx, sh[k]);
-        double sum = 0;
-        for (int64_t k = 0; k < n_keys; ++k) sum += sh[k] = std::exp(sh[k] - mx);
-        const float inv = static_cast<float>(1.0 / sum);
-        for (int64_t k = 0; k < n_keys; ++k) sh[k] = f16 ? to_half_and_back(sh[k] * inv) : sh[k] * inv;
-      }
-      float* o = out + i * c.q_dim();
-      std::fill(o, o + c.q_dim(), 0.0f);
-      j0 = 0;
-      for (const Span& s : token_spans) {
-        const int64_t len = s.end - s.begin;
-        for (int h = 0; h < c.n_heads; ++h) {
-          const float* sh = scores.data() + h * n_keys + j0;
-          const float* v = vf_.data() + (s.begin - lo) * kv_dim + (h / group) * hd;
-          float* oh = o + h * hd;
-          for (int64_t j = 0; j < len; ++j) {
-            const float p = sh[j];
-            const float* vj = v + j * kv_dim;
-            for (int d = 0; d < hd; ++d) oh[d] += p * vj[d];
-          }
-        }
-        j0 += len;
-      }
+      policy.spans(layer, static_cast<int>(i), scratch.spans);
+      attend_token(c, rope_, scratch, q + i * c.q_dim(), kt_.data(), vf_.data(), m, lo, f16,
+                   out + i * c.q_dim());
     }
   });
 }

@@ -9,6 +9,9 @@
 #include "util/error.h"
 #include "util/fp16.h"
 
+// Every multiply-add is written out; the fast paths beside this reference match it exactly.
+#pragma GCC optimize("fp-contract=off")
+
 namespace endless {
 namespace {
 

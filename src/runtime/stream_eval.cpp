@@ -32,10 +32,17 @@ void score(StreamEvalResult& r, int64_t segment, int64_t pos, double nll) {
 
 StreamEvalResult stream_perplexity(Engine& engine, std::span<const int32_t> tokens,
                                    const StreamEvalOptions& o, const StreamProgress& progress) {
+  return stream_perplexity(
+      engine, [&](int64_t p) { return tokens[p]; }, static_cast<int64_t>(tokens.size()), o, progress);
+}
+
+StreamEvalResult stream_perplexity(Engine& engine, const TokenAt& token_at, int64_t stream_len,
+                                   const StreamEvalOptions& o, const StreamProgress& progress) {
+  using clock = std::chrono::steady_clock;
   if (o.segment < 1) fail("segment size must be positive");
-  const auto start = std::chrono::steady_clock::now();
-  const int64_t total = o.max_tokens > 0 ? std::min<int64_t>(o.max_tokens, tokens.size())
-                                         : static_cast<int64_t>(tokens.size());
+  const auto start = clock::now();
+  const int64_t total = o.max_tokens > 0 ? std::min(o.max_tokens, stream_len) : stream_len;
+  std::vector<int32_t> window;  // the tokens of the current batch (or recompute window)
   const int64_t V = engine.config().n_vocab;
   StreamEvalResult r;
 
@@ -52,10 +59,14 @@ StreamEvalResult stream_perplexity(Engine& engine, std::span<const int32_t> toke
     r.cache_bytes = seq->store.bytes();
     for (int64_t i = 0; i + 1 < total; ++i) {
       // The last W tokens up to and including i, encoded from an empty cache.
+      const auto t0 = clock::now();
       const int64_t first = std::max<int64_t>(0, i - W + 1);
+      window.clear();
+      for (int64_t p = first; p <= i; ++p) window.push_back(token_at(p));
       seq = engine.new_sequence(mem);
-      const auto& logits = engine.eval(*seq, tokens.subspan(first, i - first + 1), false);
-      score(r, o.segment, i + 1, token_nll(std::span(logits.data(), V), tokens[i + 1]));
+      const auto& logits = engine.eval(*seq, window, false);
+      score(r, o.segment, i + 1, token_nll(std::span(logits.data(), V), token_at(i + 1)));
+      r.segments.back().seconds += std::chrono::duration<double>(clock::now() - t0).count();
       if (progress && (i % 16 == 0 || i + 2 == total)) progress(i + 2, total);
     }
   } else {
@@ -65,16 +76,22 @@ StreamEvalResult stream_perplexity(Engine& engine, std::span<const int32_t> toke
     const int64_t step = std::max(1, o.memory.max_batch);
     for (int64_t b = 0; b < total; b += step) {
       const int64_t n = std::min(step, total - b);
-      std::vector<float> logits;
+      const auto t0 = clock::now();
+      window.clear();
+      for (int64_t p = b; p < b + n; ++p) window.push_back(token_at(p));
+      const std::vector<float>* logits_ptr = nullptr;
       try {
-        logits = engine.eval(*seq, tokens.subspan(b, n), /*all_logits=*/true);
+        logits_ptr = &engine.eval(*seq, window, /*all_logits=*/true);
       } catch (const Error& e) {
         // A policy that cannot evict (full) ends the stream here; report what was measured.
         r.stopped = cat("stopped after ", b, " tokens: ", e.what());
         break;
       }
+      const std::vector<float>& logits = *logits_ptr;
       for (int64_t j = 0; j < n && b + j + 1 < total; ++j)
-        score(r, o.segment, b + j + 1, token_nll(std::span(logits.data() + j * V, V), tokens[b + j + 1]));
+        score(r, o.segment, b + j + 1, token_nll(std::span(logits.data() + j * V, V), token_at(b + j + 1)));
+      if (!r.segments.empty())
+        r.segments.back().seconds += std::chrono::duration<double>(clock::now() - t0).count();
       if (progress) progress(b + n, total);
     }
   }

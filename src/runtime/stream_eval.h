@@ -26,6 +26,7 @@ struct StreamSegment {
   int64_t begin = 0, end = 0;  // stream positions of the scored tokens [begin, end)
   double nll = 0;              // sum of NLL
   int64_t count = 0;
+  double seconds = 0;          // compute time spent on this segment's tokens
   double ppl() const;
 };
 
@@ -43,6 +44,15 @@ struct StreamEvalResult {
 // Progress: tokens done so far and the total planned.
 using StreamProgress = std::function<void(int64_t done, int64_t total)>;
 
+// The stream: token_at(p) for p in [0, total). A function rather than a vector so an endless
+// stream (a file many times over) takes no memory that grows with its length.
+using TokenAt = std::function<int32_t(int64_t)>;
+
+StreamEvalResult stream_perplexity(Engine& engine, const TokenAt& token_at, int64_t total,
+                                   const StreamEvalOptions& options,
+                                   const StreamProgress& progress = {});
+
+// Convenience for a stream held in memory.
 StreamEvalResult stream_perplexity(Engine& engine, std::span<const int32_t> tokens,
                                    const StreamEvalOptions& options,
                                    const StreamProgress& progress = {});
