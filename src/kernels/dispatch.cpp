@@ -103,7 +103,19 @@ MultiDotTable multi_dot(TensorType w) {
   return {};
 }
 
+MultiDotTable multi_batch_dot(TensorType w) {
+  if (active_isa() == Isa::avx512)
+    if (MultiDotTable table = avx512_multi_gemm(w)) return table;
+  return multi_dot(w);
+}
+
 }  // namespace detail
+
+VecDotFn batch_dot_fn(TensorType w) {
+  if (active_isa() == Isa::avx512)
+    if (VecDotFn fn = detail::avx512_gemm_dot_fn(w)) return fn;
+  return vec_dot_fn(w);
+}
 
 float vec_dot(TensorType w, int64_t n, const void* w_row, const void* act) {
   const VecDotFn fn = vec_dot_fn(w);

@@ -1,6 +1,6 @@
 // AVX-512 (F, BW, VL, DQ, VNNI, BF16) fast paths; compiled like dot_avx2.cpp, called only after
 // dispatch.cpp has checked the CPU. The quantized formats use the shared 256-bit kernels with
-// VPDPBUSD; float rows use 512-bit vectors with masked tails, and BF16 rows VDPBF16PS as ggml does.
+// VPDPBUSD; float rows use 512-bit vectors in the exact order of ggml's AVX-512 build.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -26,89 +26,168 @@ namespace {
 #include "kernels/simd_dots.inc"
 #undef ENDLESS_SIMD_VNNI
 
-inline __mmask16 tail_mask16(int64_t left) {
-  return left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
-}
-
-// F32 / F16 rows, NT at a time: per row two accumulators of sixteen lanes taking alternate groups
-// of sixteen elements; the tail through masked loads. Loader::vec(p, i, mask) loads up to
-// sixteen elements at i as floats (zeros outside the mask).
-template <int NT, typename Elem, typename Loader>
-void dot_float(int64_t n, const void* vx, const void* act, size_t stride, float* out) {
-  const auto* x = static_cast<const Elem*>(vx);
-  const Elem* y[NT];
-  __m512 acc0[NT], acc1[NT];
-  for (int t = 0; t < NT; ++t) {
-    y[t] = act_row<Elem>(act, stride, t);
-    acc0[t] = acc1[t] = _mm512_setzero_ps();
-  }
-  const __mmask16 all = 0xFFFF;
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    const __m512 w0 = Loader::vec(x, i, all), w1 = Loader::vec(x, i + 16, all);
-    for (int t = 0; t < NT; ++t) {
-      acc0[t] = _mm512_fmadd_ps(w0, Loader::vec(y[t], i, all), acc0[t]);
-      acc1[t] = _mm512_fmadd_ps(w1, Loader::vec(y[t], i + 16, all), acc1[t]);
-    }
-  }
-  for (; i < n; i += 16) {
-    const __mmask16 m = tail_mask16(n - i);
-    const __m512 w0 = Loader::vec(x, i, m);
-    for (int t = 0; t < NT; ++t) acc0[t] = _mm512_fmadd_ps(w0, Loader::vec(y[t], i, m), acc0[t]);
-  }
-  for (int t = 0; t < NT; ++t) out[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[t], acc1[t]));
-}
+// Float rows reproduce ggml's AVX-512 build exactly. A product of one token goes through
+// ggml's vec_dot (ggml-cpu.c): four accumulators of sixteen lanes over each 64 elements, summed
+// (a0 + a2) + (a1 + a3) and reduced, then the remaining elements one by one (F32 in float, F16
+// and BF16 in double). A product of two or more tokens goes through llamafile's tinyBLAS
+// (sgemm.cpp) when the row length is a multiple of its step: one accumulator of sixteen lanes per
+// element, reduced at the end. Loader::vec(p, i) loads sixteen elements at i as floats,
+// Loader::one(p, i) one element.
 
 struct F32Loader {
-  static __m512 vec(const float* p, int64_t i, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p + i); }
+  static __m512 vec(const float* p, int64_t i) { return _mm512_loadu_ps(p + i); }
+  static float one(const float* p, int64_t i) { return p[i]; }
 };
 struct F16Loader {
-  static __m512 vec(const uint16_t* p, int64_t i, __mmask16 m) {
-    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p + i));
+  static __m512 vec(const uint16_t* p, int64_t i) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)));
   }
+  static float one(const uint16_t* p, int64_t i) { return _cvtsh_ss(p[i]); }
 };
+
+// ggml_vec_dot_f32 / ggml_vec_dot_f16. Sum is float for F32, double for F16.
+template <int NT, typename Elem, typename Loader, typename Sum>
+void vec_float(int64_t n, const void* vx, const void* act, size_t stride, float* out) {
+  const auto* x = static_cast<const Elem*>(vx);
+  const Elem* y[NT];
+  __m512 acc[NT][4];
+  for (int t = 0; t < NT; ++t) {
+    y[t] = act_row<Elem>(act, stride, t);
+    for (auto& a : acc[t]) a = _mm512_setzero_ps();
+  }
+  const int64_t np = n & ~int64_t{63};
+  for (int64_t i = 0; i < np; i += 64) {
+    for (int j = 0; j < 4; ++j) {
+      const __m512 w = Loader::vec(x, i + 16 * j);
+      for (int t = 0; t < NT; ++t) acc[t][j] = _mm512_fmadd_ps(w, Loader::vec(y[t], i + 16 * j), acc[t][j]);
+    }
+  }
+  for (int t = 0; t < NT; ++t) {
+    const __m512 a = _mm512_add_ps(_mm512_add_ps(acc[t][0], acc[t][2]), _mm512_add_ps(acc[t][1], acc[t][3]));
+    Sum sum = static_cast<Sum>(_mm512_reduce_add_ps(a));
+    // The tail as GCC compiles ggml's `sumf += x[i]*y[i]` with -march=native: whole groups of
+    // eight as rounded products added in order, the last n % 8 as fused multiply-adds. (For F16
+    // the products are exact, so this only matters for F32.)
+    const int64_t unfused_end = np + ((n - np) & ~int64_t{7});
+    for (int64_t i = np; i < n; ++i) {
+      const float a = Loader::one(x, i), b = Loader::one(y[t], i);
+      if (sizeof(Sum) == sizeof(float) && i >= unfused_end)
+        sum = static_cast<Sum>(__builtin_fmaf(a, b, static_cast<float>(sum)));
+      else
+        sum += static_cast<Sum>(a * b);
+    }
+    out[t] = static_cast<float>(sum);
+  }
+}
+
+// tinyBLAS<16, __m512, __m512, T, T, float>: one accumulator per element. Rows whose length is
+// not a multiple of 16 make tinyBLAS decline; ggml then uses vec_dot.
+template <int NT, typename Elem, typename Loader, typename Sum>
+void gemm_float(int64_t n, const void* vx, const void* act, size_t stride, float* out) {
+  if (n % 16 != 0) return vec_float<NT, Elem, Loader, Sum>(n, vx, act, stride, out);
+  const auto* x = static_cast<const Elem*>(vx);
+  const Elem* y[NT];
+  __m512 acc[NT];
+  for (int t = 0; t < NT; ++t) {
+    y[t] = act_row<Elem>(act, stride, t);
+    acc[t] = _mm512_setzero_ps();
+  }
+  for (int64_t i = 0; i < n; i += 16) {
+    const __m512 w = Loader::vec(x, i);
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_fmadd_ps(w, Loader::vec(y[t], i), acc[t]);
+  }
+  for (int t = 0; t < NT; ++t) out[t] = _mm512_reduce_add_ps(acc[t]);
+}
 
 template <int NT>
 void dot_f32(int64_t n, const void* x, const void* act, size_t stride, float* out) {
-  dot_float<NT, float, F32Loader>(n, x, act, stride, out);
+  vec_float<NT, float, F32Loader, float>(n, x, act, stride, out);
 }
 template <int NT>
 void dot_f16(int64_t n, const void* x, const void* act, size_t stride, float* out) {
-  dot_float<NT, uint16_t, F16Loader>(n, x, act, stride, out);
+  vec_float<NT, uint16_t, F16Loader, double>(n, x, act, stride, out);
+}
+template <int NT>
+void gemm_f32(int64_t n, const void* x, const void* act, size_t stride, float* out) {
+  gemm_float<NT, float, F32Loader, float>(n, x, act, stride, out);
+}
+template <int NT>
+void gemm_f16(int64_t n, const void* x, const void* act, size_t stride, float* out) {
+  gemm_float<NT, uint16_t, F16Loader, double>(n, x, act, stride, out);
 }
 
-inline __m512bh load_bf16x32(const uint16_t* p, __mmask32 m) {
-  return (__m512bh)_mm512_maskz_loadu_epi16(m, p);
+inline __m512bh load_bf16x32(const uint16_t* p) {
+  return (__m512bh)_mm512_loadu_si512(p);
 }
+inline float bf16_one(const uint16_t* p, int64_t i) { return bits_float(static_cast<uint32_t>(p[i]) << 16); }
 
-// BF16: VDPBF16PS multiplies pairs of bfloat16 and adds both products into a float lane.
+// BF16, as ggml_vec_dot_bf16 with AVX512-BF16: VDPBF16PS (pairs of bfloat16 products added into
+// a float lane) into two accumulators taking alternate groups of 32 of each 64 elements, each
+// reduced and added in double, then the rest one by one in double.
 template <int NT>
 void dot_bf16(int64_t n, const void* vx, const void* act, size_t stride, float* out) {
   const auto* x = static_cast<const uint16_t*>(vx);
   const uint16_t* y[NT];
-  __m512 acc0[NT], acc1[NT];
+  __m512 c1[NT], c2[NT];
   for (int t = 0; t < NT; ++t) {
     y[t] = act_row<uint16_t>(act, stride, t);
-    acc0[t] = acc1[t] = _mm512_setzero_ps();
+    c1[t] = c2[t] = _mm512_setzero_ps();
   }
-  const __mmask32 all = 0xFFFFFFFFu;
   int64_t i = 0;
   for (; i + 64 <= n; i += 64) {
-    const __m512bh w0 = load_bf16x32(x + i, all), w1 = load_bf16x32(x + i + 32, all);
+    const __m512bh w0 = load_bf16x32(x + i), w1 = load_bf16x32(x + i + 32);
     for (int t = 0; t < NT; ++t) {
-      acc0[t] = _mm512_dpbf16_ps(acc0[t], w0, load_bf16x32(y[t] + i, all));
-      acc1[t] = _mm512_dpbf16_ps(acc1[t], w1, load_bf16x32(y[t] + i + 32, all));
+      c1[t] = _mm512_dpbf16_ps(c1[t], w0, load_bf16x32(y[t] + i));
+      c2[t] = _mm512_dpbf16_ps(c2[t], w1, load_bf16x32(y[t] + i + 32));
     }
   }
-  for (; i < n; i += 32) {
-    const __mmask32 m = n - i >= 32 ? all : __mmask32((1u << (n - i)) - 1);
-    const __m512bh w0 = load_bf16x32(x + i, m);
-    for (int t = 0; t < NT; ++t) acc0[t] = _mm512_dpbf16_ps(acc0[t], w0, load_bf16x32(y[t] + i, m));
+  for (int t = 0; t < NT; ++t) {
+    double sum = 0;
+    sum += static_cast<double>(_mm512_reduce_add_ps(c1[t]));
+    sum += static_cast<double>(_mm512_reduce_add_ps(c2[t]));
+    for (int64_t j = i; j < n; ++j) sum += static_cast<double>(bf16_one(x, j) * bf16_one(y[t], j));
+    out[t] = static_cast<float>(sum);
   }
-  for (int t = 0; t < NT; ++t) out[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[t], acc1[t]));
+}
+
+// tinyBLAS<32, __m512, __m512bh, bf16, bf16, float>: one VDPBF16PS accumulator per element over
+// steps of 32; rows not a multiple of 32 go through vec_dot.
+template <int NT>
+void gemm_bf16(int64_t n, const void* vx, const void* act, size_t stride, float* out) {
+  if (n % 32 != 0) return dot_bf16<NT>(n, vx, act, stride, out);
+  const auto* x = static_cast<const uint16_t*>(vx);
+  const uint16_t* y[NT];
+  __m512 acc[NT];
+  for (int t = 0; t < NT; ++t) {
+    y[t] = act_row<uint16_t>(act, stride, t);
+    acc[t] = _mm512_setzero_ps();
+  }
+  for (int64_t i = 0; i < n; i += 32) {
+    const __m512bh w = load_bf16x32(x + i);
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_dpbf16_ps(acc[t], w, load_bf16x32(y[t] + i));
+  }
+  for (int t = 0; t < NT; ++t) out[t] = _mm512_reduce_add_ps(acc[t]);
 }
 
 }  // namespace
+
+MultiDotTable avx512_multi_gemm(TensorType w) {
+  switch (w) {
+    case TensorType::F32: return ENDLESS_MULTI_TABLE(gemm_f32);
+    case TensorType::F16: return ENDLESS_MULTI_TABLE(gemm_f16);
+    case TensorType::BF16: return ENDLESS_MULTI_TABLE(gemm_bf16);
+    default: return MultiDotTable{};
+  }
+}
+
+VecDotFn avx512_gemm_dot_fn(TensorType w) {
+  switch (w) {
+    case TensorType::F32: return ENDLESS_SINGLE(gemm_f32);
+    case TensorType::F16: return ENDLESS_SINGLE(gemm_f16);
+    case TensorType::BF16: return ENDLESS_SINGLE(gemm_bf16);
+    default: return nullptr;
+  }
+}
 
 MultiDotTable avx512_multi_dot(TensorType w) {
   switch (w) {

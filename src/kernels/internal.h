@@ -61,8 +61,14 @@ VecDotFn avx2_vec_dot_fn(TensorType w);
 VecDotFn avx512_vec_dot_fn(TensorType w);
 MultiDotTable avx2_multi_dot(TensorType w);
 MultiDotTable avx512_multi_dot(TensorType w);
-// The multi-row kernels for the active instruction set; empty where only single-row dots exist.
+// The kernels of products of two or more tokens where they differ from vec_dot (F32, F16, BF16
+// under AVX-512: llamafile's tinyBLAS order); null / empty elsewhere.
+VecDotFn avx512_gemm_dot_fn(TensorType w);
+MultiDotTable avx512_multi_gemm(TensorType w);
+// The multi-row kernels for the active instruction set, for a product of one token (vec_dot's
+// arithmetic) or of several (batch_dot_fn's); empty where only single-row dots exist.
 MultiDotTable multi_dot(TensorType w);
+MultiDotTable multi_batch_dot(TensorType w);
 
 // Whether the running CPU has the features each fast path was compiled for.
 bool cpu_has_avx2();

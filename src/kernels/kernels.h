@@ -1,7 +1,11 @@
 // Numeric kernels: ggml's block layouts, (de)quantization, activation quantization, dot products
 // and matrix-vector products. Everything here reproduces llama.cpp's CPU backend (commit c392e509)
-// bit for bit where ggml is deterministic (layouts, quantizers, integer parts of dot products); the
-// float accumulation order of the SIMD paths differs from ggml's only by rounding.
+// bit for bit: layouts, quantizers and integer parts everywhere; under AVX-512 also the float
+// order of every dot product, as ggml compiles for such a CPU (-march=native): vec_dot for a
+// product of one token, llamafile's tinyBLAS for products of several tokens of F32, F16 and BF16
+// rows (see batch_dot_fn). The scalar reference and the AVX2 float rows differ by rounding only.
+// (Not reproduced: ggml's repacked Q4_0 kernels, which llama.cpp uses for Q4_0 matrices whose row
+// count is a multiple of 8; they differ from vec_dot by rounding.)
 #pragma once
 
 #include <cstddef>
@@ -155,6 +159,13 @@ float vec_dot(TensorType w, int64_t n, const void* w_row, const void* act);
 // dot product.
 using VecDotFn = float (*)(int64_t n, const void* w_row, const void* act);
 VecDotFn vec_dot_fn(TensorType w);
+
+// The dot product matmul uses for each element of a product of two or more tokens. ggml sends
+// such products of F32, F16 and BF16 rows through llamafile's tinyBLAS, which keeps one
+// accumulator per element (for rows whose length is a multiple of its step; others still go
+// through vec_dot), so under AVX-512 these types differ from vec_dot_fn by rounding; every other
+// case is vec_dot_fn.
+VecDotFn batch_dot_fn(TensorType w);
 
 namespace ref {
 // Plain scalar versions, written to be read; the fast paths are tested against them.

@@ -40,10 +40,12 @@ void matmul_rows(TensorType w_type, const void* w, int64_t n_in, int64_t n_out, 
   const auto* ab = static_cast<const uint8_t*>(act);
   // Tiles of tokens, so that a tile's activation rows stay in cache while every weight row of
   // the range meets them; within a tile each weight row is read once per group of up to
-  // kMaxTokensPerDot tokens.
+  // kMaxTokensPerDot tokens. A product of several tokens takes ggml's arithmetic for such
+  // products (batch_dot_fn), one token vec_dot's.
   constexpr int64_t kTokenTile = 32;
-  const detail::MultiDotTable multi = detail::multi_dot(w_type);
-  const VecDotFn single = vec_dot_fn(w_type);
+  const bool batched = n_tokens >= 2;
+  const detail::MultiDotTable multi = batched ? detail::multi_batch_dot(w_type) : detail::multi_dot(w_type);
+  const VecDotFn single = batched ? batch_dot_fn(w_type) : vec_dot_fn(w_type);
   for (int64_t t0 = 0; t0 < n_tokens; t0 += kTokenTile) {
     const int64_t t1 = std::min(n_tokens, t0 + kTokenTile);
     for (int64_t o = row_begin; o < row_end; ++o) {

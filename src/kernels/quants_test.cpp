@@ -319,12 +319,20 @@ TEST(Matmul, MatchesRowByRowDots) {
       quantize_row(t, wf.data() + o * n_in, w.data() + o * row_size(t, n_in), n_in);
     std::vector<float> y(n_out * n_tokens, -1.0f);
     matmul(t, w.data(), n_in, n_out, x.data(), n_tokens, y.data());
+    // A product of several tokens uses batch_dot_fn's arithmetic (ggml's for such products), a
+    // product of one token vec_dot's.
+    const VecDotFn batch = batch_dot_fn(t);
     std::vector<uint8_t> act(row_size(vec_dot_type(t), n_in));
+    std::vector<float> one(n_out, -1.0f);
     for (int64_t tok = 0; tok < n_tokens; ++tok) {
       quantize_row(vec_dot_type(t), x.data() + tok * n_in, act.data(), n_in);
-      for (int64_t o = 0; o < n_out; ++o)
-        ASSERT_EQ(y[tok * n_out + o], vec_dot(t, n_in, w.data() + o * row_size(t, n_in), act.data()))
+      matmul(t, w.data(), n_in, n_out, x.data() + tok * n_in, 1, one.data());
+      for (int64_t o = 0; o < n_out; ++o) {
+        const uint8_t* row = w.data() + o * row_size(t, n_in);
+        ASSERT_EQ(y[tok * n_out + o], batch(n_in, row, act.data()))
             << type_name(t) << " token " << tok << " row " << o;
+        ASSERT_EQ(one[o], vec_dot(t, n_in, row, act.data())) << type_name(t) << " row " << o;
+      }
     }
   }
 }

@@ -314,12 +314,20 @@ TEST_F(SimdTest, MatmulAgreesAcrossIsas) {
       for (size_t i = 0; i < y.size(); ++i)
         ASSERT_NEAR(y[i], y_ref[i], 1e-4 * (1 + std::fabs(y_ref[i])))
             << isa_name(isa) << " " << type_name(t) << " at " << i;
-      // Batched tokens give exactly what each token gives alone.
-      for (int64_t tok = 0; tok < n_tokens; ++tok)
-        for (int64_t o = 0; o < n_out; ++o)
-          ASSERT_EQ(y[tok * n_out + o], vec_dot(t, n_in, w.data() + o * row_size(t, n_in),
-                                                act.data() + tok * act_row))
+      // Each token of a batch gets exactly batch_dot_fn's result, however the kernels group
+      // tokens; a product of one token gets vec_dot's.
+      const VecDotFn batch = batch_dot_fn(t);
+      std::vector<float> single(n_out);
+      for (int64_t tok = 0; tok < n_tokens; ++tok) {
+        matmul(t, w.data(), n_in, n_out, x.data() + tok * n_in, 1, single.data());
+        for (int64_t o = 0; o < n_out; ++o) {
+          const uint8_t* row = w.data() + o * row_size(t, n_in);
+          ASSERT_EQ(y[tok * n_out + o], batch(n_in, row, act.data() + tok * act_row))
               << isa_name(isa) << " " << type_name(t) << " token " << tok << " row " << o;
+          ASSERT_EQ(single[o], vec_dot(t, n_in, row, act.data() + tok * act_row))
+              << isa_name(isa) << " " << type_name(t) << " token " << tok << " row " << o;
+        }
+      }
       // A range of rows, as a worker thread would compute it, fills exactly that range.
       std::vector<float> part(y.size(), -7.0f);
       matmul_rows(t, w.data(), n_in, n_out, act.data(), n_tokens, part.data(), 3, 17);
