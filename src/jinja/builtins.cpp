@@ -1541,7 +1541,7 @@ bool is_test(std::string_view name) { return tests().count(name) != 0 || is_comp
 
 Value call_filter(Interpreter& interp, const std::string& name, Value input, CallArgs& args) {
   auto it = filters().find(name);
-  if (it == filters().end()) throw_error("No filter named '", name, "'.");
+  if (it == filters().end()) throw_error("No filter named '", name, "' found.");
   return it->second(interp, std::move(input), args);
 }
 
@@ -1551,7 +1551,7 @@ bool call_test(Interpreter& interp, const std::string& name, const Value& input,
     return compare_test(name, input, operand(a, name.c_str()));
   }
   auto it = tests().find(name);
-  if (it == tests().end()) throw_error("No test named '", name, "'.");
+  if (it == tests().end()) throw_error("No test named '", name, "' found.");
   const char* param = it->second.second;
   const Arguments a = param ? Arguments(name, args, {param}) : Arguments(name, args, {});
   return it->second.first(interp, input, a);

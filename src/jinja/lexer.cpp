@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdio>
 
 #include "jinja/unicode.h"
 
@@ -83,7 +84,18 @@ std::string decode_string(std::string_view body, int line) {
       case 'U': hex(8); break;
       case 'N': syntax_error(line, "\\N{...} escapes are not supported");
       default:
-        if (e >= '0' && e <= '7') {
+        if (static_cast<unsigned char>(e) >= 0x80) {
+          // Jinja2 escapes non-ASCII characters before decoding, so "\\é" reads as "\\xe9".
+          size_t len = 1;
+          while (i + len < body.size() && (static_cast<unsigned char>(body[i + len]) & 0xC0) == 0x80) ++len;
+          const char32_t c = unicode::decode(body.substr(i, len)).at(0);
+          char buf[16];
+          if (c < 0x100) std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned>(c));
+          else if (c < 0x10000) std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(c));
+          else std::snprintf(buf, sizeof buf, "\\U%08x", static_cast<unsigned>(c));
+          out += buf;
+          i += len - 1;
+        } else if (e >= '0' && e <= '7') {
           uint32_t v = static_cast<uint32_t>(e - '0');
           for (int k = 0; k < 2 && i + 1 < body.size() && body[i + 1] >= '0' && body[i + 1] <= '7'; ++k)
             v = v * 8 + static_cast<uint32_t>(body[++i] - '0');
@@ -285,9 +297,13 @@ class Lexer {
   void lex_expression_token(std::vector<char>& brackets) {
     const char c = src_[pos_];
     if (is_digit(c)) return lex_number();
-    if (is_name_start(c)) {
+    if (is_name_start(c) || unicode_name_length(pos_, true)) {
       size_t end = pos_;
-      while (end < src_.size() && is_name_char(src_[end])) ++end;
+      while (end < src_.size()) {
+        if (is_name_char(src_[end])) ++end;
+        else if (size_t len = unicode_name_length(end, false)) end += len;
+        else break;
+      }
       tokens_.push_back({TokenType::Name, src_.substr(pos_, end - pos_), line_});
       advance(end);
       return;
@@ -318,6 +334,20 @@ class Lexer {
     std::string shown;
     unicode::append_utf8(shown, unicode::decode(std::string_view(src_).substr(pos_, 4)).at(0));
     syntax_error(line_, cat("unexpected char '", shown, "'"));
+  }
+
+  // Byte length of a non-ASCII letter (or, inside a name, digit or combining mark) at `p`, else 0:
+  // Jinja2 names follow Python identifiers.
+  size_t unicode_name_length(size_t p, bool start) const {
+    if (static_cast<unsigned char>(src_[p]) < 0x80) return 0;
+    size_t len = 1;
+    while (p + len < src_.size() && len < 4 && (static_cast<unsigned char>(src_[p + len]) & 0xC0) == 0x80) ++len;
+    const auto cps = unicode::decode(std::string_view(src_).substr(p, len));
+    if (cps.size() != 1) return 0;
+    const char32_t c = cps[0];
+    if (unicode::is_alpha(c)) return len;
+    if (!start && (unicode::is_digit(c) || (c >= 0x300 && c <= 0x36F))) return len;
+    return 0;
   }
 
   void lex_number() {

@@ -686,7 +686,13 @@ class Parser {
       if (!at_op("]") && !at_op(":")) stop = parse_expression(true);
       if (skip_op(":") && !at_op("]")) step = parse_expression(true);
     }
-    if (at_op(",")) fail("tuple subscripts are not supported");
+    if (!is_slice && at_op(",")) {
+      // x[a, b] subscripts with the tuple (a, b).
+      auto tuple = make(ExprKind::Tuple, line);
+      tuple->operands.push_back(std::move(start));
+      while (skip_op(",") && !at_op("]")) tuple->operands.push_back(parse_expression(true));
+      start = finish(std::move(tuple));
+    }
     expect_op("]");
     if (!is_slice) {
       auto e = make(ExprKind::GetItem, line);
@@ -747,7 +753,6 @@ class Parser {
       start_inline = false;
       auto e = make(ExprKind::Filter, cur().line);
       e->name = parse_dotted_name();
-      if (!is_filter(e->name)) syntax_error(e->line, "No filter named '" + e->name + "'.");
       if (keep_all) {
         e->operands.push_back(nullptr);
       } else {
@@ -768,7 +773,6 @@ class Parser {
     next();  // 'is'
     e->negated = skip_name("not");
     e->name = parse_dotted_name();
-    if (!is_test(e->name)) syntax_error(e->line, "No test named '" + e->name + "'.");
     e->operands.push_back(std::move(node));
     const Token& t = cur();
     const bool argument_follows =
@@ -791,8 +795,43 @@ class Parser {
 
 }  // namespace
 
+// Jinja2 rejects unknown filters and tests at compile time, except in "soft" contexts where
+// the error waits until the filter or test is used: an `if` statement (its conditions and the
+// statements directly in its branches, not the bodies of loops or macros in them) and any
+// conditional expression.
+void check_names(const Expr* e, bool soft) {
+  if (!e) return;
+  soft = soft || e->kind == ExprKind::Conditional;
+  if (!soft && e->kind == ExprKind::Filter && !is_filter(e->name))
+    syntax_error(e->line, "No filter named '" + e->name + "'.");
+  if (!soft && e->kind == ExprKind::Test && !is_test(e->name))
+    syntax_error(e->line, "No test named '" + e->name + "'.");
+  for (const auto& op : e->operands) check_names(op.get(), soft);
+  for (const auto& kw : e->keywords) check_names(kw.second.get(), soft);
+}
+
+void check_names(const Body& body, bool soft) {
+  for (const auto& s : body) {
+    if (s->kind == StmtKind::If) {
+      for (const auto& c : s->conditions) check_names(c.get(), true);
+      for (const auto& branch : s->branches) check_names(branch, true);
+      continue;
+    }
+    // The statement's own expressions belong to the enclosing frame...
+    check_names(s->expr.get(), soft);
+    for (const auto& p : s->params) check_names(p.second.get(), soft && s->kind == StmtKind::With);
+    // ...while loop, macro and block bodies get a fresh, strict one.
+    check_names(s->loop_filter.get(), false);
+    for (const auto& f : s->filters) check_names(f.get(), false);
+    check_names(s->body, false);
+    check_names(s->else_body, false);
+  }
+}
+
 Body parse_template(std::string_view source, const Options& options) {
-  return Parser(tokenize(source, options)).parse();
+  Body body = Parser(tokenize(source, options)).parse();
+  check_names(body, false);
+  return body;
 }
 
 }  // namespace endless::jinja
