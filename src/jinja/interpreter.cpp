@@ -444,6 +444,8 @@ Value Interpreter::invoke_macro(const Stmt& def, const std::string& name, const 
   }
   if (!extra_positional.empty() && !uses_varargs)
     throw_error("macro '", name, "' takes not more than ", n, " argument(s)");
+  if (extra_keywords.find("caller") && !uses_kwargs)
+    throw_error("macro '", name, "' was invoked with two values for the special caller argument. This is most likely a bug.");
   if (extra_keywords.size() != 0 && !uses_kwargs)
     throw_error("macro '", name, "' takes no keyword argument '", extra_keywords.entries()[0].first, "'");
   for (size_t i = 0; i < n; ++i) {
