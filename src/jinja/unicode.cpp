@@ -22,7 +22,11 @@ char32_t simple_upper(char32_t c) {
   if (in(c, 0x139, 0x148) || in(c, 0x179, 0x17E)) return (c & 1) ? 0 : c - 1;
   if (c == 0x17F) return 'S';
   if (in(c, 0x180, 0x24F)) {
-    // Latin Extended-B: the regular even/odd pairs used by modern orthographies.
+    // Latin Extended-B: the digraphs (DŽ Dž dž ...) and the regular even/odd pairs.
+    if (c == 0x1C5 || c == 0x1C6) return 0x1C4;
+    if (c == 0x1C8 || c == 0x1C9) return 0x1C7;
+    if (c == 0x1CB || c == 0x1CC) return 0x1CA;
+    if (c == 0x1F2 || c == 0x1F3) return 0x1F1;
     if (in(c, 0x1CD, 0x1DC)) return (c & 1) ? 0 : c - 1;
     if (in(c, 0x1DE, 0x1EF) || in(c, 0x1F8, 0x21F) || in(c, 0x222, 0x233) || in(c, 0x246, 0x24F))
       return (c & 1) ? c - 1 : 0;
@@ -53,6 +57,10 @@ char32_t simple_lower(char32_t c) {
   if (in(c, 0x100, 0x12F) || in(c, 0x132, 0x137) || in(c, 0x14A, 0x177)) return (c & 1) ? 0 : c + 1;
   if (in(c, 0x139, 0x148) || in(c, 0x179, 0x17E)) return (c & 1) ? c + 1 : 0;
   if (in(c, 0x180, 0x24F)) {
+    if (c == 0x1C4 || c == 0x1C5) return 0x1C6;
+    if (c == 0x1C7 || c == 0x1C8) return 0x1C9;
+    if (c == 0x1CA || c == 0x1CB) return 0x1CC;
+    if (c == 0x1F1 || c == 0x1F2) return 0x1F3;
     if (in(c, 0x1CD, 0x1DC)) return (c & 1) ? c + 1 : 0;
     if (in(c, 0x1DE, 0x1EF) || in(c, 0x1F8, 0x21F) || in(c, 0x222, 0x233) || in(c, 0x246, 0x24F))
       return (c & 1) ? 0 : c + 1;
@@ -74,6 +82,8 @@ char32_t simple_lower(char32_t c) {
   if (in(c, 0xFF21, 0xFF3A)) return c + 32;
   return 0;
 }
+
+const char* ligature(char32_t c);
 
 }  // namespace
 
@@ -177,11 +187,14 @@ bool is_printable(char32_t c) {
   return true;
 }
 
-bool is_upper(char32_t c) { return simple_lower(c) != 0 || c == 0x130; }
+// Titlecase digraphs (ǅ ǈ ǋ ǲ) are cased but neither upper nor lower.
+bool is_titlecase(char32_t c) { return c == 0x1C5 || c == 0x1C8 || c == 0x1CB || c == 0x1F2; }
+bool is_upper(char32_t c) { return (simple_lower(c) != 0 && !is_titlecase(c)) || c == 0x130; }
 bool is_lower(char32_t c) {
-  return simple_upper(c) != 0 || c == 0xDF || c == 0x149 || c == 0x138 || c == 0xAA || c == 0xBA;
+  return (simple_upper(c) != 0 && !is_titlecase(c)) || c == 0xDF || c == 0x149 || c == 0x138 || c == 0xAA ||
+         c == 0xBA || ligature(c) != nullptr;
 }
-bool is_cased(char32_t c) { return is_upper(c) || is_lower(c); }
+bool is_cased(char32_t c) { return is_upper(c) || is_lower(c) || is_titlecase(c); }
 
 bool is_alpha(char32_t c) {
   if (in(c, 'a', 'z') || in(c, 'A', 'Z')) return true;
@@ -200,8 +213,18 @@ bool is_digit(char32_t c) {
          in(c, 0x6F0, 0x6F9) || in(c, 0x966, 0x96F) || in(c, 0xFF10, 0xFF19);
 }
 
+namespace {
+// The Latin ligatures ﬀ ﬁ ﬂ ﬃ ﬄ ﬅ ﬆ expand when case-mapped.
+const char* ligature(char32_t c) {
+  static const char* const kLigatures[] = {"ff", "fi", "fl", "ffi", "ffl", "st", "st"};
+  return in(c, 0xFB00, 0xFB06) ? kLigatures[c - 0xFB00] : nullptr;
+}
+}  // namespace
+
 void append_upper(std::string& out, char32_t c) {
-  if (c == 0xDF) {
+  if (const char* lig = ligature(c)) {
+    for (const char* p = lig; *p; ++p) out.push_back(static_cast<char>(*p - 32));
+  } else if (c == 0xDF) {
     out += "SS";
   } else if (c == 0x149) {
     append_utf8(out, 0x2BC);
@@ -255,6 +278,21 @@ std::string to_lower(std::string_view text) {
   return out;
 }
 
+void append_title(std::string& out, char32_t c) {
+  if (const char* lig = ligature(c)) {
+    out.push_back(static_cast<char>(lig[0] - 32));
+    out += lig + 1;
+  } else if (c == 0xDF) {
+    out += "Ss";
+  } else if (in(c, 0x1C4, 0x1C6) || in(c, 0x1C7, 0x1C9) || in(c, 0x1CA, 0x1CC) || in(c, 0x1F1, 0x1F3)) {
+    // Digraphs have a distinct titlecase form in the middle of each triple.
+    const char32_t base = in(c, 0x1F1, 0x1F3) ? 0x1F1 : 0x1C4 + (c - 0x1C4) / 3 * 3;
+    append_utf8(out, base + 1);
+  } else {
+    append_upper(out, c);
+  }
+}
+
 std::string to_title(std::string_view text) {
   // Python's str.title(): a cased character following an uncased one starts a word.
   std::string out;
@@ -262,7 +300,7 @@ std::string to_title(std::string_view text) {
   bool previous_cased = false;
   for (char32_t c : decode(text)) {
     if (previous_cased) append_lower(out, c);
-    else append_upper(out, c);
+    else append_title(out, c);
     previous_cased = is_cased(c);
   }
   return out;
@@ -273,7 +311,7 @@ std::string capitalize(std::string_view text) {
   out.reserve(text.size());
   bool first = true;
   for (char32_t c : decode(text)) {
-    if (first) append_upper(out, c);
+    if (first) append_title(out, c);
     else append_lower(out, c);
     first = false;
   }

@@ -37,6 +37,7 @@ std::string to_title(std::string_view text);
 std::string capitalize(std::string_view text);
 // Appends the upper/lower case mapping of one code point (some map to several).
 void append_upper(std::string& out, char32_t c);
+void append_title(std::string& out, char32_t c);
 void append_lower(std::string& out, char32_t c);
 
 // Python's str.strip()/lstrip()/rstrip() without arguments.
