@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <optional>
 #include <limits>
+#include <optional>
 
 #include "jinja/builtins.h"
 #include "jinja/unicode.h"
@@ -104,6 +104,7 @@ std::string percent_format(const std::string& format, const Value& args, bool es
       if (width > len) piece = left ? piece + std::string(width - len, ' ') : std::string(width - len, ' ') + piece;
     } else if (conv == 'd' || conv == 'i') {
       if (!value->is_number()) throw_error("%", std::string(1, conv), " format: a real number is required, not ", type_name(*value));
+      if (value->is_float() && !(std::fabs(value->as_double()) < 9.2e18)) throw_error("integer overflow");
       const auto i = value->is_float() ? static_cast<long long>(value->as_double()) : static_cast<long long>(value->as_int());
       std::snprintf(buf, sizeof buf, ("%" + spec + "lld").c_str(), i);
       piece = buf;
@@ -277,8 +278,7 @@ void Interpreter::assign(const Target& target, const Value& value, Scope& scope)
     }
     case Target::Kind::Attribute: {
       const Value* ns = scope.lookup(target.names[0]);
-      if (!ns) fail_undefined(undefined_name(target.names[0]));
-      if (!ns->is_object() || !ns->object()->is_namespace)
+      if (!ns || !ns->is_object() || !ns->object()->is_namespace)
         throw_error("cannot assign attribute on non-namespace object");
       ns->object()->attributes.set(target.attribute, value);
       return;
@@ -402,8 +402,13 @@ void scan_names(const Expr* e, bool& varargs, bool& kwargs, bool& caller) {
 }  // namespace
 
 Value Interpreter::make_macro(const Stmt& def, const std::string& name, const ScopePtr& scope) {
-  captured_scopes_.push_back(scope);
-  scope->mark_captured();
+  if (!scope->captured()) {
+    captured_scopes_.push_back(scope);
+    scope->mark_captured();
+    // A captured scope lives until the render ends; charge for it so that a loop defining
+    // macros cannot pile up scopes without bound.
+    steps_ += 16;
+  }
   return Value::function(
       name, [this, &def, name, scope](CallArgs& args) { return invoke_macro(def, name, scope, args); }, true);
 }

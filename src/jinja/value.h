@@ -86,7 +86,7 @@ struct CallArgs {
 // Macros, builtin functions and bound methods.
 struct Function {
   std::string name;
-  // "macro" for macros (repr <Macro 'name'>), "builtin" otherwise.
+  // Macros print as <Macro 'name'>, builtins as <built-in function name>.
   bool is_macro = false;
   std::function<Value(CallArgs&)> call;
 };
