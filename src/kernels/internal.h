@@ -74,6 +74,14 @@ MultiDotTable multi_batch_dot(TensorType w);
 bool cpu_has_avx2();
 bool cpu_has_avx512();
 
+// ggml's exp polynomial (ggml_v_expf) for one float, and _mm512_reduce_add_ps's order of adding
+// sixteen floats; scalar emulations, bit-identical to the vector code (activations.cpp).
+float expf_ggml(float x);
+float reduce16(const float* v);
+// The AVX-512 versions of silu_row and softmax_exp_row (dot_avx512.cpp).
+void avx512_silu_row(const float* x, float* y, int64_t n);
+double avx512_softmax_exp_row(const float* x, float* y, int64_t n, float max);
+
 // Vectorized half conversions (F16C); used by the *_row conversions when the CPU has them.
 void avx2_fp16_to_fp32(const uint16_t* x, float* y, int64_t n);
 void avx2_fp32_to_fp16(const float* x, uint16_t* y, int64_t n);

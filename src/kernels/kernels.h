@@ -207,4 +207,25 @@ void matmul_rows(TensorType w_type, const void* w, int64_t n_in, int64_t n_out, 
 void matmul(TensorType w_type, const void* w, int64_t n_in, int64_t n_out, const float* x,
             int64_t n_tokens, float* y);
 
+// ---------------------------------------------------------------------------------------------
+// Elementwise functions of the forward pass, as ggml's AVX-512 build computes them (bit for bit on
+// every instruction set): exp by ggml's own polynomial sixteen elements at a time, libm's expf for
+// the elements past the last whole group of sixteen.
+
+// y[i] = x[i] / (1 + exp(-x[i])), as ggml_vec_silu_f32. x and y may be the same array.
+void silu_row(const float* x, float* y, int64_t n);
+
+// y[i] = exp(x[i] - max), returning their sum as ggml_vec_soft_max_f32 forms it: each group of
+// sixteen reduced in float (in _mm512_reduce_add_ps's order) and added in double, then the rest
+// one by one. Elements of x that are -inf give exactly 0.
+double softmax_exp_row(const float* x, float* y, int64_t n, float max);
+
+// Rotary position embedding of n_heads consecutive heads of x at an integer position, as ggml's
+// rope computes it: angles in float, pos * base^(-2i/n_rot) built by repeated multiplication
+// (freq_scale applied to each), cosf / sinf, and the rotation with the fused multiply-adds GCC
+// makes of ggml's expression. neox pairs (i, i + n_rot/2), otherwise (2i, 2i+1). Exact where
+// ggml is, but its float angles lose precision as positions grow (about pos * 1e-7 radians).
+void rope_ggml(float* x, int n_heads, int head_dim, int n_rot, int64_t pos, float freq_base,
+               float freq_scale, bool neox);
+
 }  // namespace endless::kernels
