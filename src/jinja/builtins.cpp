@@ -1499,6 +1499,7 @@ void merge_mapping_args(const CallArgs& args, Dict& into, const char* function) 
   if (args.positional.size() > 1) throw_error(function, " expected at most 1 argument, got ", args.positional.size());
   if (!args.positional.empty()) {
     const Value& source = args.positional[0];
+    if (source.is_undefined()) fail_undefined(source);
     if (source.is_dict()) {
       for (const auto& [k, v] : source.dict().entries()) into.set(k, v);
     } else {

@@ -88,6 +88,11 @@ class Parser {
     if (cur().type != TokenType::BlockEnd) fail("expected end of statement block, got " + describe(cur()));
     next();
   }
+  // The end of a tag that opens a body; Jinja2 allows a Python-style colon before it.
+  void expect_body_start() {
+    skip_op(":");
+    expect_block_end();
+  }
 
   ExprPtr make(ExprKind kind, int line) {
     auto e = std::make_unique<Expr>();
@@ -177,7 +182,7 @@ class Parser {
     if (tag == "generation") {
       auto s = new_stmt(StmtKind::Scope);
       next();
-      expect_block_end();
+      expect_body_start();
       s->body = subparse({"endgeneration"});
       next();
       expect_block_end();
@@ -199,16 +204,16 @@ class Parser {
     auto s = new_stmt(StmtKind::If);
     next();
     s->conditions.push_back(parse_tuple(false, false, {}, false));
-    expect_block_end();
+    expect_body_start();
     while (true) {
       s->branches.push_back(subparse({"elif", "else", "endif"}));
       const std::string tag = cur().value;
       next();
       if (tag == "elif") {
         s->conditions.push_back(parse_tuple(false, false, {}, false));
-        expect_block_end();
+        expect_body_start();
       } else if (tag == "else") {
-        expect_block_end();
+        expect_body_start();
         s->branches.push_back(subparse({"endif"}));
         next();
         expect_block_end();
@@ -259,13 +264,13 @@ class Parser {
     s->expr = parse_tuple(false, false, {"recursive", "if"}, false);
     if (skip_name("if")) s->loop_filter = parse_expression(true);
     if (at_name("recursive")) fail("recursive loops are not supported");
-    expect_block_end();
+    expect_body_start();
     ++loop_depth_;
     s->body = subparse({"endfor", "else"});
     --loop_depth_;
     if (cur().value == "else") {
       next();
-      expect_block_end();
+      expect_body_start();
       s->else_body = subparse({"endfor"});
     }
     next();
@@ -284,7 +289,7 @@ class Parser {
     }
     s->kind = StmtKind::SetBlock;
     if (at_op("|")) s->filters = parse_filter_chain(false);
-    expect_block_end();
+    expect_body_start();
     s->body = subparse({"endset"});
     next();
     expect_block_end();
@@ -317,7 +322,7 @@ class Parser {
     next();
     s->name = expect_name();
     parse_signature(*s);
-    expect_block_end();
+    expect_body_start();
     // Loop controls do not reach through a macro into an enclosing loop.
     const int saved_loops = loop_depth_;
     loop_depth_ = 0;
@@ -334,7 +339,7 @@ class Parser {
     if (at_op("(")) parse_signature(*s);
     s->expr = parse_expression(true);
     if (s->expr->kind != ExprKind::Call) fail("expected call");
-    expect_block_end();
+    expect_body_start();
     const int saved_loops = loop_depth_;
     loop_depth_ = 0;
     s->body = subparse({"endcall"});
@@ -348,7 +353,7 @@ class Parser {
     auto s = new_stmt(StmtKind::FilterBlock);
     next();
     s->filters = parse_filter_chain(true);
-    expect_block_end();
+    expect_body_start();
     s->body = subparse({"endfilter"});
     next();
     expect_block_end();
@@ -366,7 +371,7 @@ class Parser {
       expect_op("=");
       s->params.emplace_back(std::move(name), parse_expression(true));
     }
-    expect_block_end();
+    expect_body_start();
     s->body = subparse({"endwith"});
     next();
     expect_block_end();
