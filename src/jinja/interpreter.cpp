@@ -479,7 +479,17 @@ Value Interpreter::call(const Value& callee, CallArgs& args) {
 
 void Interpreter::eval_args(const Expr& e, size_t first, const ScopePtr& scope, CallArgs& args) {
   for (size_t i = first; i < e.operands.size(); ++i) args.positional.push_back(eval(*e.operands[i], scope));
-  for (const auto& [key, value] : e.keywords) args.keyword.emplace_back(key, eval(*value, scope));
+  for (const auto& [key, expr] : e.keywords) {
+    Value value = eval(*expr, scope);
+    if (key == "*") {
+      for (auto& item : iterate(value)) args.positional.push_back(std::move(item));
+    } else if (key == "**") {
+      if (!value.is_dict()) throw_error("argument after ** must be a mapping, not ", type_name(value));
+      for (const auto& [k, v] : value.dict().entries()) args.keyword.emplace_back(k, v);
+    } else {
+      args.keyword.emplace_back(key, std::move(value));
+    }
+  }
 }
 
 Value Interpreter::eval_call(const Expr& e, const ScopePtr& scope, const Value* caller) {

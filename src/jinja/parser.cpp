@@ -695,7 +695,7 @@ class Parser {
       // x[a, b] subscripts with the tuple (a, b).
       auto tuple = make(ExprKind::Tuple, line);
       tuple->operands.push_back(std::move(start));
-      while (skip_op(",") && !at_op("]")) tuple->operands.push_back(parse_expression(true));
+      while (skip_op(",")) tuple->operands.push_back(parse_expression(true));
       start = finish(std::move(tuple));
     }
     expect_op("]");
@@ -713,22 +713,29 @@ class Parser {
     return finish(std::move(e));
   }
 
-  // Parses "(args)" into `e`'s operands (after those already there) and keywords.
+  // Parses "(args)" into `e`'s operands (after those already there) and keywords. `*seq` and
+  // `**mapping` become keywords named "*" and "**", spread when the call is evaluated.
   void parse_call_args(Expr& e) {
     expect_op("(");
-    bool first = true;
+    bool first = true, star = false, double_star = false;
     while (!at_op(")")) {
       if (!first) expect_op(",");
       first = false;
       if (at_op(")")) break;
-      if (at_op("*") || at_op("**")) fail("*args and **kwargs in calls are not supported");
-      if (cur().type == TokenType::Name && peek().type == TokenType::Operator && peek().value == "=") {
+      if (at_op("*") || at_op("**")) {
+        const bool is_double = at_op("**");
+        if (double_star || (star && !is_double)) fail("invalid syntax for function call expression");
+        next();
+        (is_double ? double_star : star) = true;
+        e.keywords.emplace_back(is_double ? "**" : "*", parse_expression(true));
+      } else if (cur().type == TokenType::Name && peek().type == TokenType::Operator && peek().value == "=") {
+        if (double_star) fail("invalid syntax for function call expression");
         std::string name = cur().value;
         next();
         next();
         e.keywords.emplace_back(std::move(name), parse_expression(true));
       } else {
-        if (!e.keywords.empty()) fail("positional argument follows keyword argument");
+        if (!e.keywords.empty()) fail("invalid syntax for function call expression");
         e.operands.push_back(parse_expression(true));
       }
     }
