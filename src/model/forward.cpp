@@ -15,14 +15,13 @@
 namespace endless {
 namespace {
 
+// As ggml's rms_norm: squares rounded to float, summed in double; then x * scale, times weight.
 void rmsnorm(float* out, const float* x, const float* weight, int n, float eps) {
   double ss = 0;
-  for (int i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+  for (int i = 0; i < n; ++i) ss += static_cast<double>(x[i] * x[i]);
   const float scale = 1.0f / std::sqrt(static_cast<float>(ss / n) + eps);
   for (int i = 0; i < n; ++i) out[i] = x[i] * scale * weight[i];
 }
-
-float silu(float x) { return x / (1.0f + std::exp(-x)); }
 
 template <typename T>
 void grow(std::vector<T>& v, size_t n) {
@@ -203,30 +202,42 @@ const std::vector<float>& Engine::forward(std::span<const BatchPart> parts) {
     matmul(L.wo, att_.data(), n, xb_.data());
     for (int64_t i = 0; i < n * c.dim; ++i) x_[i] += xb_[i];
 
-    // Feed-forward block (SwiGLU): x += W_down · (silu(W_gate·norm(x)) * W_up·norm(x))
-    for (int64_t t = 0; t < n; ++t)
+    // The last layer's feed-forward block runs only on the rows whose logits are wanted, moved to
+    // the front of x: nothing else needs them, and llama.cpp does the same, so its products there
+    // have as many tokens as ours, which decides their arithmetic (see kernels::batch_dot_fn).
+    int64_t rows = n;
+    if (l == c.n_layers - 1) {
+      int64_t row = 0, out_row = 0;
+      for (const auto& p : parts) {
+        const int64_t np = static_cast<int64_t>(p.tokens.size());
+        const int64_t first = p.all_logits ? row : row + np - 1;
+        for (int64_t t = first; t < row + np; ++t, ++out_row)
+          if (out_row != t)
+            std::memcpy(x_.data() + out_row * c.dim, x_.data() + t * c.dim, c.dim * sizeof(float));
+        row += np;
+      }
+      rows = n_out_rows;
+    }
+
+    // Feed-forward block (SwiGLU): x += W_down · (silu(W_gate·norm(x)) * W_up·norm(x)), SiLU as
+    // ggml computes it (its own exp polynomial).
+    for (int64_t t = 0; t < rows; ++t)
       rmsnorm(xb_.data() + t * c.dim, x_.data() + t * c.dim, L.ffn_norm.data(), c.dim, c.rms_eps);
-    matmul(L.gate, xb_.data(), n, ffa_.data());
-    matmul(L.up, xb_.data(), n, ffb_.data());
-    for (int64_t i = 0; i < n * c.ff; ++i) ffa_[i] = silu(ffa_[i]) * ffb_[i];
-    matmul(L.down, ffa_.data(), n, xb_.data());
-    for (int64_t i = 0; i < n * c.dim; ++i) x_[i] += xb_[i];
+    matmul(L.gate, xb_.data(), rows, ffa_.data());
+    matmul(L.up, xb_.data(), rows, ffb_.data());
+    for (int64_t t = 0; t < rows; ++t)
+      kernels::silu_row(ffa_.data() + t * c.ff, ffa_.data() + t * c.ff, c.ff);
+    for (int64_t i = 0; i < rows * c.ff; ++i) ffa_[i] *= ffb_[i];
+    matmul(L.down, ffa_.data(), rows, xb_.data());
+    for (int64_t i = 0; i < rows * c.dim; ++i) x_[i] += xb_[i];
   }
 
   for (const auto& p : parts) p.seq->policy->end_batch(static_cast<int>(p.tokens.size()));
 
-  // Final norm and output projection, only for the rows whose logits are wanted.
-  {
-    int64_t row = 0, out_row = 0;
-    for (const auto& p : parts) {
-      const int64_t np = static_cast<int64_t>(p.tokens.size());
-      const int64_t first = p.all_logits ? row : row + np - 1;
-      for (int64_t t = first; t < row + np; ++t, ++out_row)
-        rmsnorm(xb_.data() + out_row * c.dim, x_.data() + t * c.dim, model_->output_norm().data(),
-                c.dim, c.rms_eps);
-      row += np;
-    }
-  }
+  // Final norm and output projection of the rows whose logits are wanted (the first n_out_rows).
+  for (int64_t t = 0; t < n_out_rows; ++t)
+    rmsnorm(xb_.data() + t * c.dim, x_.data() + t * c.dim, model_->output_norm().data(), c.dim,
+            c.rms_eps);
   logits_.resize(n_out_rows * c.n_vocab);
   matmul(model_->output(), xb_.data(), n_out_rows, logits_.data());
   return logits_;
