@@ -48,11 +48,14 @@ struct Expr {
   int depth = 1;
 };
 
-// Left-hand side of set / for: a name, names to unpack, or a namespace attribute.
+// Left-hand side of set / for: `x`, `a, b` (unpacking) or a namespace attribute `ns.attr`.
 struct Target {
-  enum class Kind { Name, Unpack, Attribute } kind = Kind::Name;
-  std::vector<std::string> names;  // one for Name and Attribute (the namespace variable)
-  std::string attribute;
+  struct Item {
+    std::string name;
+    std::string attribute;  // non-empty for `name.attribute`
+  };
+  std::vector<Item> items;
+  bool unpack = false;
 };
 
 enum class StmtKind {

@@ -263,27 +263,22 @@ Interpreter::Flow Interpreter::exec_stmt(const Stmt& s, const ScopePtr& scope, s
 }
 
 void Interpreter::assign(const Target& target, const Value& value, Scope& scope) {
-  switch (target.kind) {
-    case Target::Kind::Name:
-      scope.set(target.names[0], value);
-      return;
-    case Target::Kind::Unpack: {
-      const auto items = iterate(value);
-      const size_t want = target.names.size();
-      if (items.size() < want)
-        throw_error("not enough values to unpack (expected ", want, ", got ", items.size(), ")");
-      if (items.size() > want) throw_error("too many values to unpack (expected ", want, ")");
-      for (size_t i = 0; i < want; ++i) scope.set(target.names[i], items[i]);
+  auto assign_item = [&scope](const Target::Item& item, const Value& v) {
+    if (item.attribute.empty()) {
+      scope.set(item.name, v);
       return;
     }
-    case Target::Kind::Attribute: {
-      const Value* ns = scope.lookup(target.names[0]);
-      if (!ns || !ns->is_object() || !ns->object()->is_namespace)
-        throw_error("cannot assign attribute on non-namespace object");
-      ns->object()->attributes.set(target.attribute, value);
-      return;
-    }
-  }
+    const Value* ns = scope.lookup(item.name);
+    if (!ns || !ns->is_object() || !ns->object()->is_namespace)
+      throw_error("cannot assign attribute on non-namespace object");
+    ns->object()->attributes.set(item.attribute, v);
+  };
+  if (!target.unpack) return assign_item(target.items[0], value);
+  const auto values = iterate(value);
+  const size_t want = target.items.size();
+  if (values.size() < want) throw_error("not enough values to unpack (expected ", want, ", got ", values.size(), ")");
+  if (values.size() > want) throw_error("too many values to unpack (expected ", want, ")");
+  for (size_t i = 0; i < want; ++i) assign_item(target.items[i], values[i]);
 }
 
 Interpreter::Flow Interpreter::exec_for(const Stmt& s, const ScopePtr& scope, std::string& out) {

@@ -225,41 +225,31 @@ class Parser {
     }
   }
 
-  // Names to assign: `x`, `a, b`, `(a, b)`.
-  Target parse_names_target() {
+  // Assignment targets: `x`, `a, b`, `(a, b)`, `a,`; with `with_namespace` items may also be
+  // namespace attributes (`ns.attr`), as in `{% set ns.total = 0 %}`.
+  Target parse_target(bool with_namespace) {
     Target target;
     const bool paren = skip_op("(");
+    bool trailing_comma = false;
     while (true) {
       const int line = cur().line;
-      std::string name = expect_name();
-      if (is_reserved_name(name)) syntax_error(line, "can't assign to '" + name + "'");
-      target.names.push_back(std::move(name));
-      if (!skip_op(",")) break;
-      if (paren ? at_op(")") : (cur().type != TokenType::Name)) break;
+      Target::Item item;
+      item.name = expect_name();
+      if (is_reserved_name(item.name)) syntax_error(line, "can't assign to '" + item.name + "'");
+      if (with_namespace && !paren && skip_op(".")) item.attribute = expect_name();
+      target.items.push_back(std::move(item));
+      trailing_comma = skip_op(",");
+      if (!trailing_comma || (paren ? at_op(")") : cur().type != TokenType::Name)) break;
     }
     if (paren) expect_op(")");
-    target.kind = (target.names.size() == 1 && !paren) ? Target::Kind::Name : Target::Kind::Unpack;
-    if (paren && target.names.size() == 1) target.kind = Target::Kind::Name;
+    target.unpack = target.items.size() > 1 || trailing_comma;
     return target;
-  }
-
-  Target parse_assign_target(bool with_namespace) {
-    if (with_namespace && cur().type == TokenType::Name && peek().type == TokenType::Operator &&
-        peek().value == "." && peek(2).type == TokenType::Name) {
-      Target target;
-      target.kind = Target::Kind::Attribute;
-      target.names.push_back(expect_name());
-      next();
-      target.attribute = expect_name();
-      return target;
-    }
-    return parse_names_target();
   }
 
   StmtPtr parse_for() {
     auto s = new_stmt(StmtKind::For);
     next();
-    s->target = parse_names_target();
+    s->target = parse_target(false);
     if (!skip_name("in")) fail("expected 'in', got " + describe(cur()));
     s->expr = parse_tuple(false, false, {"recursive", "if"}, false);
     if (skip_name("if")) s->loop_filter = parse_expression(true);
@@ -281,7 +271,7 @@ class Parser {
   StmtPtr parse_set() {
     auto s = new_stmt(StmtKind::Set);
     next();
-    s->target = parse_assign_target(true);
+    s->target = parse_target(true);
     if (skip_op("=")) {
       s->expr = parse_tuple(false, true, {}, false);
       expect_block_end();
