@@ -140,6 +140,11 @@ class Lexer {
       advance(tag);
       const int tag_line = line_;
 
+      if (kind == '#' && p >= src_.size()) {
+        // Jinja2 stops lexing at the end of input right after a comment opener: no error.
+        advance(src_.size());
+        break;
+      }
       if (kind == '#') {
         size_t end = src_.find("#}", p);
         if (end == std::string::npos) syntax_error(tag_line, "Missing end of comment tag");
