@@ -97,7 +97,7 @@ int run_stream(const PerplexityOptions& o, Loaded& l, const std::vector<int32_t>
     StreamEvalOptions so;
     CacheOptions c = o.cache;
     c.policy = policy == "recompute" ? "full" : policy;
-    so.memory = memory_config(c, l.engine->config());
+    so.memory = memory_config(c, l.engine->config(), l.tokenizer.get());
     so.recompute = policy == "recompute";
     so.recompute_window = o.recompute_window > 0 ? o.recompute_window : o.cache.window;
     so.segment = o.segment;
@@ -123,7 +123,7 @@ int run_stream(const PerplexityOptions& o, Loaded& l, const std::vector<int32_t>
   if (!csv.empty()) {
     std::ofstream out(csv);
     if (!out) fail("cannot write '", csv, "'");
-    out << "policy_index,policy,segment_start,segment_end,tokens,ppl,cumulative_ppl,tokens_per_second\n";
+    out << "policy_index,policy,segment_start,segment_end,tokens,ppl,cumulative_ppl,tokens_per_second,tokens_per_cpu_second\n";
     for (size_t p = 0; p < results.size(); ++p) {
       double nll = 0;
       int64_t n = 0;
@@ -131,7 +131,8 @@ int run_stream(const PerplexityOptions& o, Loaded& l, const std::vector<int32_t>
         nll += s.nll;
         n += s.count;
         out << p << "," << results[p].policy << "," << s.begin << "," << s.end << "," << s.count << ","
-            << s.ppl() << "," << std::exp(nll / n) << "," << s.count / std::max(s.seconds, 1e-9) << "\n";
+            << s.ppl() << "," << std::exp(nll / n) << "," << s.count / std::max(s.seconds, 1e-9) << ","
+            << s.count / std::max(s.cpu_seconds, 1e-9) << "\n";
       }
     }
   }
@@ -163,12 +164,13 @@ Registration reg("perplexity", "Perplexity of a text file: chunked as llama-perp
                        ->check(CLI::Range(1, 1 << 16));
                    sub.add_flag("--stream", o->stream, "Stream the whole file as one sequence, scoring every token");
                    sub.add_option("--cache", o->policies,
-                                  "With --stream: cache policy, or several separated by commas (full, window, sink, shift, recompute)");
+                                  "With --stream: cache policy, or several separated by commas (full, window, sink, shift, sirllm, infllm, recompute)");
                    sub.add_option("--sink", o->cache.n_sink, "Attention-sink tokens (sink)")->check(CLI::Range(0, 1 << 20));
                    sub.add_option("--window", o->cache.window, "Tokens held by sink/window caches, sinks included")
                        ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
                    sub.add_option("--keep", o->cache.n_keep, "Tokens kept by shift")->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
                    sub.add_option("--cache-type", o->cache.kv_type, "KV storage type: f16 or f32")->check(CLI::IsMember({"f16", "f32"}));
+                   add_memory_policy_options(sub, o->cache);
                    sub.add_option("--recompute-window", o->recompute_window, "Window of the recompute baseline (default: --window)");
                    sub.add_option("--repeat", o->repeat, "Stream the file this many times over")->check(CLI::Range(1, 1 << 20));
                    sub.add_option("--segment", o->segment, "Tokens per reported segment")->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
@@ -181,7 +183,7 @@ Registration reg("perplexity", "Perplexity of a text file: chunked as llama-perp
                        o->cache.n_ctx = o->n_ctx;
                        for (const auto& p : split(o->policies, ','))
                          if (p != "recompute" && std::find(policy_names().begin(), policy_names().end(), p) == policy_names().end())
-                           fail("unknown cache policy '", p, "' (known: full, window, sink, shift, recompute)");
+                           fail("unknown cache policy '", p, "' (known: full, window, sink, shift, sirllm, infllm, recompute)");
                      }
                      return run(*o);
                    };

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <ctime>
 
 #include "runtime/perplexity.h"
 #include "util/error.h"
@@ -12,6 +13,12 @@ double StreamSegment::ppl() const { return count ? std::exp(nll / count) : 0; }
 double StreamEvalResult::ppl() const { return scored ? std::exp(nll / scored) : 0; }
 
 namespace {
+
+double cpu_now() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + ts.tv_nsec * 1e-9;
+}
 
 // Adds the NLL of the token at stream position `pos` (predicted from what came before).
 void score(StreamEvalResult& r, int64_t segment, int64_t pos, double nll) {
@@ -60,6 +67,7 @@ StreamEvalResult stream_perplexity(Engine& engine, const TokenAt& token_at, int6
     for (int64_t i = 0; i + 1 < total; ++i) {
       // The last W tokens up to and including i, encoded from an empty cache.
       const auto t0 = clock::now();
+      const double c0 = cpu_now();
       const int64_t first = std::max<int64_t>(0, i - W + 1);
       window.clear();
       for (int64_t p = first; p <= i; ++p) window.push_back(token_at(p));
@@ -67,6 +75,7 @@ StreamEvalResult stream_perplexity(Engine& engine, const TokenAt& token_at, int6
       const auto& logits = engine.eval(*seq, window, false);
       score(r, o.segment, i + 1, token_nll(std::span(logits.data(), V), token_at(i + 1)));
       r.segments.back().seconds += std::chrono::duration<double>(clock::now() - t0).count();
+      r.segments.back().cpu_seconds += cpu_now() - c0;
       if (progress && (i % 16 == 0 || i + 2 == total)) progress(i + 2, total);
     }
   } else {
@@ -74,9 +83,11 @@ StreamEvalResult stream_perplexity(Engine& engine, const TokenAt& token_at, int6
     r.policy = seq->policy->describe();
     r.cache_bytes = seq->store.bytes();
     const int64_t step = std::max(1, o.memory.max_batch);
+    std::vector<float> nll;
     for (int64_t b = 0; b < total; b += step) {
       const int64_t n = std::min(step, total - b);
       const auto t0 = clock::now();
+      const double c0 = cpu_now();
       window.clear();
       for (int64_t p = b; p < b + n; ++p) window.push_back(token_at(p));
       const std::vector<float>* logits_ptr = nullptr;
@@ -88,10 +99,19 @@ StreamEvalResult stream_perplexity(Engine& engine, const TokenAt& token_at, int6
         break;
       }
       const std::vector<float>& logits = *logits_ptr;
-      for (int64_t j = 0; j < n && b + j + 1 < total; ++j)
-        score(r, o.segment, b + j + 1, token_nll(std::span(logits.data() + j * V, V), token_at(b + j + 1)));
-      if (!r.segments.empty())
+      nll.clear();
+      for (int64_t j = 0; j < n && b + j + 1 < total; ++j) {
+        const double v = token_nll(std::span(logits.data() + j * V, V), token_at(b + j + 1));
+        score(r, o.segment, b + j + 1, v);
+        nll.push_back(static_cast<float>(v));
+      }
+      // Policies that keep tokens by their self-information (sirllm) get every token's NLL.
+      if (!nll.empty() && seq->policy->wants_nll())
+        seq->policy->observe_nll(b + 1, nll.data(), static_cast<int>(nll.size()));
+      if (!r.segments.empty()) {
         r.segments.back().seconds += std::chrono::duration<double>(clock::now() - t0).count();
+        r.segments.back().cpu_seconds += cpu_now() - c0;
+      }
       if (progress) progress(b + n, total);
     }
   }

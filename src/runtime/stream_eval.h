@@ -26,7 +26,8 @@ struct StreamSegment {
   int64_t begin = 0, end = 0;  // stream positions of the scored tokens [begin, end)
   double nll = 0;              // sum of NLL
   int64_t count = 0;
-  double seconds = 0;          // compute time spent on this segment's tokens
+  double seconds = 0;          // wall time spent on this segment's tokens
+  double cpu_seconds = 0;      // process CPU time: unlike wall time, not inflated by other load
   double ppl() const;
 };
 
