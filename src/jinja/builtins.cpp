@@ -705,7 +705,7 @@ Value filter_int(Interpreter&, Value v, CallArgs& args) {
 Value filter_items(Interpreter&, Value v, CallArgs& args) {
   Arguments("items", args, {});
   if (v.is_undefined()) return Value::generator({});
-  if (!v.is_dict()) throw_error("Can only get item pairs from a mapping.");
+  if (!v.is_dict()) return Value::iterable("generator", {}, true, "Can only get item pairs from a mapping.");
   std::vector<Value> pairs;
   for (const auto& [key, value] : v.dict().entries()) pairs.push_back(Value::list({Value::string(key), value}, true));
   return Value::generator(std::move(pairs));

@@ -595,7 +595,9 @@ Value Interpreter::eval_slice(const Expr& e, const ScopePtr& scope) {
     slice_bounds(static_cast<int64_t>(chars.size()), start_v, stop_v, step_v, start, stop, step);
     return Value::string(unicode::encode(slice_vector(chars, start, stop, step)));
   }
-  return Value::undefined("'" + type_name(object) + "' object is not subscriptable");
+  // Jinja2 slices with Python's own subscript, so errors are raised, not undefined.
+  if (object.is_dict()) throw_error("unhashable type: 'slice'");
+  throw_error("'", type_name(object), "' object is not subscriptable");
 }
 
 Value Interpreter::eval(const Expr& e, const ScopePtr& scope) {

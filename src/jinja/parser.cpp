@@ -675,7 +675,11 @@ class Parser {
     expect_op("[");
     ExprPtr start, stop, step;
     bool is_slice = false;
-    if (!at_op(":")) start = parse_expression(true);
+    if (at_op("]")) {
+      start = finish(make(ExprKind::Tuple, line));  // x[] subscripts with the empty tuple
+    } else if (!at_op(":")) {
+      start = parse_expression(true);
+    }
     if (skip_op(":")) {
       is_slice = true;
       if (!at_op("]") && !at_op(":")) stop = parse_expression(true);

@@ -65,8 +65,9 @@ Value Value::list(std::vector<Value> items, bool is_tuple) {
   return Value(Storage(std::shared_ptr<const List>(std::move(l))));
 }
 
-Value Value::iterable(std::string type_name, std::vector<Value> items, bool single_use) {
+Value Value::iterable(std::string type_name, std::vector<Value> items, bool single_use, std::string deferred_error) {
   auto it = std::make_shared<Iterable>();
+  it->deferred_error = std::move(deferred_error);
   it->type_name = std::move(type_name);
   uint32_t depth = 1;
   for (const auto& item : items) depth = std::max(depth, nesting_depth(item) + 1);
@@ -388,6 +389,7 @@ std::vector<Value> iterate(const Value& v) {
   }
   if (v.is_iterable()) {
     const Iterable& it = v.iterable();
+    if (!it.deferred_error.empty()) throw Exception(it.deferred_error);
     if (!it.single_use) return it.items;
     if (it.consumed) return {};
     it.consumed = true;

@@ -60,6 +60,8 @@ struct Iterable {
   bool single_use = false;
   mutable bool consumed = false;
   uint32_t depth = 1;
+  // Raised when iterated: Python generators report errors only once they run.
+  std::string deferred_error;
 };
 
 // An insertion-ordered dict with string keys (JSON objects and dict literals).
@@ -133,7 +135,8 @@ class Value {
   static Value dict(Dict d);
   static Value function(std::string name, std::function<Value(CallArgs&)> call, bool is_macro = false);
   static Value object(std::shared_ptr<Object> o) { return Value(Storage(std::move(o))); }
-  static Value iterable(std::string type_name, std::vector<Value> items, bool single_use);
+  static Value iterable(std::string type_name, std::vector<Value> items, bool single_use,
+                        std::string deferred_error = {});
   static Value generator(std::vector<Value> items) { return iterable("generator", std::move(items), true); }
 
   bool is_undefined() const { return std::holds_alternative<Undefined>(storage_); }
