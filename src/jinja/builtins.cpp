@@ -62,8 +62,9 @@ Value like(const Value& source, std::string s) {
 // soft_str: strings stay as they are (Markup included), everything else goes through str().
 Value soft_str(const Value& v) { return v.is_string() ? v : Value::string(to_str(v)); }
 
-const std::string& require_string(const Value& v, std::string_view what) {
-  if (!v.is_string()) throw_error(what, " requires a string, not '", type_name(v), "'");
+// An argument that must be a str; `context` prefixes Python's message ("replace() argument 1 ").
+const std::string& require_string(const Value& v, std::string_view context = "") {
+  if (!v.is_string()) throw_error(context, "must be str, not ", type_name(v));
   return v.as_string();
 }
 
@@ -221,7 +222,8 @@ std::vector<std::string> py_split(const std::string& s, const Value& sep, int64_
                                                    cps.begin() + static_cast<std::ptrdiff_t>(b))));
     return parts;
   }
-  const std::string& separator = require_string(sep, "split()");
+  if (!sep.is_string()) throw_error("must be str or None, not ", type_name(sep));
+  const std::string& separator = sep.as_string();
   if (separator.empty()) throw_error("empty separator");
   if (!from_right) {
     size_t pos = 0;
@@ -532,7 +534,6 @@ Value filter_abs(Interpreter&, Value v, CallArgs& args) {
     if (v.as_int() == std::numeric_limits<int64_t>::min()) throw_error("integer overflow");
     return Value::integer(std::llabs(v.as_int()));
   }
-  if (v.is_undefined()) fail_undefined(v);
   throw_error("bad operand type for abs(): '", type_name(v), "'");
 }
 
@@ -588,7 +589,8 @@ Value filter_default(Interpreter&, Value v, CallArgs& args) {
 
 Value filter_dictsort(Interpreter&, Value v, CallArgs& args) {
   Arguments a("dictsort", args, {"case_sensitive", "by", "reverse"});
-  if (!v.is_dict()) throw_error("dictsort(): can only sort a mapping, not '", type_name(v), "'");
+  if (v.is_undefined()) fail_undefined(v);
+  if (!v.is_dict()) throw_error("'", type_name(v), "' object has no attribute 'items'");
   const bool case_sensitive = a.get_bool(0, false);
   const std::string by = a.get_string(1, "key");
   if (by != "key" && by != "value") throw_error("You can only sort by either \"key\" or \"value\"");
@@ -629,7 +631,9 @@ Value filter_first(Interpreter&, Value v, CallArgs& args) {
 
 Value filter_last(Interpreter&, Value v, CallArgs& args) {
   Arguments("last", args, {});
-  if (v.is_iterable() && v.iterable().single_use) throw_error("'", type_name(v), "' object is not reversible");
+  if ((v.is_iterable() && v.iterable().single_use) || (!v.is_list() && !v.is_string() && !v.is_dict() &&
+                                                       !v.is_iterable() && !v.is_undefined()))
+    throw_error("'", type_name(v), "' object is not reversible");
   if (v.is_list()) {
     if (v.list().items.empty()) return Value::undefined("No last item, sequence was empty.");
     return v.list().items.back();
@@ -669,7 +673,12 @@ Value filter_indent(Interpreter&, Value v, CallArgs& args) {
   else indention = std::string(static_cast<size_t>(std::clamp<int64_t>(a.get_int(0, 4), 0, 4096)), ' ');
   const bool first = a.get_bool(1, false);
   const bool blank = a.get_bool(2, false);
-  const Value s = soft_str(v);
+  // Jinja2 appends "\n" to the value itself, which only strings survive.
+  if (v.is_undefined()) fail_undefined(v);
+  if (v.is_tuple()) throw_error("can only concatenate tuple (not \"str\") to tuple");
+  if (v.is_list()) throw_error("'list' object has no attribute 'splitlines'");
+  if (!v.is_string()) throw_error("unsupported operand type(s) for +=: '", type_name(v), "' and 'str'");
+  const Value& s = v;
   // Jinja appends a newline first so that splitlines() keeps a trailing empty line.
   const auto lines = unicode::split_lines(s.as_string() + "\n");
   std::string out;
@@ -827,6 +836,7 @@ Value filter_reverse(Interpreter&, Value v, CallArgs& args) {
     return Value::string(encode(cps));
   }
   // reversed() where Python can, else a reversed list.
+  if (!v.is_list() && !v.is_dict() && !v.is_iterable() && !v.is_undefined()) throw_error("argument must be iterable");
   const bool reversible = v.is_list() || v.is_dict() || (v.is_iterable() && !v.iterable().single_use);
   auto items = iterate(v);
   std::reverse(items.begin(), items.end());
@@ -847,7 +857,6 @@ Value filter_round(Interpreter&, Value v, CallArgs& args) {
   const std::string method = a.get_string(1, "common");
   if (method != "common" && method != "ceil" && method != "floor")
     throw_error("method must be 'common', 'ceil' or 'floor'");
-  if (v.is_undefined()) fail_undefined(v);
   if (!v.is_number()) throw_error("type ", type_name(v), " doesn't define __round__ method");
   if (method == "common") {
     if (v.is_integral()) {
@@ -972,11 +981,22 @@ Value filter_wordcount(Interpreter&, Value v, CallArgs& args) {
   return Value::integer(words);
 }
 
+// Jinja2 implements these filters as generators, which report errors only once iterated:
+// `{% if 5|select %}` is true, and `{{ (5|select)|list }}` fails.
+template <Filter F>
+Value lazily(Interpreter& interp, Value v, CallArgs& args) {
+  try {
+    return F(interp, std::move(v), args);
+  } catch (const Exception& e) {
+    return Value::iterable("generator", {}, true, e.what());
+  }
+}
+
 const std::unordered_map<std::string_view, Filter>& filters() {
   static const std::unordered_map<std::string_view, Filter> table = {
       {"abs", filter_abs},
       {"attr", filter_attr},
-      {"batch", filter_batch},
+      {"batch", lazily<filter_batch>},
       {"capitalize", filter_capitalize},
       {"center", filter_center},
       {"count", filter_length},
@@ -997,24 +1017,24 @@ const std::unordered_map<std::string_view, Filter>& filters() {
       {"length", filter_length},
       {"list", filter_list},
       {"lower", filter_lower},
-      {"map", filter_map},
+      {"map", lazily<filter_map>},
       {"max", filter_max},
       {"min", filter_min},
-      {"reject", filter_reject},
-      {"rejectattr", filter_rejectattr},
+      {"reject", lazily<filter_reject>},
+      {"rejectattr", lazily<filter_rejectattr>},
       {"replace", filter_replace},
       {"reverse", filter_reverse},
       {"round", filter_round},
       {"safe", filter_safe},
-      {"select", filter_select},
-      {"selectattr", filter_selectattr},
+      {"select", lazily<filter_select>},
+      {"selectattr", lazily<filter_selectattr>},
       {"sort", filter_sort},
       {"string", filter_string},
       {"sum", filter_sum},
       {"title", filter_title},
       {"tojson", filter_tojson},
       {"trim", filter_trim},
-      {"unique", filter_unique},
+      {"unique", lazily<filter_unique>},
       {"upper", filter_upper},
       {"wordcount", filter_wordcount},
   };
@@ -1130,8 +1150,10 @@ Value unsafe_method(const Value& self, const std::string& name) {
 Value strip_method(const Value& self, CallArgs& args, bool left, bool right, const char* name) {
   Arguments a(name, args, {"chars"});
   const std::string& s = self.as_string();
-  if (a.has(0) && !a.get(0).is_none())
-    return like(self, unicode::strip_chars(s, require_string(a.get(0), name), left, right));
+  if (a.has(0) && !a.get(0).is_none()) {
+    if (!a.get(0).is_string()) throw_error(name, " arg must be None or str");
+    return like(self, unicode::strip_chars(s, a.get(0).as_string(), left, right));
+  }
   std::string_view v = s;
   if (left) v = unicode::lstrip(v);
   if (right) v = unicode::rstrip(v);
@@ -1169,7 +1191,7 @@ int64_t find_in(const Value& self, CallArgs& args, bool from_right, const char* 
   Arguments a(name, args, {"sub", "start", "end"});
   if (!a.has(0)) throw_error(name, "() takes at least 1 argument (0 given)");
   const std::string& s = self.as_string();
-  const std::string& sub = require_string(a.get(0), name);
+  const std::string& sub = require_string(a.get(0));
   size_t lo = 0, hi = s.size();
   if (a.has(1) || a.has(2)) {
     const auto cps = decode(s);
@@ -1240,8 +1262,8 @@ std::optional<Value> string_method(Interpreter& interp, const Value& self, const
       {"replace", [](Interpreter& interp, const Value& s, CallArgs& args) {
          Arguments a("replace", args, {"old", "new", "count"});
          if (!a.has(0) || !a.has(1)) throw_error("replace() takes at least 2 arguments");
-         return like(s, py_replace(s.as_string(), require_string(a.get(0), "replace()"),
-                                   require_string(a.get(1), "replace()"), a.get_int(2, -1), interp));
+         return like(s, py_replace(s.as_string(), require_string(a.get(0), "replace() argument 1 "),
+                                   require_string(a.get(1), "replace() argument 2 "), a.get_int(2, -1), interp));
        }},
       {"find", [](Interpreter&, const Value& s, CallArgs& a) { return Value::integer(find_in(s, a, false, "find")); }},
       {"rfind", [](Interpreter&, const Value& s, CallArgs& a) { return Value::integer(find_in(s, a, true, "rfind")); }},
@@ -1258,7 +1280,7 @@ std::optional<Value> string_method(Interpreter& interp, const Value& self, const
       {"count", [](Interpreter&, const Value& s, CallArgs& args) {
          Arguments a("count", args, {"sub"});
          if (!a.has(0)) throw_error("count() takes at least 1 argument (0 given)");
-         const std::string& sub = require_string(a.get(0), "count()");
+         const std::string& sub = require_string(a.get(0));
          if (sub.empty()) return Value::integer(static_cast<int64_t>(unicode::length(s.as_string())) + 1);
          int64_t n = 0;
          for (size_t pos = s.as_string().find(sub); pos != std::string::npos; pos = s.as_string().find(sub, pos + sub.size())) ++n;
@@ -1360,7 +1382,7 @@ std::optional<Value> string_method(Interpreter& interp, const Value& self, const
        }},
       {"partition", [](Interpreter&, const Value& s, CallArgs& args) {
          Arguments a("partition", args, {"sep"});
-         const std::string sep = require_string(a.get_or(0, Value::none()), "partition()");
+         const std::string sep = require_string(a.get_or(0, Value::none()));
          if (sep.empty()) throw_error("empty separator");
          const std::string& str = s.as_string();
          const size_t hit = str.find(sep);
@@ -1369,7 +1391,7 @@ std::optional<Value> string_method(Interpreter& interp, const Value& self, const
        }},
       {"rpartition", [](Interpreter&, const Value& s, CallArgs& args) {
          Arguments a("rpartition", args, {"sep"});
-         const std::string sep = require_string(a.get_or(0, Value::none()), "rpartition()");
+         const std::string sep = require_string(a.get_or(0, Value::none()));
          if (sep.empty()) throw_error("empty separator");
          const std::string& str = s.as_string();
          const size_t hit = str.rfind(sep);
@@ -1378,13 +1400,13 @@ std::optional<Value> string_method(Interpreter& interp, const Value& self, const
        }},
       {"removeprefix", [](Interpreter&, const Value& s, CallArgs& args) {
          Arguments a("removeprefix", args, {"prefix"});
-         const std::string prefix = require_string(a.get_or(0, Value::none()), "removeprefix()");
+         const std::string prefix = require_string(a.get_or(0, Value::none()), "removeprefix() argument ");
          const std::string& str = s.as_string();
          return like(s, str.compare(0, prefix.size(), prefix) == 0 ? str.substr(prefix.size()) : str);
        }},
       {"removesuffix", [](Interpreter&, const Value& s, CallArgs& args) {
          Arguments a("removesuffix", args, {"suffix"});
-         const std::string suffix = require_string(a.get_or(0, Value::none()), "removesuffix()");
+         const std::string suffix = require_string(a.get_or(0, Value::none()), "removesuffix() argument ");
          const std::string& str = s.as_string();
          const bool hit = !suffix.empty() && str.size() >= suffix.size() &&
                           str.compare(str.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -1584,7 +1606,7 @@ void install_globals(Interpreter& interp, Scope& scope) {
   scope.set("strftime_now", Value::function("strftime_now", [&interp](CallArgs& args) {
     Arguments a("strftime_now", args, {"format"});
     if (!a.has(0)) throw_error("strftime_now() missing required argument 'format'");
-    return Value::string(format_time(interp.options(), require_string(a.get(0), "strftime_now()")));
+    return Value::string(format_time(interp.options(), require_string(a.get(0), "strftime() argument 1 ")));
   }));
   scope.set("joiner", Value::function("joiner", [](CallArgs& args) {
     Arguments a("joiner", args, {"sep"});

@@ -36,7 +36,7 @@ int64_t floor_div(int64_t a, int64_t b) {
 }
 
 int64_t floor_mod(int64_t a, int64_t b) {
-  if (b == 0) throw_error("integer division or modulo by zero");
+  if (b == 0) throw_error("integer modulo by zero");
   if (b == -1) return 0;
   int64_t r = a % b;
   if (r != 0 && ((r < 0) != (b < 0))) r += b;
@@ -59,8 +59,10 @@ std::string percent_format(const std::string& format, const Value& args, bool es
   std::vector<Value> values;
   const Dict* mapping = nullptr;
   if (args.is_tuple()) values = args.list().items;
-  else if (args.is_dict()) mapping = &args.dict();
   else values.push_back(args);
+  if (args.is_dict()) mapping = &args.dict();
+  // Python skips the "not all arguments converted" check for arguments with __getitem__.
+  const bool subscriptable = args.is_dict() || (args.is_list() && !args.is_tuple()) || args.is_undefined();
   size_t next = 0;
   std::string out;
   for (size_t i = 0; i < format.size(); ++i) {
@@ -72,6 +74,7 @@ std::string percent_format(const std::string& format, const Value& args, bool es
     const Value* value = nullptr;
     if (format[i] == '(') {
       const size_t close = format.find(')', i);
+      if (args.is_undefined()) fail_undefined(args);
       if (close == std::string::npos || !mapping) throw_error("format requires a mapping");
       value = mapping->find(format.substr(i + 1, close - i - 1));
       if (!value) throw_error("KeyError: ", python_string_repr(format.substr(i + 1, close - i - 1)));
@@ -117,7 +120,7 @@ std::string percent_format(const std::string& format, const Value& args, bool es
     }
     out += piece;
   }
-  if (!mapping && next < values.size()) throw_error("not all arguments converted during string formatting");
+  if (!subscriptable && next < values.size()) throw_error("not all arguments converted during string formatting");
   return out;
 }
 
@@ -743,7 +746,8 @@ bool contains(const Value& container, const Value& item) {
 
 Value binary_op(const std::string& op, const Value& a, const Value& b, Interpreter& interp) {
   if (a.is_undefined()) fail_undefined(a);
-  if (b.is_undefined()) fail_undefined(b);
+  // str % x formats x with str.__mod__, which accepts even an undefined x.
+  if (b.is_undefined() && !(op == "%" && a.is_string())) fail_undefined(b);
   const bool ints = a.is_integral() && b.is_integral();
   const bool numbers = a.is_number() && b.is_number();
   int64_t r;
@@ -793,8 +797,9 @@ Value binary_op(const std::string& op, const Value& a, const Value& b, Interpret
       return Value::integer(r);
     }
     if (numbers) return Value::number(a.as_double() * b.as_double());
-    const Value* seq = a.is_integral() ? &b : &a;
-    const Value* count = a.is_integral() ? &a : &b;
+    const bool a_is_sequence = a.is_string() || a.is_list();
+    const Value* seq = a_is_sequence ? &a : &b;
+    const Value* count = a_is_sequence ? &b : &a;
     if (count->is_integral() && seq->is_string()) return Value::string(repeat(seq->as_string(), count->as_int(), interp));
     if (count->is_integral() && seq->is_list()) {
       std::vector<Value> items;
@@ -813,7 +818,7 @@ Value binary_op(const std::string& op, const Value& a, const Value& b, Interpret
   }
   if (op == "/") {
     if (!numbers) unsupported("/", a, b);
-    if (b.as_double() == 0) throw_error("division by zero");
+    if (b.as_double() == 0) throw_error(ints ? "division by zero" : "float division by zero");
     return Value::number(a.as_double() / b.as_double());
   }
   if (op == "//") {

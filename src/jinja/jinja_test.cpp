@@ -386,6 +386,37 @@ TEST(JinjaRender, RuntimeErrorsNameTheProblem) {
   });
 }
 
+TEST(JinjaRender, PythonQuirksFoundByDifferentialTesting) {
+  expect_renders({
+      {R"J({% if 5|select %}generators are true before they run{% endif %}|{{ 'abc' % missing }}|{{ 'a%s' % [1] }})J",
+       R"J(generators are true before they run|abc|a[1])J"},
+      {R"J({% for x in nums: %}{{ x }}{% else: %}none{% endfor %}|{% if yes: %}colon{% endif %})J",
+       R"J(312|colon)J"},
+      {R"J({{ d[] }}|{% macro m(a, b) %}{{ a }}{{ b }}{% endmacro %}{{ m(*[1, 2]) }}{{ m(**{'a': 3, 'b': 4}) }})J",
+       R"J(|1234)J"},
+      {R"J({% set ns = namespace(a=0) %}{% set x, ns.a = 1, 2 %}{{ x }}{{ ns.a }}|{% for a, b in d|dictsort %}{{ a }}{% endfor %})J",
+       R"J(12|ab)J"},
+      {R"J({% if name %}{{ name|no_such_filter_in_soft_context if false else 'soft' }}{% endif %}|{{ nums|map('string')|join(',') }})J",
+       R"J(soft|3,1,2)J"},
+      {R"J(trailing comment opener{#)J",
+       R"J(trailing comment opener)J"},
+  });
+  expect_errors({
+      {R"J({{ (5|select)|list }})J", R"J('int' object is not iterable)J"},
+      {R"J({{ 5|indent }})J", R"J(unsupported operand type(s) for +=: 'int' and 'str')J"},
+      {R"J({{ nums|indent }})J", R"J('list' object has no attribute 'splitlines')J"},
+      {R"J({{ true|dictsort }})J", R"J('bool' object has no attribute 'items')J"},
+      {R"J({% if name %}{{ name|no_such_filter }}{% endif %})J", R"J(No filter named 'no_such_filter' found.)J"},
+      {R"J({{ 7 % 0 }})J", R"J(integer modulo by zero)J"},
+      {R"J({{ 7.0 / 0 }})J", R"J(float division by zero)J"},
+      {R"J({{ 5|reverse }})J", R"J(argument must be iterable)J"},
+      {R"J({{ 5|last }})J", R"J('int' object is not reversible)J"},
+      {R"J({{ name.count(1) }})J", R"J(must be str, not int)J"},
+      {R"J({{ (nums|items)|list }})J", R"J(Can only get item pairs from a mapping.)J"},
+      {R"J({% set ns = namespace(missing) %})J", R"J('missing' is undefined)J"},
+  });
+}
+
 TEST(JinjaOptions, TrimAndLstripBlocksCanBeTurnedOff) {
   const char* source = "<ul>\n  {% for m in items %}\n  <li>{{ m }}</li>\n  {% endfor %}\n  {# note #}\n</ul>";
   const nlohmann::ordered_json items = {{"items", {"a", "b"}}};
