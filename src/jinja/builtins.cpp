@@ -837,6 +837,9 @@ Value filter_reverse(Interpreter&, Value v, CallArgs& args) {
   }
   // reversed() where Python can, else a reversed list.
   if (!v.is_list() && !v.is_dict() && !v.is_iterable() && !v.is_undefined()) throw_error("argument must be iterable");
+  // An undefined value reverses like an empty sequence, into a (true) iterator object.
+  if (v.is_undefined()) return Value::iterable("reversed", {}, true);
+  if (v.is_iterable() && !v.iterable().deferred_error.empty()) throw_error("argument must be iterable");
   const bool reversible = v.is_list() || v.is_dict() || (v.is_iterable() && !v.iterable().single_use);
   auto items = iterate(v);
   std::reverse(items.begin(), items.end());
