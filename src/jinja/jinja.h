@@ -8,7 +8,14 @@
 //
 // Pass the context as nlohmann::ordered_json so dicts keep the key order the client sent
 // (Python dicts do; `tool | tojson` shows it). A nlohmann::json converts implicitly, with its
-// keys sorted.
+// keys sorted. Keys left out of the context are undefined to the template (`tools is defined`
+// is false); transformers itself passes `tools=None` and `documents=None` when a request has
+// none, which some templates treat differently, so pass null to reproduce that exactly.
+//
+// Rendering is bounded so hostile templates fail instead of hanging: about two million loop
+// iterations and calls (plus one per KiB of string copying), 64 MiB per string, and a few
+// hundred levels of nesting; exceeding a bound raises jinja::Exception.
+// A Template is immutable after construction; render() may run concurrently from many threads.
 #pragma once
 
 #include <ctime>
