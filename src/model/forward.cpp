@@ -23,19 +23,6 @@ void rmsnorm(float* out, const float* x, const float* weight, int n, float eps) 
   for (int i = 0; i < n; ++i) out[i] = x[i] * scale * weight[i];
 }
 
-// Rotates n_heads heads of x at position pos. Whole positions below 2^16 take ggml's float
-// arithmetic (kernels::rope_ggml), so that the keys and queries of a llama.cpp-sized context are
-// bit for bit llama.cpp's; beyond, where float angles drift (~pos * 1e-7 rad), and for the
-// fractional positions a policy may use, the double-precision Rope keeps streams exact.
-void rotate(const Rope& rope, float* x, int n_heads, double pos) {
-  const RopeConfig& r = rope.config();
-  if (pos >= 0 && pos < 65536 && pos == std::floor(pos))
-    kernels::rope_ggml(x, n_heads, r.head_dim, r.n_rot, static_cast<int64_t>(pos),
-                       static_cast<float>(r.freq_base), static_cast<float>(r.freq_scale), r.neox);
-  else
-    rope.apply(x, n_heads, pos);
-}
-
 template <typename T>
 void grow(std::vector<T>& v, size_t n) {
   if (v.size() < n) v.resize(n);
@@ -67,22 +54,15 @@ void Engine::matmul(const Weight& w, const float* x, int64_t n_tokens, float* y)
 
 // Attention of the part's new tokens over the spans their policy gives, in one softmax across all
 // spans. q holds the new tokens' un-rotated queries; out receives n_heads * head_dim values per
-// token.
+// token. The arithmetic follows llama.cpp's default CPU path so logits agree with it to rounding:
+// with a half-precision cache the query is rounded to half for the dot product with the keys
+// (ggml's vec_dot_type for F16), and the softmax weights are rounded to half before they weight
+// the values.
 void Engine::attention(int layer, const BatchPart& part, const float* q, float* out) {
   if (reference_) attention_reference(layer, part, q, out);
   else attention_fast(layer, part, q, out);
 }
 
-// The arithmetic is that of llama.cpp's default CPU path (no flash attention), so that logits
-// agree with it bit for bit:
-//  - scores: K·q with q converted to the cache's type (rounded to half for an F16 cache), each a
-//    dot product as ggml's mul_mat computes it (kernels::vec_dot_fn; for a batch of several
-//    tokens and an F16 cache, kernels::batch_dot_fn), times 1/sqrt(head_dim);
-//  - softmax over the keys padded with empty cells (-inf) to a multiple of 32, as llama.cpp pads
-//    the cells it attends to, with ggml's exp in groups of sixteen (kernels::softmax_exp_row);
-//  - the weights converted to the cache's type, and each output dimension a dot product of the
-//    weights with that dimension's values over the same padded cells (ggml keeps the values
-//    transposed for this, and the padding decides where its dot products switch to vector code).
 void Engine::attention_reference(int layer, const BatchPart& part, const float* q, float* out) {
   const ModelConfig& c = config();
   const int n = static_cast<int>(part.tokens.size());
@@ -90,68 +70,62 @@ void Engine::attention_reference(int layer, const BatchPart& part, const float* 
   const int hd = c.head_dim;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const KVStore& store = part.seq->store;
-  const TensorType kv_type = store.type();
-  const size_t es = store.elem_size();
+  const bool f16 = store.type() == TensorType::F16;
+  const bool round_query = f16;
   const MemoryPolicy& policy = *part.seq->policy;
-  const bool batched = n >= 2;
-  // ggml reaches llamafile's tinyBLAS for the scores only when it had to convert the query (F16).
-  const kernels::VecDotFn score_dot = batched && kv_type == TensorType::F16
-                                          ? kernels::batch_dot_fn(kv_type)
-                                          : kernels::vec_dot_fn(kv_type);
-  const kernels::VecDotFn value_dot =
-      batched ? kernels::batch_dot_fn(kv_type) : kernels::vec_dot_fn(kv_type);
-
-  // The number of cells llama.cpp would attend to: those the batch sees, padded to 32.
-  int64_t n_cells = 0;
-  {
-    std::vector<Span> spans;
-    for (int i = 0; i < n; ++i) {
-      policy.spans(layer, i, spans);
-      int64_t keys = 0;
-      for (const Span& span : spans) keys += span.end - span.begin;
-      n_cells = std::max(n_cells, keys);
-    }
-  }
-  const int64_t n_kv = std::max<int64_t>(32, (n_cells + 31) / 32 * 32);
+  auto to_half_and_back = [](float x) { return fp16_to_fp32(fp32_to_fp16(x)); };
 
   pool_.parallel_for(n, [&](int64_t begin, int64_t end) {
     std::vector<Span> spans;
-    std::vector<float> qr(c.q_dim()), scores(static_cast<size_t>(n_kv) * c.n_heads), p(n_kv);
-    std::vector<uint8_t> qt(c.q_dim() * es), pt(n_kv * es);
-    std::vector<uint8_t> vt(static_cast<size_t>(c.kv_dim()) * n_kv * es);  // [kv_dim][n_kv]
+    std::vector<float> qr(c.q_dim()), kf(c.kv_dim()), vf(c.kv_dim()), scores;
     for (int64_t i = begin; i < end; ++i) {
       policy.spans(layer, static_cast<int>(i), spans);
-      std::fill(scores.begin(), scores.end(), -INFINITY);
-      std::fill(vt.begin(), vt.end(), 0);
+      int64_t n_keys = 0;
+      for (const Span& span : spans) n_keys += span.end - span.begin;
+      scores.resize(static_cast<size_t>(n_keys) * c.n_heads);  // [head][key]
 
       // Scores: each span rotates the query at its own position.
       int64_t j = 0;
       for (const Span& span : spans) {
         std::memcpy(qr.data(), q + i * c.q_dim(), c.q_dim() * sizeof(float));
-        rotate(rope_, qr.data(), c.n_heads, span.query_pos);
-        kernels::quantize_row(kv_type, qr.data(), qt.data(), c.q_dim());
+        rope_.apply(qr.data(), c.n_heads, span.query_pos);
+        if (round_query)
+          for (float& x : qr) x = to_half_and_back(x);
         for (int64_t slot = span.begin; slot < span.end; ++slot, ++j) {
-          const uint8_t* key = store.key(layer, slot);
-          for (int h = 0; h < c.n_heads; ++h)
-            scores[h * n_kv + j] =
-                score_dot(hd, key + (h / group) * hd * es, qt.data() + h * hd * es) * scale;
-          const uint8_t* value = store.value(layer, slot);
-          for (int e = 0; e < c.kv_dim(); ++e)
-            std::memcpy(vt.data() + (e * n_kv + j) * es, value + e * es, es);
+          store.read_key(layer, slot, kf.data());
+          for (int h = 0; h < c.n_heads; ++h) {
+            const float* qh = qr.data() + h * hd;
+            const float* kh = kf.data() + (h / group) * hd;
+            double dot = 0;
+            for (int d = 0; d < hd; ++d) dot += qh[d] * kh[d];
+            scores[h * n_keys + j] = static_cast<float>(dot) * scale;
+          }
         }
       }
-      // Softmax per head, then the weighted sum of the values.
-      float* o = out + i * c.q_dim();
+      // Softmax per head.
       for (int h = 0; h < c.n_heads; ++h) {
-        const float* sh = scores.data() + h * n_kv;
-        const float mx = *std::max_element(sh, sh + n_kv);
-        const double sum = kernels::softmax_exp_row(sh, p.data(), n_kv, mx);
+        float* sh = scores.data() + h * n_keys;
+        float mx = -INFINITY;
+        for (int64_t k = 0; k < n_keys; ++k) mx = std::max(mx, sh[k]);
+        double sum = 0;
+        for (int64_t k = 0; k < n_keys; ++k) sum += sh[k] = std::exp(sh[k] - mx);
         const float inv = static_cast<float>(1.0 / sum);
-        for (float& x : p) x *= inv;
-        kernels::quantize_row(kv_type, p.data(), pt.data(), n_kv);
-        for (int d = 0; d < hd; ++d)
-          o[h * hd + d] =
-              value_dot(n_kv, vt.data() + ((h / group) * hd + d) * n_kv * es, pt.data());
+        for (int64_t k = 0; k < n_keys; ++k) sh[k] = f16 ? to_half_and_back(sh[k] * inv) : sh[k] * inv;
+      }
+      // Weighted sum of the values.
+      float* o = out + i * c.q_dim();
+      std::fill(o, o + c.q_dim(), 0.0f);
+      j = 0;
+      for (const Span& span : spans) {
+        for (int64_t slot = span.begin; slot < span.end; ++slot, ++j) {
+          store.read_value(layer, slot, vf.data());
+          for (int h = 0; h < c.n_heads; ++h) {
+            const float p = scores[h * n_keys + j];
+            const float* vh = vf.data() + (h / group) * hd;
+            float* oh = o + h * hd;
+            for (int d = 0; d < hd; ++d) oh[d] += p * vh[d];
+          }
+        }
       }
     }
   });
@@ -214,7 +188,7 @@ const std::vector<float>& Engine::forward(std::span<const BatchPart> parts) {
       for (const auto& p : parts)
         for (size_t i = 0; i < p.tokens.size(); ++i, ++row) {
           float* k = k_.data() + row * c.kv_dim();
-          rotate(rope_, k, c.n_kv_heads, key_pos_[row]);
+          rope_.apply(k, c.n_kv_heads, key_pos_[row]);
           p.seq->store.write(l, slots_[row], k, v_.data() + row * c.kv_dim());
         }
     }
