@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "runtime/policy_feedback.h"
 #include "runtime/sampler.h"
 #include "util/error.h"
 
@@ -28,7 +29,7 @@ int run(RunOptions& o) {
   Loaded l = load(o.model);
   const Tokenizer& tok = *l.tokenizer;
   Engine& engine = *l.engine;
-  const MemoryConfig mem = memory_config(o.cache, engine.config());
+  const MemoryConfig mem = memory_config(o.cache, engine.config(), &tok);
   auto seq = engine.new_sequence(mem);
   Sampler sampler(o.sampling);
 
@@ -42,13 +43,14 @@ int run(RunOptions& o) {
   for (int32_t t : prompt) sampler.accept(t);
 
   const auto t0 = clock::now();
-  std::vector<float> logits = engine.eval(*seq, prompt, false);
+  FeedbackEval feed;  // NLL feedback for policies that use it (sirllm)
+  std::span<const float> logits = feed.eval(engine, *seq, prompt);
   const auto t1 = clock::now();
   const int64_t n_vocab = engine.config().n_vocab;
   int generated = 0;
   std::string sep;
   for (; generated < o.n_predict; ++generated) {
-    const int32_t next = sampler.sample(std::span(logits.data(), n_vocab));
+    const int32_t next = sampler.sample(logits.first(n_vocab));
     if (!o.ignore_eos && tok.is_eog(next)) break;
     sampler.accept(next);
     if (o.ids) {
@@ -62,7 +64,7 @@ int run(RunOptions& o) {
       break;
     }
     const int32_t one[1] = {next};
-    logits = engine.eval(*seq, one, false);
+    logits = feed.eval(engine, *seq, one);
   }
   if (!o.ids) std::cout << detok.finish();
   // A final newline keeps the shell prompt tidy; piped output stays exactly the text generated.

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "common.h"
+#include "runtime/policy_feedback.h"
 #include "runtime/sampler.h"
 #include "util/error.h"
 
@@ -27,10 +28,11 @@ int run(StreamOptions& o) {
   Loaded l = load(o.model);
   const Tokenizer& tok = *l.tokenizer;
   Engine& engine = *l.engine;
-  auto seq = engine.new_sequence(memory_config(o.cache, engine.config()));
+  auto seq = engine.new_sequence(memory_config(o.cache, engine.config(), &tok));
+  FeedbackEval feedback;  // NLL feedback for policies that use it (sirllm)
   Sampler sampler(o.sampling);
   const int64_t n_vocab = engine.config().n_vocab;
-  std::vector<float> logits;
+  std::span<const float> logits;
   bool started = false;
   int64_t lines = 0, questions = 0;
 
@@ -43,7 +45,7 @@ int run(StreamOptions& o) {
     }
     if (ids.empty()) return;
     for (int32_t t : ids) sampler.accept(t);
-    logits = engine.eval(*seq, ids, false);
+    logits = feedback.eval(engine, *seq, ids);
   };
 
   if (!o.quiet)
@@ -59,12 +61,12 @@ int run(StreamOptions& o) {
       StreamingDetokenizer detok(tok);
       std::string reply;
       for (int i = 0; i < o.n_predict; ++i) {
-        const int32_t next = sampler.sample(std::span(logits.data(), n_vocab));
+        const int32_t next = sampler.sample(logits.first(n_vocab));
         if (tok.is_eog(next)) break;
         sampler.accept(next);
         const std::string piece = detok.push(next);
         const int32_t one[1] = {next};
-        logits = engine.eval(*seq, one, false);  // the reply becomes part of the stream
+        logits = feedback.eval(engine, *seq, one);  // the reply becomes part of the stream
         const size_t nl = piece.find('\n');
         if (!o.multiline && nl != std::string::npos) {
           std::cout << piece.substr(0, nl);
@@ -73,6 +75,7 @@ int run(StreamOptions& o) {
         std::cout << piece << std::flush;
       }
       std::cout << detok.finish() << "\n" << std::flush;
+      seq->policy->end_turn();  // a question and its reply make one turn (sirllm decays there)
     } else {
       ++lines;
       feed(line + "\n");

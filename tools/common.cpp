@@ -22,7 +22,7 @@ void add_model_options(CLI::App& app, ModelOptions& o, bool required) {
 }
 
 void add_cache_options(CLI::App& app, CacheOptions& o) {
-  app.add_option("--cache", o.policy, "KV-cache policy: full, window, sink, shift")
+  app.add_option("--cache", o.policy, "KV-cache policy: full, window, sink, shift, sirllm, infllm")
       ->check(CLI::IsMember(policy_names()));
   app.add_option("-c,--ctx-size", o.n_ctx, "Context size for full/shift (default: model's)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
@@ -36,6 +36,25 @@ void add_cache_options(CLI::App& app, CacheOptions& o) {
       ->check(CLI::IsMember({"f16", "f32"}));
   app.add_option("-b,--batch-size", o.batch, "Most tokens per forward pass")
       ->check(CLI::Range(1, 1 << 16));
+  add_memory_policy_options(app, o);
+}
+
+void add_memory_policy_options(CLI::App& app, CacheOptions& o) {
+  app.add_option("--sir-keep", o.sir_keep, "sirllm: tokens kept for their self-information (default: a quarter of the window)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
+  app.add_option("--sir-decay", o.sir_decay, "sirllm: score decay at each turn boundary")->check(CLI::Range(0.0, 1.0));
+  app.add_option("--turn-marker", o.turn_marker, "sirllm: text that ends a turn (its tokens)");
+  app.add_option("--block-size", o.block_size, "infllm: tokens per memory block")->check(CLI::Range(1, 65536));
+  app.add_option("--block-reps", o.block_reps, "infllm: most-attended tokens averaged into a block's representative")
+      ->check(CLI::Range(1, 65536));
+  app.add_option("--block-topk", o.block_topk, "infllm: blocks retrieved per layer and chunk")->check(CLI::Range(0, 4096));
+  app.add_option("--mem-distance", o.mem_distance, "infllm: distance of retrieved tokens from the query (default: the window's)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
+  app.add_flag("--mem-compact", o.mem_compact, "infllm: retrieved blocks at consecutive positions before the window");
+  app.add_option("--mem-ram", o.mem_ram_mib, "infllm: MiB of blocks held in RAM before spilling to --memory-dir")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
+  app.add_option("--memory-dir", o.memory_dir, "infllm: directory for blocks beyond --mem-ram (default: forget the oldest)");
+  app.add_option("--mem-hot", o.mem_hot, "infllm: block-layers read back from disk kept in RAM")->check(CLI::Range(1, 1 << 20));
 }
 
 std::string default_model_path() {
@@ -81,7 +100,7 @@ Loaded load(const ModelOptions& o) {
   return l;
 }
 
-MemoryConfig memory_config(const CacheOptions& o, const ModelConfig& model) {
+MemoryConfig memory_config(const CacheOptions& o, const ModelConfig& model, const Tokenizer* tokenizer) {
   MemoryConfig m;
   m.policy = o.policy;
   // Like llama.cpp, the default context is the model's, capped so a file claiming a huge one does
@@ -92,6 +111,21 @@ MemoryConfig memory_config(const CacheOptions& o, const ModelConfig& model) {
   m.n_keep = o.n_keep;
   m.kv_type = o.kv_type == "f32" ? TensorType::F32 : TensorType::F16;
   m.max_batch = o.batch;
+  m.sir_keep = o.sir_keep;
+  m.sir_decay = o.sir_decay;
+  if (!o.turn_marker.empty()) {
+    if (tokenizer == nullptr) fail("--turn-marker is not supported here");
+    m.turn_marker = tokenizer->encode(o.turn_marker, /*add_special=*/false);
+    if (m.turn_marker.empty()) fail("--turn-marker '", o.turn_marker, "' has no tokens");
+  }
+  m.block_size = o.block_size;
+  m.block_reps = o.block_reps;
+  m.top_k = o.block_topk;
+  m.mem_distance = o.mem_distance;
+  m.mem_compact = o.mem_compact;
+  m.mem_ram_mib = o.mem_ram_mib;
+  m.memory_dir = o.memory_dir;
+  m.mem_hot_blocks = o.mem_hot;
   return m;
 }
 

@@ -24,6 +24,19 @@ struct CacheOptions {
   int64_t n_keep = 0;
   std::string kv_type = "f16";
   int batch = 512;
+  // sirllm
+  int64_t sir_keep = -1;
+  double sir_decay = 0.9;
+  std::string turn_marker;  // text; tokenized with the model's tokenizer
+  // infllm
+  int block_size = 128;
+  int block_reps = 4;
+  int block_topk = 16;
+  int64_t mem_distance = 0;
+  bool mem_compact = false;
+  int64_t mem_ram_mib = 1024;
+  std::string memory_dir;
+  int mem_hot = 256;
 };
 
 // With required = false, a missing -m means the embedded default: a small random-weight model
@@ -31,6 +44,8 @@ struct CacheOptions {
 void add_model_options(CLI::App& app, ModelOptions& o, bool required = true);
 std::string default_model_path();
 void add_cache_options(CLI::App& app, CacheOptions& o);
+// The options of the sirllm and infllm policies (part of add_cache_options).
+void add_memory_policy_options(CLI::App& app, CacheOptions& o);
 
 // Loads a model and its tokenizer.
 struct Loaded {
@@ -39,6 +54,7 @@ struct Loaded {
   std::unique_ptr<Engine> engine;
 };
 Loaded load(const ModelOptions& o);
-MemoryConfig memory_config(const CacheOptions& o, const ModelConfig& model);
+// The tokenizer turns --turn-marker into ids; without one, a marker is an error.
+MemoryConfig memory_config(const CacheOptions& o, const ModelConfig& model, const Tokenizer* tokenizer = nullptr);
 
 }  // namespace endless::cli

@@ -1,8 +1,12 @@
 #include "memory/policy.h"
 
+#include <algorithm>
+
 #include "memory/full.h"
+#include "memory/infllm.h"
 #include "memory/shift.h"
 #include "memory/sink.h"
+#include "memory/sirllm.h"
 #include "util/error.h"
 
 namespace endless {
@@ -13,7 +17,7 @@ void MemoryPolicy::load_state(const std::vector<int64_t>& s) {
 }
 
 const std::vector<std::string>& policy_names() {
-  static const std::vector<std::string> names = {"full", "window", "sink", "shift"};
+  static const std::vector<std::string> names = {"full", "window", "sink", "shift", "sirllm", "infllm"};
   return names;
 }
 
@@ -22,7 +26,12 @@ std::unique_ptr<MemoryPolicy> make_policy(const MemoryConfig& c) {
   if (c.policy == "sink") return std::make_unique<SinkPolicy>(c.n_sink, c.window, c.max_batch);
   if (c.policy == "window") return std::make_unique<SinkPolicy>(0, c.window, c.max_batch);
   if (c.policy == "shift") return std::make_unique<ShiftPolicy>(c.n_ctx, c.n_keep, c.max_batch);
-  fail("unknown cache policy '", c.policy, "' (known: full, window, sink, shift)");
+  if (c.policy == "sirllm") {
+    const int64_t keep = c.sir_keep >= 0 ? c.sir_keep : std::max<int64_t>(0, (c.window - c.n_sink) / 4);
+    return std::make_unique<SirLLMPolicy>(c.n_sink, c.window, keep, c.sir_decay, c.turn_marker, c.max_batch);
+  }
+  if (c.policy == "infllm") return std::make_unique<InfLLMPolicy>(c);
+  fail("unknown cache policy '", c.policy, "' (known: full, window, sink, shift, sirllm, infllm)");
 }
 
 }  // namespace endless

@@ -16,6 +16,7 @@
 
 #include "gguf/tensor_type.h"
 #include "memory/kv_store.h"
+#include "memory/rope.h"
 
 namespace endless {
 
@@ -26,13 +27,36 @@ struct Span {
 };
 
 struct MemoryConfig {
-  std::string policy = "full";  // full | window | sink | shift
+  std::string policy = "full";  // full | window | sink | shift | sirllm | infllm
   int64_t n_ctx = 2048;         // full: most tokens held; shift: cache size
-  int n_sink = 4;               // sink: attention-sink tokens kept from the start of the stream
-  int64_t window = 512;         // sink/window: tokens held in all (sinks included)
+  int n_sink = 4;               // sink/sirllm/infllm: attention-sink tokens kept from the start
+  int64_t window = 512;         // sink/window/sirllm/infllm: tokens each query sees in its
+                                // window, sinks included (infllm adds retrieved blocks)
   int64_t n_keep = 0;           // shift: tokens kept at the start when the cache shifts
   TensorType kv_type = TensorType::F16;
   int max_batch = 512;          // most tokens in one forward pass
+
+  // sirllm: tokens of the window kept for their self-information (-1: a quarter of the window),
+  // the decay of every score at a turn boundary, and the token ids that mark one (empty: only
+  // MemoryPolicy::end_turn marks turns).
+  int64_t sir_keep = -1;
+  double sir_decay = 0.9;
+  std::vector<int32_t> turn_marker;
+
+  // infllm: evicted tokens in blocks of block_size, each represented per head by the mean key of
+  // its block_reps most-attended tokens; top_k blocks retrieved per layer and chunk. Memory sits
+  // at one fixed distance from the query (mem_distance, 0: just before the window) or, with
+  // mem_compact, at consecutive positions before the window. Blocks stay in RAM up to
+  // mem_ram_mib, then go to an append-only file in memory_dir (none: the oldest are forgotten),
+  // read back through an LRU of mem_hot_blocks block-layers.
+  int block_size = 128;
+  int block_reps = 4;
+  int top_k = 16;
+  int64_t mem_distance = 0;
+  bool mem_compact = false;
+  int64_t mem_ram_mib = 1024;
+  std::string memory_dir;
+  int mem_hot_blocks = 256;
 };
 
 class MemoryPolicy {
@@ -55,8 +79,31 @@ class MemoryPolicy {
   // The batch has been stored in every layer.
   virtual void end_batch(int n) { n_seen_ += n; }
 
-  // Feedback from the forward pass, for policies that use it (default: ignored).
-  virtual void observe_nll(const float* nll, int n) {}
+  // --- Hooks for policies that need more than slots and spans. Each default does nothing, so
+  // a policy that does not override them costs nothing; callers may skip a hook whose wants_*
+  // says false.
+
+  // The model's shape and RoPE, once, when the sequence is created (Engine::new_sequence).
+  virtual void set_model(const RopeConfig& rope, int n_layers, int n_heads, int n_kv_heads) {}
+  // The ids of the next batch's tokens, just before begin_batch (turn markers).
+  virtual void observe_tokens(const int32_t* ids, int n) {}
+  // Before attention in `layer`: the un-rotated queries of the batch's n new tokens (n_heads *
+  // head_dim each). A retrieving policy chooses this layer's memory here and may write slots of
+  // this layer outside those spans() currently lists for the batch's other layers.
+  virtual void before_attention(int layer, const float* q, int n, KVStore& store) {}
+  // Whether the attention code should report its softmax weights (observe_attention).
+  virtual bool wants_attention() const { return false; }
+  // The softmax weights of query head `head` of new token i in `layer` over the keys of
+  // spans(layer, i), in span order, before they are rounded to the cache's type. Called
+  // concurrently for different i.
+  virtual void observe_attention(int layer, int i, int head, const float* w, int64_t n) {}
+  // Whether the caller should report each token's NLL (observe_nll).
+  virtual bool wants_nll() const { return false; }
+  // nll[j] = -log P(token at stream position first + j | what came before); the positions may
+  // be consumed already or be the next ones to come.
+  virtual void observe_nll(int64_t first, const float* nll, int n) {}
+  // The end of a dialogue turn (an API call; or a turn marker seen by observe_tokens).
+  virtual void end_turn() {}
 
   // The policy's own state (counters, not the KV store), for snapshots of a sequence: a list of
   // integers the policy writes and reads back in the same order.

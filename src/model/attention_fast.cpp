@@ -35,7 +35,7 @@ struct TokenScratch {
 __attribute__((target_clones("avx512f", "avx2", "default")))
 void attend_token(const ModelConfig& c, const Rope& rope, TokenScratch& t, const float* q,
                   const float* kt_all, const float* vf, int64_t m, int64_t lo, bool f16,
-                  float* o) {
+                  float* o, MemoryPolicy* observer, int layer, int token) {
   const int group = c.n_heads / c.n_kv_heads;
   const int hd = c.head_dim;
   const int kv_dim = c.kv_dim();
@@ -80,6 +80,7 @@ void attend_token(const ModelConfig& c, const Rope& rope, TokenScratch& t, const
     for (int64_t k = 0; k < n_keys; ++k) sum += sh[k] = std::exp(sh[k] - mx);
     const float inv = static_cast<float>(1.0 / sum);
     for (int64_t k = 0; k < n_keys; ++k) sh[k] *= inv;
+    if (observer != nullptr) observer->observe_attention(layer, token, h, sh, n_keys);
     if (f16) {  // vectorized round trip through half precision
       t.half.resize(n_keys);
       kernels::fp32_to_fp16_row(sh, t.half.data(), n_keys);
@@ -113,6 +114,8 @@ void Engine::attention_fast(int layer, const BatchPart& part, const float* q, fl
   const KVStore& store = part.seq->store;
   const bool f16 = store.type() == TensorType::F16;
   const MemoryPolicy& policy = *part.seq->policy;
+  // The policy asked for the softmax weights (attention mass): reported as the reference does.
+  MemoryPolicy* observer = policy.wants_attention() ? part.seq->policy.get() : nullptr;
 
   // The slots any token of this batch attends to.
   std::vector<Span> spans;
@@ -152,7 +155,7 @@ void Engine::attention_fast(int layer, const BatchPart& part, const float* q, fl
     for (int64_t i = begin; i < end; ++i) {
       policy.spans(layer, static_cast<int>(i), scratch.spans);
       attend_token(c, rope_, scratch, q + i * c.q_dim(), kt_.data(), vf_.data(), m, lo, f16,
-                   out + i * c.q_dim());
+                   out + i * c.q_dim(), observer, layer, static_cast<int>(i));
     }
   });
 }

@@ -40,6 +40,7 @@ std::unique_ptr<Sequence> Engine::new_sequence(const MemoryConfig& memory) const
   auto seq = std::make_unique<Sequence>();
   seq->config = memory;
   seq->policy = make_policy(memory);
+  seq->policy->set_model(config().rope, config().n_layers, config().n_heads, config().n_kv_heads);
   seq->store = KVStore(config().n_layers, config().kv_dim(), seq->policy->capacity(), memory.kv_type);
   return seq;
 }
@@ -73,6 +74,7 @@ void Engine::attention_reference(int layer, const BatchPart& part, const float* 
   const bool f16 = store.type() == TensorType::F16;
   const bool round_query = f16;
   const MemoryPolicy& policy = *part.seq->policy;
+  const bool observe = policy.wants_attention();  // softmax weights reported to the policy
   auto to_half_and_back = [](float x) { return fp16_to_fp32(fp32_to_fp16(x)); };
 
   pool_.parallel_for(n, [&](int64_t begin, int64_t end) {
@@ -110,7 +112,10 @@ void Engine::attention_reference(int layer, const BatchPart& part, const float* 
         double sum = 0;
         for (int64_t k = 0; k < n_keys; ++k) sum += sh[k] = std::exp(sh[k] - mx);
         const float inv = static_cast<float>(1.0 / sum);
-        for (int64_t k = 0; k < n_keys; ++k) sh[k] = f16 ? to_half_and_back(sh[k] * inv) : sh[k] * inv;
+        for (int64_t k = 0; k < n_keys; ++k) sh[k] *= inv;
+        if (observe) part.seq->policy->observe_attention(layer, static_cast<int>(i), h, sh, n_keys);
+        if (f16)
+          for (int64_t k = 0; k < n_keys; ++k) sh[k] = to_half_and_back(sh[k]);
       }
       // Weighted sum of the values.
       float* o = out + i * c.q_dim();
@@ -160,6 +165,7 @@ const std::vector<float>& Engine::forward(std::span<const BatchPart> parts) {
     }
     row = 0;
     for (const auto& p : parts) {
+      p.seq->policy->observe_tokens(p.tokens.data(), static_cast<int>(p.tokens.size()));
       p.seq->policy->begin_batch(static_cast<int>(p.tokens.size()), p.seq->store,
                                  slots_.data() + row, key_pos_.data() + row);
       row += static_cast<int64_t>(p.tokens.size());
@@ -195,6 +201,8 @@ const std::vector<float>& Engine::forward(std::span<const BatchPart> parts) {
     {
       int64_t row = 0;
       for (const auto& p : parts) {
+        p.seq->policy->before_attention(l, q_.data() + row * c.q_dim(), static_cast<int>(p.tokens.size()),
+                                        p.seq->store);
         attention(l, p, q_.data() + row * c.q_dim(), att_.data() + row * c.q_dim());
         row += static_cast<int64_t>(p.tokens.size());
       }

@@ -14,7 +14,7 @@ namespace endless {
 namespace {
 
 constexpr char kMagic[8] = {'E', 'N', 'D', 'L', 'S', 'N', 'A', 'P'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;  // 2: the sirllm and infllm settings; 1 is still read
 
 uint64_t fnv1a(const uint8_t* p, size_t n, uint64_t h = 1469598103934665603ull) {
   for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
@@ -46,9 +46,9 @@ struct In {
     pos += sizeof(T);
     return v;
   }
-  std::string str() {
+  std::string str(uint32_t max_len = 64) {
     const uint32_t len = get<uint32_t>();
-    if (len > 64 || n - pos < len) fail(path, ": snapshot is corrupt (bad string)");
+    if (len > max_len || n - pos < len) fail(path, ": snapshot is corrupt (bad string)");
     std::string s(reinterpret_cast<const char*>(p + pos), len);
     pos += len;
     return s;
@@ -99,6 +99,18 @@ void save_sequence(const Sequence& seq, const ModelConfig& model, const std::str
   o.put<int64_t>(c.n_keep);
   o.put<uint32_t>(static_cast<uint32_t>(c.kv_type));
   o.put<int32_t>(c.max_batch);
+  o.put<int64_t>(c.sir_keep);
+  o.put<double>(c.sir_decay);
+  o.put<uint32_t>(static_cast<uint32_t>(c.turn_marker.size()));
+  for (int32_t t : c.turn_marker) o.put<int32_t>(t);
+  o.put<int32_t>(c.block_size);
+  o.put<int32_t>(c.block_reps);
+  o.put<int32_t>(c.top_k);
+  o.put<int64_t>(c.mem_distance);
+  o.put<uint8_t>(c.mem_compact ? 1 : 0);
+  o.put<int64_t>(c.mem_ram_mib);
+  o.str(c.memory_dir);
+  o.put<int32_t>(c.mem_hot_blocks);
   const auto state = seq.policy->save_state();
   o.put<uint32_t>(static_cast<uint32_t>(state.size()));
   for (int64_t v : state) o.put<int64_t>(v);
@@ -124,7 +136,8 @@ std::unique_ptr<Sequence> load_sequence(const Engine& engine, const std::string&
   if (fnv1a(b.data(), b.size() - 8) != stored) fail(path, ": snapshot checksum mismatch (corrupt)");
   In in{b.data(), b.size() - 8, 8, path};
   const uint32_t version = in.get<uint32_t>();
-  if (version != kVersion) fail(path, ": snapshot version ", version, " (this build reads ", kVersion, ")");
+  if (version != kVersion && version != 1)
+    fail(path, ": snapshot version ", version, " (this build reads 1 to ", kVersion, ")");
   const ModelConfig& m = engine.config();
   const int32_t layers = in.get<int32_t>(), kv_dim = in.get<int32_t>();
   const int64_t vocab = in.get<int64_t>();
@@ -139,9 +152,25 @@ std::unique_ptr<Sequence> load_sequence(const Engine& engine, const std::string&
   c.n_keep = in.get<int64_t>();
   c.kv_type = static_cast<TensorType>(in.get<uint32_t>());
   c.max_batch = in.get<int32_t>();
+  if (version >= 2) {
+    c.sir_keep = in.get<int64_t>();
+    c.sir_decay = in.get<double>();
+    const uint32_t n_marker = in.get<uint32_t>();
+    if (n_marker > 4096) fail(path, ": snapshot is corrupt (turn marker)");
+    c.turn_marker.resize(n_marker);
+    for (auto& t : c.turn_marker) t = in.get<int32_t>();
+    c.block_size = in.get<int32_t>();
+    c.block_reps = in.get<int32_t>();
+    c.top_k = in.get<int32_t>();
+    c.mem_distance = in.get<int64_t>();
+    c.mem_compact = in.get<uint8_t>() != 0;
+    c.mem_ram_mib = in.get<int64_t>();
+    c.memory_dir = in.str(4096);
+    c.mem_hot_blocks = in.get<int32_t>();
+  }
   auto seq = engine.new_sequence(c);
   const uint32_t n_state = in.get<uint32_t>();
-  if (n_state > 16) fail(path, ": snapshot is corrupt (policy state)");
+  if (n_state > (in.n - in.pos) / 8) fail(path, ": snapshot is corrupt (policy state)");
   std::vector<int64_t> state(n_state);
   for (auto& v : state) v = in.get<int64_t>();
   seq->policy->load_state(state);
