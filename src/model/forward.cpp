@@ -45,13 +45,7 @@ std::unique_ptr<Sequence> Engine::new_sequence(const MemoryConfig& memory) const
   return seq;
 }
 
-void Engine::matmul(const Weight& w, const float* x, int64_t n_tokens, float* y) {
-  grow(act_, kernels::activations_size(w.type, w.n_in, n_tokens));
-  kernels::convert_activations(w.type, x, w.n_in, n_tokens, act_.data());
-  pool_.parallel_for(w.n_out, [&](int64_t begin, int64_t end) {
-    kernels::matmul_rows(w.type, w.data, w.n_in, w.n_out, act_.data(), n_tokens, y, begin, end);
-  });
-}
+// Engine::matmul: src/model/matmul_parallel.cpp.
 
 // Attention of the part's new tokens over the spans their policy gives, in one softmax across all
 // spans. q holds the new tokens' un-rotated queries; out receives n_heads * head_dim values per

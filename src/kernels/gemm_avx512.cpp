@@ -1,0 +1,464 @@
+// gemm_rows (gemm.h) for AVX-512 (F, BW, VL, DQ, VNNI, BF16): register-tiled products that give
+// exactly the numbers of matmul_rows. Called only after the CPU was checked (cpu_has_avx512).
+//
+// What each path must reproduce (dot_avx512.cpp, simd_dots.inc):
+//  - F32 / F16 / BF16, two or more tokens (llamafile's tinyBLAS order): per output one 16-lane
+//    accumulator, acc = fma(w[i..i+16], x[i..i+16], acc) over the row (VDPBF16PS over steps of 32
+//    for BF16), then _mm512_reduce_add_ps. A tile keeps RM x RN such accumulators.
+//  - Q4_0 / Q8_0 (activations Q8_0): per output an 8-lane float accumulator; per block the eight
+//    int32 lanes of exact sums of four products, then acc = fma(dw * dy, float(lanes), acc); at
+//    the end the 8-lane horizontal sum plus 0.0f. The lanes are computed here as
+//    VPDPBUSD(unsigned weights, activations) - offset * (sums of four activations), which is the
+//    same integer; two outputs share one 512-bit register (two tokens of one row in prefill, two
+//    rows of one token in decode), each in its own eight lanes, so nothing mixes.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "kernels/gemm.h"
+#include "kernels/internal.h"
+#include "kernels/kernels.h"
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")  // fused only where written as FMA
+#pragma GCC target("avx2,fma,f16c,bmi2,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512bf16")
+
+namespace endless::kernels::detail {
+namespace {
+
+// Rows of a row block are chosen so that the block's weights stay in the L2 cache while every
+// token tile passes over them.
+constexpr size_t kRowBlockBytes = 256 * 1024;
+
+int64_t row_block(size_t row_bytes, int rm) {
+  const int64_t rows = static_cast<int64_t>(kRowBlockBytes / std::max<size_t>(row_bytes, 1));
+  return std::max<int64_t>(rm, rows / rm * rm);
+}
+
+// simd_dots.inc's hsum: ((v0+v4) + (v2+v6)) + ((v1+v5) + (v3+v7)).
+inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Scratch per thread, grown as needed and kept.
+template <typename T>
+T* scratch(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Float rows against two or more tokens (tinyBLAS order).
+
+struct F32Rows {
+  using Elem = float;
+  static constexpr int kStep = 16;
+  static __m512 load(const float* p) { return _mm512_loadu_ps(p); }
+};
+struct F16Rows {
+  using Elem = uint16_t;
+  static constexpr int kStep = 16;
+  static __m512 load(const uint16_t* p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+};
+
+// RM rows (w, w + ws, ...) against RN tokens (x, x + xs, ...) of float activations; y[t * ys + r].
+template <typename Rows, int RM, int RN>
+void tile_float(int64_t n, const typename Rows::Elem* w, int64_t ws, const float* x, int64_t xs,
+                float* y, int64_t ys) {
+  __m512 acc[RM][RN];
+  for (int r = 0; r < RM; ++r)
+    for (int t = 0; t < RN; ++t) acc[r][t] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) {
+    __m512 wv[RM];
+    for (int r = 0; r < RM; ++r) wv[r] = Rows::load(w + r * ws + i);
+    for (int t = 0; t < RN; ++t) {
+      const __m512 xv = _mm512_loadu_ps(x + t * xs + i);
+      for (int r = 0; r < RM; ++r) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+    }
+  }
+  for (int r = 0; r < RM; ++r)
+    for (int t = 0; t < RN; ++t) y[t * ys + r] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+// BF16 rows against BF16 activations: VDPBF16PS over steps of 32.
+template <int RM, int RN>
+void tile_bf16(int64_t n, const uint16_t* w, int64_t ws, const uint16_t* x, int64_t xs, float* y,
+               int64_t ys) {
+  __m512 acc[RM][RN];
+  for (int r = 0; r < RM; ++r)
+    for (int t = 0; t < RN; ++t) acc[r][t] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 32) {
+    __m512bh wv[RM];
+    for (int r = 0; r < RM; ++r) wv[r] = (__m512bh)_mm512_loadu_si512(w + r * ws + i);
+    for (int t = 0; t < RN; ++t) {
+      const __m512bh xv = (__m512bh)_mm512_loadu_si512(x + t * xs + i);
+      for (int r = 0; r < RM; ++r) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], wv[r], xv);
+    }
+  }
+  for (int r = 0; r < RM; ++r)
+    for (int t = 0; t < RN; ++t) y[t * ys + r] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+constexpr int kFloatRM = 4;
+constexpr int kFloatRN = 4;
+
+template <typename Elem, typename XElem>
+using FloatTileFn = void (*)(int64_t, const Elem*, int64_t, const XElem*, int64_t, float*, int64_t);
+
+template <typename Elem, typename XElem, template <int, int> class T>
+struct FloatTiles {
+  FloatTileFn<Elem, XElem> fn[kFloatRM][kFloatRN] = {
+      {T<1, 1>::run, T<1, 2>::run, T<1, 3>::run, T<1, 4>::run},
+      {T<2, 1>::run, T<2, 2>::run, T<2, 3>::run, T<2, 4>::run},
+      {T<3, 1>::run, T<3, 2>::run, T<3, 3>::run, T<3, 4>::run},
+      {T<4, 1>::run, T<4, 2>::run, T<4, 3>::run, T<4, 4>::run},
+  };
+};
+
+template <int RM, int RN>
+struct F32Tile {
+  static void run(int64_t n, const float* w, int64_t ws, const float* x, int64_t xs, float* y, int64_t ys) {
+    tile_float<F32Rows, RM, RN>(n, w, ws, x, xs, y, ys);
+  }
+};
+template <int RM, int RN>
+struct F16Tile {
+  static void run(int64_t n, const uint16_t* w, int64_t ws, const float* x, int64_t xs, float* y, int64_t ys) {
+    tile_float<F16Rows, RM, RN>(n, w, ws, x, xs, y, ys);
+  }
+};
+template <int RM, int RN>
+struct BF16Tile {
+  static void run(int64_t n, const uint16_t* w, int64_t ws, const uint16_t* x, int64_t xs, float* y, int64_t ys) {
+    tile_bf16<RM, RN>(n, w, ws, x, xs, y, ys);
+  }
+};
+
+// Rows [r0, r1) of y = W x for n_tokens tokens, x as XElem rows of n_in.
+template <typename Elem, typename XElem, typename Tiles>
+void gemm_float_rows(const Tiles& tiles, const Elem* w, int64_t n_in, int64_t n_out, const XElem* x,
+                     int64_t n_tokens, float* y, int64_t r0, int64_t r1) {
+  const int64_t rb_rows = row_block(n_in * sizeof(Elem), kFloatRM);
+  for (int64_t rb = r0; rb < r1; rb += rb_rows) {
+    const int64_t re = std::min(r1, rb + rb_rows);
+    for (int64_t t = 0; t < n_tokens; t += kFloatRN) {
+      const int nt = static_cast<int>(std::min<int64_t>(kFloatRN, n_tokens - t));
+      for (int64_t r = rb; r < re; r += kFloatRM) {
+        const int nr = static_cast<int>(std::min<int64_t>(kFloatRM, re - r));
+        tiles.fn[nr - 1][nt - 1](n_in, w + r * n_in, n_in, x + t * n_in, n_in, y + t * n_out + r, n_out);
+      }
+    }
+  }
+}
+
+thread_local std::vector<float> t_float_act;
+
+bool float_gemm(TensorType type, const void* w, int64_t n_in, int64_t n_out, const void* act,
+                int64_t n_tokens, float* y, int64_t r0, int64_t r1) {
+  switch (type) {
+    case TensorType::F32: {
+      static const FloatTiles<float, float, F32Tile> tiles;
+      gemm_float_rows(tiles, static_cast<const float*>(w), n_in, n_out, static_cast<const float*>(act),
+                      n_tokens, y, r0, r1);
+      return true;
+    }
+    case TensorType::F16: {
+      // The activations once as floats (exact), not once per weight row.
+      float* x = scratch(t_float_act, static_cast<size_t>(n_in * n_tokens));
+      fp16_to_fp32_row(static_cast<const uint16_t*>(act), x, n_in * n_tokens);
+      static const FloatTiles<uint16_t, float, F16Tile> tiles;
+      gemm_float_rows(tiles, static_cast<const uint16_t*>(w), n_in, n_out, x, n_tokens, y, r0, r1);
+      return true;
+    }
+    case TensorType::BF16: {
+      static const FloatTiles<uint16_t, uint16_t, BF16Tile> tiles;
+      gemm_float_rows(tiles, static_cast<const uint16_t*>(w), n_in, n_out,
+                      static_cast<const uint16_t*>(act), n_tokens, y, r0, r1);
+      return true;
+    }
+    default: return false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 32-element formats with Q8_0 activations.
+
+// Two tokens' activations for one block: token a's 32 values, then token b's; the offset terms
+// -offset * (sum of each group of four values), a's eight lanes then b's; the scales, a's eight
+// times then b's. In decode both halves hold the one token.
+struct alignas(64) PairBlock {
+  int8_t qs[64];
+  int32_t bias[16];
+  float d[16];
+};
+static_assert(sizeof(PairBlock) == 192);
+
+thread_local std::vector<PairBlock> t_pairs;
+
+// Lays out n_pairs pairs of tokens (token 2p and 2p+1; the one past the end, if any, zero), or
+// with `duplicate` one pair holding token 0 twice. Layout [pair][block].
+PairBlock* prepare_pairs(const void* act, int64_t n_in, int64_t n_tokens, int offset, bool duplicate,
+                         int64_t* n_pairs_out) {
+  const int64_t nb = n_in / kQK8_0;
+  const size_t act_row = row_size(TensorType::Q8_0, n_in);
+  const int64_t n_pairs = duplicate ? 1 : (n_tokens + 1) / 2;
+  PairBlock* pairs = scratch(t_pairs, static_cast<size_t>(n_pairs * nb));
+  const __m256i ones = _mm256_set1_epi8(1);
+  const __m256i neg_offset = _mm256_set1_epi32(-offset);
+  for (int64_t p = 0; p < n_pairs; ++p) {
+    for (int half = 0; half < 2; ++half) {
+      const int64_t t = duplicate ? 0 : 2 * p + half;
+      const auto* blocks = reinterpret_cast<const block_q8_0*>(static_cast<const uint8_t*>(act) + t * act_row);
+      for (int64_t i = 0; i < nb; ++i) {
+        PairBlock& o = pairs[p * nb + i];
+        if (t >= n_tokens) {
+          std::memset(o.qs + 32 * half, 0, 32);
+          std::memset(o.bias + 8 * half, 0, 32);
+          std::memset(o.d + 8 * half, 0, 32);
+          continue;
+        }
+        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blocks[i].qs));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(o.qs + 32 * half), q);
+        const __m256i sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, q);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(o.bias + 8 * half), _mm256_mullo_epi32(sums, neg_offset));
+        _mm256_storeu_ps(o.d + 8 * half, _mm256_set1_ps(_cvtsh_ss(blocks[i].d)));
+      }
+    }
+  }
+  *n_pairs_out = n_pairs;
+  return pairs;
+}
+
+// Weights of the 32-element formats as unsigned bytes u with value = u - kOffset.
+struct Q4_0Rows {
+  using Block = block_q4_0;
+  static constexpr int kOffset = 8;
+  // Row a's 32 values in the low half, row b's in the high half.
+  static __m512i pair(const Block* a, const Block* b) {
+    const __m512i v = _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a->qs)))),
+        _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b->qs))), 1);
+    return nibbles(v);
+  }
+  // One row's 32 values in both halves.
+  static __m512i dup(const Block* a) {
+    return nibbles(_mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a->qs))));
+  }
+  // [p, p, p, p] (16 packed bytes per 128 bits) -> [low nibbles, high nibbles, low, high].
+  static __m512i nibbles(__m512i v) {
+    const __m512i shifts = _mm512_setr_epi64(0, 0, 0x0004000400040004, 0x0004000400040004, 0, 0,
+                                             0x0004000400040004, 0x0004000400040004);
+    return _mm512_and_si512(_mm512_srlv_epi16(v, shifts), _mm512_set1_epi8(0x0F));
+  }
+};
+
+struct Q8_0Rows {
+  using Block = block_q8_0;
+  static constexpr int kOffset = 128;
+  static __m512i pair(const Block* a, const Block* b) {
+    const __m512i v = _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a->qs))),
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b->qs)), 1);
+    return _mm512_xor_si512(v, _mm512_set1_epi8(static_cast<char>(0x80)));
+  }
+  static __m512i dup(const Block* a) {
+    const __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a->qs)));
+    return _mm512_xor_si512(v, _mm512_set1_epi8(static_cast<char>(0x80)));
+  }
+};
+
+template <typename Block>
+inline __m512 scale_pair(const Block* a, const Block* b) {
+  const __m256i h = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(static_cast<short>(a->d))),
+                                            _mm_set1_epi16(static_cast<short>(b->d)), 1);
+  return _mm512_cvtph_ps(h);
+}
+template <typename Block>
+inline __m512 scale_dup(const Block* a) {
+  return _mm512_cvtph_ps(_mm256_set1_epi16(static_cast<short>(a->d)));
+}
+
+// acc += (dw * dy) * float(VPDPBUSD(bias, u, y)): one block of two outputs.
+inline __m512 block_step(__m512 acc, __m512i u, __m512 dw, const PairBlock& y) {
+  const __m512i p = _mm512_dpbusd_epi32(_mm512_load_si512(y.bias), u, _mm512_load_si512(y.qs));
+  return _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_load_ps(y.d)), _mm512_cvtepi32_ps(p), acc);
+}
+
+inline float finish_low(__m512 acc) { return hsum256(_mm512_castps512_ps256(acc)) + 0.0f; }
+inline float finish_high(__m512 acc) { return hsum256(_mm512_extractf32x8_ps(acc, 1)) + 0.0f; }
+
+// Decode: RQ pairs of rows (rows[2q], rows[2q + 1]) against one token (y: one pair, duplicated).
+template <typename Rows, int RQ>
+void gemv_q32(int64_t nb, const typename Rows::Block* const* rows, const PairBlock* y, float* out) {
+  __m512 acc[RQ];
+  for (int q = 0; q < RQ; ++q) acc[q] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i) {
+    for (int q = 0; q < RQ; ++q) {
+      const auto* a = rows[2 * q] + i;
+      const auto* b = rows[2 * q + 1] + i;
+      acc[q] = block_step(acc[q], Rows::pair(a, b), scale_pair(a, b), y[i]);
+    }
+  }
+  for (int q = 0; q < RQ; ++q) {
+    out[2 * q] = finish_low(acc[q]);
+    out[2 * q + 1] = finish_high(acc[q]);
+  }
+}
+
+// Prefill: RM rows against RP pairs of tokens (y + p * nb); y_out[t * ys + r].
+template <typename Rows, int RM, int RP>
+void tile_q32(int64_t nb, const typename Rows::Block* w, int64_t ws, const PairBlock* y, int n_tokens,
+              float* out, int64_t ys) {
+  __m512 acc[RM][RP];
+  for (int r = 0; r < RM; ++r)
+    for (int p = 0; p < RP; ++p) acc[r][p] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i) {
+    __m512i u[RM];
+    __m512 dw[RM];
+    for (int r = 0; r < RM; ++r) {
+      const auto* blk = w + r * ws + i;
+      u[r] = Rows::dup(blk);
+      dw[r] = scale_dup(blk);
+    }
+    for (int p = 0; p < RP; ++p)
+      for (int r = 0; r < RM; ++r) acc[r][p] = block_step(acc[r][p], u[r], dw[r], y[p * nb + i]);
+  }
+  for (int p = 0; p < RP; ++p)
+    for (int r = 0; r < RM; ++r) {
+      out[(2 * p) * ys + r] = finish_low(acc[r][p]);
+      if (2 * p + 1 < n_tokens) out[(2 * p + 1) * ys + r] = finish_high(acc[r][p]);
+    }
+}
+
+constexpr int kQuantRQ = 4;  // decode: row pairs per pass
+constexpr int kQuantRM = 4;  // prefill tile: rows
+constexpr int kQuantRP = 3;  // prefill tile: token pairs
+
+template <typename Rows>
+void gemv_q32_rows(const void* w, int64_t n_in, const PairBlock* y, float* out, int64_t r0, int64_t r1) {
+  using Block = typename Rows::Block;
+  const int64_t nb = n_in / kQK8_0;
+  const auto* base = static_cast<const Block*>(w);
+  int64_t r = r0;
+  for (; r + 2 * kQuantRQ <= r1; r += 2 * kQuantRQ) {
+    const Block* rows[2 * kQuantRQ];
+    for (int k = 0; k < 2 * kQuantRQ; ++k) rows[k] = base + (r + k) * nb;
+    gemv_q32<Rows, kQuantRQ>(nb, rows, y, out + r);
+  }
+  // The rest one pair at a time; an odd last row is paired with itself.
+  for (; r < r1; r += 2) {
+    const Block* rows[2] = {base + r * nb, base + std::min(r + 1, r1 - 1) * nb};
+    float o[2];
+    gemv_q32<Rows, 1>(nb, rows, y, o);
+    out[r] = o[0];
+    if (r + 1 < r1) out[r + 1] = o[1];
+  }
+}
+
+template <typename Rows>
+using QuantTileFn = void (*)(int64_t, const typename Rows::Block*, int64_t, const PairBlock*, int, float*, int64_t);
+
+template <typename Rows>
+struct QuantTiles {
+  QuantTileFn<Rows> fn[kQuantRM][kQuantRP] = {
+      {tile_q32<Rows, 1, 1>, tile_q32<Rows, 1, 2>, tile_q32<Rows, 1, 3>},
+      {tile_q32<Rows, 2, 1>, tile_q32<Rows, 2, 2>, tile_q32<Rows, 2, 3>},
+      {tile_q32<Rows, 3, 1>, tile_q32<Rows, 3, 2>, tile_q32<Rows, 3, 3>},
+      {tile_q32<Rows, 4, 1>, tile_q32<Rows, 4, 2>, tile_q32<Rows, 4, 3>},
+  };
+};
+
+template <typename Rows>
+void gemm_q32_rows(const void* w, int64_t n_in, int64_t n_out, const PairBlock* pairs, int64_t n_tokens,
+                   float* y, int64_t r0, int64_t r1) {
+  using Block = typename Rows::Block;
+  static const QuantTiles<Rows> tiles;
+  const int64_t nb = n_in / kQK8_0;
+  const auto* base = static_cast<const Block*>(w);
+  const int64_t n_pairs = (n_tokens + 1) / 2;
+  const int64_t rb_rows = row_block(nb * sizeof(Block), kQuantRM);
+  for (int64_t rb = r0; rb < r1; rb += rb_rows) {
+    const int64_t re = std::min(r1, rb + rb_rows);
+    for (int64_t p = 0; p < n_pairs; p += kQuantRP) {
+      const int np = static_cast<int>(std::min<int64_t>(kQuantRP, n_pairs - p));
+      const int nt = static_cast<int>(std::min<int64_t>(2 * kQuantRP, n_tokens - 2 * p));
+      for (int64_t r = rb; r < re; r += kQuantRM) {
+        const int nr = static_cast<int>(std::min<int64_t>(kQuantRM, re - r));
+        tiles.fn[nr - 1][np - 1](nb, base + r * nb, nb, pairs + p * nb, nt, y + 2 * p * n_out + r, n_out);
+      }
+    }
+  }
+}
+
+bool quant32_gemm(TensorType type, const void* w, int64_t n_in, int64_t n_out, const void* act,
+                  int64_t n_tokens, float* y, int64_t r0, int64_t r1) {
+  const bool q4 = type == TensorType::Q4_0;
+  if (!q4 && type != TensorType::Q8_0) return false;
+  const int offset = q4 ? Q4_0Rows::kOffset : Q8_0Rows::kOffset;
+  int64_t n_pairs = 0;
+  const PairBlock* pairs = prepare_pairs(act, n_in, n_tokens, offset, n_tokens == 1, &n_pairs);
+  if (n_tokens == 1) {
+    if (q4) gemv_q32_rows<Q4_0Rows>(w, n_in, pairs, y, r0, r1);
+    else gemv_q32_rows<Q8_0Rows>(w, n_in, pairs, y, r0, r1);
+  } else {
+    if (q4) gemm_q32_rows<Q4_0Rows>(w, n_in, n_out, pairs, n_tokens, y, r0, r1);
+    else gemm_q32_rows<Q8_0Rows>(w, n_in, n_out, pairs, n_tokens, y, r0, r1);
+  }
+  return true;
+}
+
+}  // namespace
+
+bool avx512_has_gemm(TensorType w, int64_t n_in, int64_t n_tokens) {
+  switch (w) {
+    case TensorType::F32:
+    case TensorType::F16: return n_tokens >= 2 && n_in % 16 == 0;
+    case TensorType::BF16: return n_tokens >= 2 && n_in % 32 == 0;
+    case TensorType::Q4_0:
+    case TensorType::Q8_0: return n_in % kQK8_0 == 0;
+    default: return false;
+  }
+}
+
+bool avx512_gemm_rows(TensorType w_type, const void* w, int64_t n_in, int64_t n_out, const void* act,
+                      int64_t n_tokens, float* y, int64_t row_begin, int64_t row_end) {
+  if (!avx512_has_gemm(w_type, n_in, n_tokens)) return false;
+  if (row_begin >= row_end || n_tokens <= 0) return true;
+  switch (w_type) {
+    case TensorType::F32:
+    case TensorType::F16:
+    case TensorType::BF16:
+      return float_gemm(w_type, w, n_in, n_out, act, n_tokens, y, row_begin, row_end);
+    default: return quant32_gemm(w_type, w, n_in, n_out, act, n_tokens, y, row_begin, row_end);
+  }
+}
+
+}  // namespace endless::kernels::detail
+
+#pragma GCC pop_options
+#pragma GCC diagnostic pop
+
+namespace endless::kernels {
+
+bool has_gemm(TensorType w_type, int64_t n_in, int64_t n_tokens) {
+  return active_isa() == Isa::avx512 && detail::avx512_has_gemm(w_type, n_in, n_tokens);
+}
+
+bool gemm_rows(TensorType w_type, const void* w, int64_t n_in, int64_t n_out, const void* act,
+               int64_t n_tokens, float* y, int64_t row_begin, int64_t row_end) {
+  if (active_isa() != Isa::avx512) return false;
+  return detail::avx512_gemm_rows(w_type, w, n_in, n_out, act, n_tokens, y, row_begin, row_end);
+}
+
+}  // namespace endless::kernels

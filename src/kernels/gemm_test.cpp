@@ -1,0 +1,149 @@
+// gemm_rows against matmul_rows: every output bit for bit, every tile shape and remainder.
+#include "kernels/gemm.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <ostream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/internal.h"
+#include "kernels/kernels.h"
+#include "util/fp16.h"
+
+namespace endless::kernels {
+namespace {
+
+// Weights for a test: mostly what llama-quantize writes for Gaussian rows, with a few rows of raw
+// random bytes (every code, including ones the quantizers never write: -128 in Q8_0, extreme
+// scales) so the integer paths meet their whole range.
+std::vector<uint8_t> make_weights(TensorType t, int64_t n_in, int64_t n_out, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const size_t rs = row_size(t, n_in);
+  std::vector<uint8_t> w(rs * n_out);
+  std::vector<float> row(n_in);
+  for (int64_t o = 0; o < n_out; ++o) {
+    for (auto& v : row) v = normal(rng) * (o % 5 == 0 ? 30.0f : 1.0f);
+    quantize_weights_row(t, row.data(), w.data() + o * rs, n_in);
+    if (o % 7 == 3 && (t == TensorType::Q8_0 || t == TensorType::Q4_0)) {
+      // Raw codes; keep each block's scale a finite, moderate half.
+      const size_t bs = info(t).type_size;
+      for (size_t b = 0; b < rs / bs; ++b) {
+        uint8_t* blk = w.data() + o * rs + b * bs;
+        for (size_t k = 2; k < bs; ++k) blk[k] = static_cast<uint8_t>(rng());
+        const uint16_t d = fp32_to_fp16(std::ldexp(1.0f + (rng() % 1000) / 1000.0f, static_cast<int>(rng() % 20) - 14));
+        std::memcpy(blk, &d, 2);
+      }
+    }
+  }
+  return w;
+}
+
+std::vector<uint8_t> make_activations(TensorType w_type, int64_t n_in, int64_t n_tokens, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(n_in * n_tokens);
+  for (int64_t i = 0; i < n_in * n_tokens; ++i) {
+    x[i] = normal(rng);
+    if (i % 97 == 5) x[i] *= 1000.0f;  // outliers, as real activations have
+    if (i % 89 == 7) x[i] = 0.0f;
+  }
+  std::vector<uint8_t> act(activations_size(w_type, n_in, n_tokens));
+  convert_activations(w_type, x.data(), n_in, n_tokens, act.data());
+  return act;
+}
+
+std::string bits_diff(float a, float b) {
+  uint32_t ua, ub;
+  std::memcpy(&ua, &a, 4);
+  std::memcpy(&ub, &b, 4);
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "%.9g (0x%08x) vs %.9g (0x%08x)", a, ua, b, ub);
+  return buf;
+}
+
+struct Case {
+  TensorType type;
+  int64_t n_in;
+};
+void PrintTo(const Case& c, std::ostream* os) { *os << type_name(c.type) << " n_in " << c.n_in; }
+
+void check(TensorType t, int64_t n_in, int64_t n_out, int64_t n_tokens, int64_t r0, int64_t r1, uint32_t seed) {
+  const auto w = make_weights(t, n_in, n_out, seed);
+  const auto act = make_activations(t, n_in, n_tokens, seed + 1);
+  std::vector<float> ref(n_out * n_tokens), got(n_out * n_tokens);
+  matmul_rows(t, w.data(), n_in, n_out, act.data(), n_tokens, ref.data(), 0, n_out);
+  const float sentinel = -12345.5f;
+  std::fill(got.begin(), got.end(), sentinel);
+  ASSERT_TRUE(gemm_rows(t, w.data(), n_in, n_out, act.data(), n_tokens, got.data(), r0, r1))
+      << type_name(t) << " n_in " << n_in << " tokens " << n_tokens;
+  for (int64_t tk = 0; tk < n_tokens; ++tk)
+    for (int64_t o = 0; o < n_out; ++o) {
+      const float g = got[tk * n_out + o];
+      if (o < r0 || o >= r1) {
+        ASSERT_EQ(g, sentinel) << "row " << o << " outside [" << r0 << ", " << r1 << ") was written";
+        continue;
+      }
+      const float e = ref[tk * n_out + o];
+      ASSERT_EQ(std::memcmp(&g, &e, 4), 0)
+          << type_name(t) << " n_in " << n_in << " n_out " << n_out << " tokens " << n_tokens
+          << " token " << tk << " row " << o << ": " << bits_diff(g, e);
+    }
+}
+
+class GemmTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(GemmTest, MatchesMatmulRowsBitForBit) {
+  const Case c = GetParam();
+  if (!has_gemm(c.type, c.n_in, 1) && !has_gemm(c.type, c.n_in, 2))
+    GTEST_SKIP() << "no gemm path for " << type_name(c.type) << " on this CPU (" << isa_name(active_isa()) << ")";
+  uint32_t seed = 100;
+  for (int64_t n_tokens : {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 17}) {
+    if (!has_gemm(c.type, c.n_in, n_tokens)) continue;
+    // Whole products, odd row counts, and ranges that start and end inside a tile.
+    check(c.type, c.n_in, 37, n_tokens, 0, 37, ++seed);
+    check(c.type, c.n_in, 37, n_tokens, 5, 30, ++seed);
+    check(c.type, c.n_in, 16, n_tokens, 0, 16, ++seed);
+    check(c.type, c.n_in, 9, n_tokens, 8, 9, ++seed);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, GemmTest,
+                         ::testing::Values(Case{TensorType::F32, 64}, Case{TensorType::F32, 1024},
+                                           Case{TensorType::F16, 64}, Case{TensorType::F16, 1056},
+                                           Case{TensorType::BF16, 64}, Case{TensorType::BF16, 1024},
+                                           Case{TensorType::Q8_0, 32}, Case{TensorType::Q8_0, 1024},
+                                           Case{TensorType::Q4_0, 32}, Case{TensorType::Q4_0, 2816}),
+                         [](const auto& info) {
+                           return std::string(type_name(info.param.type)) + "_" + std::to_string(info.param.n_in);
+                         });
+
+// Row lengths the tiles do not cover, and types without a path, are left to matmul_rows.
+TEST(Gemm, DeclinesWhatItDoesNotCover) {
+  std::vector<float> y(4, 1.0f);
+  std::vector<uint8_t> w(4096), act(4096);
+  EXPECT_FALSE(gemm_rows(TensorType::F32, w.data(), 24, 2, act.data(), 2, y.data(), 0, 2));
+  EXPECT_FALSE(gemm_rows(TensorType::BF16, w.data(), 48, 2, act.data(), 2, y.data(), 0, 2));
+  EXPECT_FALSE(gemm_rows(TensorType::Q4_1, w.data(), 32, 2, act.data(), 2, y.data(), 0, 2));
+  EXPECT_FALSE(has_gemm(TensorType::Q5_1, 256, 4));
+  EXPECT_EQ(y[0], 1.0f);
+}
+
+TEST(Gemm, FollowsTheActiveInstructionSet) {
+  const Isa saved = active_isa();
+  set_isa(Isa::scalar);
+  EXPECT_FALSE(has_gemm(TensorType::F32, 1024, 8));
+  std::vector<float> y(2, 1.0f);
+  std::vector<uint8_t> w(8192), act(8192);
+  EXPECT_FALSE(gemm_rows(TensorType::F32, w.data(), 1024, 1, act.data(), 2, y.data(), 0, 1));
+  set_isa(saved);
+  EXPECT_EQ(has_gemm(TensorType::F32, 1024, 8), saved == Isa::avx512);
+}
+
+}  // namespace
+}  // namespace endless::kernels
