@@ -32,6 +32,12 @@
 namespace endless::kernels::detail {
 namespace {
 
+// The shared 256-bit helpers (hsum, half_to_float, the K-quant scale unpacking, ...), so that the
+// tiles use the very code of the dot products they must agree with.
+#define ENDLESS_SIMD_VNNI 1
+#include "kernels/simd_dots.inc"
+#undef ENDLESS_SIMD_VNNI
+
 // Rows of a row block are chosen so that the block's weights stay in the L2 cache while every
 // token tile passes over them.
 constexpr size_t kRowBlockBytes = 256 * 1024;
@@ -39,14 +45,6 @@ constexpr size_t kRowBlockBytes = 256 * 1024;
 int64_t row_block(size_t row_bytes, int rm) {
   const int64_t rows = static_cast<int64_t>(kRowBlockBytes / std::max<size_t>(row_bytes, 1));
   return std::max<int64_t>(rm, rows / rm * rm);
-}
-
-// simd_dots.inc's hsum: ((v0+v4) + (v2+v6)) + ((v1+v5) + (v3+v7)).
-inline float hsum256(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
 }
 
 // Scratch per thread, grown as needed and kept.
@@ -295,8 +293,8 @@ inline __m512 block_step(__m512 acc, __m512i u, __m512 dw, const PairBlock& y) {
   return _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_load_ps(y.d)), _mm512_cvtepi32_ps(p), acc);
 }
 
-inline float finish_low(__m512 acc) { return hsum256(_mm512_castps512_ps256(acc)) + 0.0f; }
-inline float finish_high(__m512 acc) { return hsum256(_mm512_extractf32x8_ps(acc, 1)) + 0.0f; }
+inline float finish_low(__m512 acc) { return hsum(_mm512_castps512_ps256(acc)) + 0.0f; }
+inline float finish_high(__m512 acc) { return hsum(_mm512_extractf32x8_ps(acc, 1)) + 0.0f; }
 
 // Decode: RQ pairs of rows (rows[2q], rows[2q + 1]) against one token (y: one pair, duplicated).
 template <typename Rows, int RQ>
@@ -418,6 +416,336 @@ bool quant32_gemm(TensorType type, const void* w, int64_t n_in, int64_t n_out, c
   return true;
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// K-quants (Q4_K, Q6_K) with Q8_K activations.
+//
+// The dot products (simd_dots.inc, as ggml's AVX2 kernels) form per super-block eight int32
+// lanes (lane k: elements 4k..4k+3 of every 32-element chunk, each chunk times its scale), then
+// acc = fma(dy * dw, float(lanes), acc); Q4_K also keeps four float lanes of mins,
+// acc_m = fma(-dy * dmin, float(min . sums of 32 activations), acc_m); at the end hsum(acc)
+// (+ (m0 + m2) + (m1 + m3) for Q4_K). Here the lanes come from VPMADDUBSW (adjacent pairs of
+// products; these ranges never saturate) and VPDPWSSD (times the scale, into the lanes), two
+// chunks or two tokens per 512-bit register: the same integers.
+
+// One token's super-block, for decode.
+struct alignas(64) KTok {
+  int8_t qs[256];
+  int16_t y32[128];  // Q6_K's offset: VPMADDUBSW(32, qs), i.e. 32 * (qs[2m] + qs[2m + 1])
+  int16_t bs32[8];   // Q4_K's mins: the sums of the eight sub-blocks of 32 (bsums32)
+  float d;
+};
+
+// Two tokens' super-block, for prefill: chunk by chunk, token a's 32 values then b's.
+struct alignas(64) KPair {
+  int8_t qs[8][64];
+  int16_t y32[8][32];  // VPMADDUBSW(32, ·) of the same bytes
+  int16_t bs32[16];    // a's eight sub-block sums, then b's
+  float d[16];         // a's d eight times, then b's
+  float negd[8];       // -(a's d) four times, then -(b's d)
+};
+
+thread_local std::vector<KTok> t_ktok;
+thread_local std::vector<KPair> t_kpairs;
+
+const KTok* prepare_k_token(const void* act, int64_t n_in) {
+  const int64_t nb = n_in / kQK_K;
+  KTok* out = scratch(t_ktok, static_cast<size_t>(nb));
+  const auto* y = static_cast<const block_q8_K*>(act);
+  const __m512i thirty_two = _mm512_set1_epi8(32);
+  for (int64_t i = 0; i < nb; ++i) {
+    std::memcpy(out[i].qs, y[i].qs, 256);
+    for (int k = 0; k < 4; ++k)
+      _mm512_store_si512(out[i].y32 + 32 * k,
+                         _mm512_maddubs_epi16(thirty_two, _mm512_loadu_si512(y[i].qs + 64 * k)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out[i].bs32), bsums32(y[i]));
+    out[i].d = y[i].d;
+  }
+  return out;
+}
+
+const KPair* prepare_k_pairs(const void* act, int64_t n_in, int64_t n_tokens) {
+  const int64_t nb = n_in / kQK_K;
+  const size_t act_row = row_size(TensorType::Q8_K, n_in);
+  const int64_t n_pairs = (n_tokens + 1) / 2;
+  KPair* pairs = scratch(t_kpairs, static_cast<size_t>(n_pairs * nb));
+  const __m256i thirty_two = _mm256_set1_epi8(32);
+  for (int64_t p = 0; p < n_pairs; ++p)
+    for (int half = 0; half < 2; ++half) {
+      const int64_t t = 2 * p + half;
+      const auto* y = reinterpret_cast<const block_q8_K*>(static_cast<const uint8_t*>(act) + t * act_row);
+      for (int64_t i = 0; i < nb; ++i) {
+        KPair& o = pairs[p * nb + i];
+        if (t >= n_tokens) {
+          for (int c = 0; c < 8; ++c) {
+            std::memset(o.qs[c] + 32 * half, 0, 32);
+            std::memset(o.y32[c] + 16 * half, 0, 32);
+          }
+          std::memset(o.bs32 + 8 * half, 0, 16);
+          std::memset(o.d + 8 * half, 0, 32);
+          std::memset(o.negd + 4 * half, 0, 16);
+          continue;
+        }
+        for (int c = 0; c < 8; ++c) {
+          const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs + 32 * c));
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(o.qs[c] + 32 * half), q);
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(o.y32[c] + 16 * half), _mm256_maddubs_epi16(thirty_two, q));
+        }
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(o.bs32 + 8 * half), bsums32(y[i]));
+        _mm256_storeu_ps(o.d + 8 * half, _mm256_set1_ps(y[i].d));
+        _mm_storeu_ps(o.negd + 4 * half, _mm_set1_ps(-y[i].d));
+      }
+    }
+  return pairs;
+}
+
+// Q4_K's four mins lanes summed as the dot product does: (m0 + m2) + (m1 + m3).
+inline float sum_mins(__m128 m) {
+  m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_add_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
+}
+
+// vpermw index giving, for chunk pair (2k, 2k + 1) of Q4_K, scale 2k in the low 256 bits and
+// 2k + 1 in the high ones.
+inline __m512i q4k_pair_index(int k) {
+  return _mm512_inserti64x4(_mm512_set1_epi16(static_cast<short>(2 * k)), _mm256_set1_epi16(static_cast<short>(2 * k + 1)), 1);
+}
+// For Q6_K chunks (c, c + 1): scales 2c, 2c+1, 2c+2, 2c+3, each over sixteen bytes (eight int16).
+inline __m512i q6k_pair_index(int c) {
+  auto quarter = [](int scale) { return _mm_set1_epi16(static_cast<short>(scale)); };
+  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(quarter(2 * c + 1), quarter(2 * c))),
+                            _mm256_set_m128i(quarter(2 * c + 3), quarter(2 * c + 2)), 1);
+}
+// For one Q6_K chunk c in both halves (two tokens): scale 2c over bytes 0-15, 2c+1 over 16-31.
+inline __m512i q6k_dup_index(int c) {
+  const __m256i one = _mm256_set_m128i(_mm_set1_epi16(static_cast<short>(2 * c + 1)), _mm_set1_epi16(static_cast<short>(2 * c)));
+  return _mm512_inserti64x4(_mm512_castsi256_si512(one), one, 1);
+}
+
+inline __m256i add_halves(__m512i v) {
+  return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+}
+
+// Decode: R rows of Q4_K against one token.
+template <int R>
+void gemv_q4_K(int64_t nb, const block_q4_K* const* rows, const KTok* y, float* out) {
+  __m256 acc[R];
+  __m128 acc_m[R];
+  for (int r = 0; r < R; ++r) {
+    acc[r] = _mm256_setzero_ps();
+    acc_m[r] = _mm_setzero_ps();
+  }
+  const __m512i shift_hi = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  for (int64_t i = 0; i < nb; ++i) {
+    const KTok& t = y[i];
+    const __m128i bs = _mm_load_si128(reinterpret_cast<const __m128i*>(t.bs32));
+    for (int r = 0; r < R; ++r) {
+      const block_q4_K& x = rows[r][i];
+      __m128i sc8, mn8;
+      q45_K_scales_mins(x.scales, &sc8, &mn8);
+      const __m128i prod = _mm_madd_epi16(_mm_cvtepu8_epi16(mn8), bs);
+      acc_m[r] = _mm_fmadd_ps(_mm_set1_ps(-t.d * half_to_float(x.dmin)), _mm_cvtepi32_ps(prod), acc_m[r]);
+      const __m512i sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(sc8));
+      __m512i isum = _mm512_setzero_si512();
+      for (int k = 0; k < 4; ++k) {
+        const __m512i b = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs + 32 * k)));
+        const __m512i q = _mm512_and_si512(_mm512_srlv_epi16(b, shift_hi), low4);
+        const __m512i sc = _mm512_permutexvar_epi16(q4k_pair_index(k), sc16);
+        isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(q, _mm512_load_si512(t.qs + 64 * k)), sc);
+      }
+      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(t.d * half_to_float(x.d)), _mm256_cvtepi32_ps(add_halves(isum)), acc[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]) + sum_mins(acc_m[r]);
+}
+
+// Decode: R rows of Q6_K against one token.
+template <int R>
+void gemv_q6_K(int64_t nb, const block_q6_K* const* rows, const KTok* y, float* out) {
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  const __m512i bits45 = _mm512_set1_epi8(0x30);
+  const __m512i shl_a = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+  const __m512i shr_b = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+  for (int64_t i = 0; i < nb; ++i) {
+    const KTok& t = y[i];
+    for (int r = 0; r < R; ++r) {
+      const block_q6_K& x = rows[r][i];
+      const __m512i sc16 = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x.scales))));
+      __m512i isum = _mm512_setzero_si512();
+      for (int half = 0; half < 2; ++half) {
+        const __m512i l = _mm512_loadu_si512(x.ql + 64 * half);
+        const __m512i h = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qh + 32 * half)));
+        // Chunks 4h, 4h+1: low nibbles, qh bits 0-1 / 2-3; chunks 4h+2, 4h+3: high nibbles, bits 4-5 / 6-7.
+        const __m512i qa = _mm512_or_si512(_mm512_and_si512(l, low4), _mm512_and_si512(_mm512_sllv_epi16(h, shl_a), bits45));
+        const __m512i qb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), low4),
+                                           _mm512_and_si512(_mm512_srlv_epi16(h, shr_b), bits45));
+        for (int j = 0; j < 2; ++j) {
+          const int c = 4 * half + 2 * j;
+          const __m512i p = _mm512_sub_epi16(_mm512_maddubs_epi16(j ? qb : qa, _mm512_load_si512(t.qs + 32 * c)),
+                                             _mm512_load_si512(t.y32 + 16 * c));
+          isum = _mm512_dpwssd_epi32(isum, p, _mm512_permutexvar_epi16(q6k_pair_index(c), sc16));
+        }
+      }
+      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(t.d * half_to_float(x.d)), _mm256_cvtepi32_ps(add_halves(isum)), acc[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]);
+}
+
+// Prefill: one row of Q4_K against RP pairs of tokens (y + p * nb).
+template <int RP>
+void tile_q4_K(int64_t nb, const block_q4_K* x_row, const KPair* y, int n_tokens, float* out, int64_t ys) {
+  __m512 acc[RP];
+  __m256 acc_m[RP];
+  for (int p = 0; p < RP; ++p) {
+    acc[p] = _mm512_setzero_ps();
+    acc_m[p] = _mm256_setzero_ps();
+  }
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  for (int64_t i = 0; i < nb; ++i) {
+    const block_q4_K& x = x_row[i];
+    __m128i sc8, mn8;
+    q45_K_scales_mins(x.scales, &sc8, &mn8);
+    const __m256i min16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(mn8));
+    const __m512i sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(sc8));
+    __m512i isum[RP];
+    for (int p = 0; p < RP; ++p) isum[p] = _mm512_setzero_si512();
+    for (int k = 0; k < 4; ++k) {
+      const __m512i b = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs + 32 * k)));
+      const __m512i lo = _mm512_and_si512(b, low4);
+      const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(b, 4), low4);
+      const __m512i slo = _mm512_permutexvar_epi16(_mm512_set1_epi16(static_cast<short>(2 * k)), sc16);
+      const __m512i shi = _mm512_permutexvar_epi16(_mm512_set1_epi16(static_cast<short>(2 * k + 1)), sc16);
+      for (int p = 0; p < RP; ++p) {
+        const KPair& t = y[p * nb + i];
+        isum[p] = _mm512_dpwssd_epi32(isum[p], _mm512_maddubs_epi16(lo, _mm512_load_si512(t.qs[2 * k])), slo);
+        isum[p] = _mm512_dpwssd_epi32(isum[p], _mm512_maddubs_epi16(hi, _mm512_load_si512(t.qs[2 * k + 1])), shi);
+      }
+    }
+    const float d_w = half_to_float(x.d), dmin_w = half_to_float(x.dmin);
+    for (int p = 0; p < RP; ++p) {
+      const KPair& t = y[p * nb + i];
+      const __m256i prod = _mm256_madd_epi16(min16, _mm256_load_si256(reinterpret_cast<const __m256i*>(t.bs32)));
+      acc_m[p] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_load_ps(t.negd), _mm256_set1_ps(dmin_w)), _mm256_cvtepi32_ps(prod), acc_m[p]);
+      acc[p] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_load_ps(t.d), _mm512_set1_ps(d_w)), _mm512_cvtepi32_ps(isum[p]), acc[p]);
+    }
+  }
+  for (int p = 0; p < RP; ++p) {
+    out[(2 * p) * ys] = hsum(_mm512_castps512_ps256(acc[p])) + sum_mins(_mm256_castps256_ps128(acc_m[p]));
+    if (2 * p + 1 < n_tokens)
+      out[(2 * p + 1) * ys] = hsum(_mm512_extractf32x8_ps(acc[p], 1)) + sum_mins(_mm256_extractf128_ps(acc_m[p], 1));
+  }
+}
+
+// Prefill: one row of Q6_K against RP pairs of tokens.
+template <int RP>
+void tile_q6_K(int64_t nb, const block_q6_K* x_row, const KPair* y, int n_tokens, float* out, int64_t ys) {
+  __m512 acc[RP];
+  for (int p = 0; p < RP; ++p) acc[p] = _mm512_setzero_ps();
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  const __m256i bits45 = _mm256_set1_epi8(0x30);
+  for (int64_t i = 0; i < nb; ++i) {
+    const block_q6_K& x = x_row[i];
+    const __m512i sc16 = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x.scales))));
+    __m512i isum[RP];
+    for (int p = 0; p < RP; ++p) isum[p] = _mm512_setzero_si512();
+    for (int half = 0; half < 2; ++half) {
+      const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.ql + 64 * half));
+      const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.ql + 64 * half + 32));
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qh + 32 * half));
+      const __m256i q[4] = {
+          _mm256_or_si256(_mm256_and_si256(ql0, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), bits45)),
+          _mm256_or_si256(_mm256_and_si256(ql1, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), bits45)),
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4), _mm256_and_si256(qh, bits45)),
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
+                          _mm256_and_si256(_mm256_srli_epi16(qh, 2), bits45))};
+      for (int j = 0; j < 4; ++j) {
+        const int c = 4 * half + j;
+        const __m512i w = _mm512_broadcast_i64x4(q[j]);
+        const __m512i sc = _mm512_permutexvar_epi16(q6k_dup_index(c), sc16);
+        for (int p = 0; p < RP; ++p) {
+          const KPair& t = y[p * nb + i];
+          const __m512i prod = _mm512_sub_epi16(_mm512_maddubs_epi16(w, _mm512_load_si512(t.qs[c])), _mm512_load_si512(t.y32[c]));
+          isum[p] = _mm512_dpwssd_epi32(isum[p], prod, sc);
+        }
+      }
+    }
+    const float d_w = half_to_float(x.d);
+    for (int p = 0; p < RP; ++p) {
+      const KPair& t = y[p * nb + i];
+      acc[p] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_load_ps(t.d), _mm512_set1_ps(d_w)), _mm512_cvtepi32_ps(isum[p]), acc[p]);
+    }
+  }
+  for (int p = 0; p < RP; ++p) {
+    out[(2 * p) * ys] = hsum(_mm512_castps512_ps256(acc[p]));
+    if (2 * p + 1 < n_tokens) out[(2 * p + 1) * ys] = hsum(_mm512_extractf32x8_ps(acc[p], 1));
+  }
+}
+
+constexpr int kKRows = 2;   // decode: rows per pass
+constexpr int kKPairs = 4;  // prefill: token pairs per tile
+
+template <typename Block, void (*kGemv1)(int64_t, const Block* const*, const KTok*, float*),
+          void (*kGemvR)(int64_t, const Block* const*, const KTok*, float*)>
+void gemv_k_rows(const void* w, int64_t n_in, const KTok* y, float* out, int64_t r0, int64_t r1) {
+  const int64_t nb = n_in / kQK_K;
+  const auto* base = static_cast<const Block*>(w);
+  int64_t r = r0;
+  for (; r + kKRows <= r1; r += kKRows) {
+    const Block* rows[kKRows];
+    for (int k = 0; k < kKRows; ++k) rows[k] = base + (r + k) * nb;
+    kGemvR(nb, rows, y, out + r);
+  }
+  for (; r < r1; ++r) {
+    const Block* rows[1] = {base + r * nb};
+    kGemv1(nb, rows, y, out + r);
+  }
+}
+
+template <typename Block, typename Table>
+void gemm_k_rows(const Table& tiles, const void* w, int64_t n_in, int64_t n_out, const KPair* pairs,
+                 int64_t n_tokens, float* y, int64_t r0, int64_t r1) {
+  const int64_t nb = n_in / kQK_K;
+  const auto* base = static_cast<const Block*>(w);
+  const int64_t n_pairs = (n_tokens + 1) / 2;
+  const int64_t rb_rows = row_block(nb * sizeof(Block), 1);
+  for (int64_t rb = r0; rb < r1; rb += rb_rows) {
+    const int64_t re = std::min(r1, rb + rb_rows);
+    for (int64_t p = 0; p < n_pairs; p += kKPairs) {
+      const int np = static_cast<int>(std::min<int64_t>(kKPairs, n_pairs - p));
+      const int nt = static_cast<int>(std::min<int64_t>(2 * kKPairs, n_tokens - 2 * p));
+      for (int64_t r = rb; r < re; ++r)
+        tiles[np - 1](nb, base + r * nb, pairs + p * nb, nt, y + 2 * p * n_out + r, n_out);
+    }
+  }
+}
+
+bool kquant_gemm(TensorType type, const void* w, int64_t n_in, int64_t n_out, const void* act,
+                 int64_t n_tokens, float* y, int64_t r0, int64_t r1) {
+  if (type != TensorType::Q4_K && type != TensorType::Q6_K) return false;
+  if (n_tokens == 1) {
+    const KTok* t = prepare_k_token(act, n_in);
+    if (type == TensorType::Q4_K) gemv_k_rows<block_q4_K, gemv_q4_K<1>, gemv_q4_K<kKRows>>(w, n_in, t, y, r0, r1);
+    else gemv_k_rows<block_q6_K, gemv_q6_K<1>, gemv_q6_K<kKRows>>(w, n_in, t, y, r0, r1);
+    return true;
+  }
+  const KPair* pairs = prepare_k_pairs(act, n_in, n_tokens);
+  if (type == TensorType::Q4_K) {
+    using Fn = void (*)(int64_t, const block_q4_K*, const KPair*, int, float*, int64_t);
+    static constexpr Fn tiles[kKPairs] = {tile_q4_K<1>, tile_q4_K<2>, tile_q4_K<3>, tile_q4_K<4>};
+    gemm_k_rows<block_q4_K>(tiles, w, n_in, n_out, pairs, n_tokens, y, r0, r1);
+  } else {
+    using Fn = void (*)(int64_t, const block_q6_K*, const KPair*, int, float*, int64_t);
+    static constexpr Fn tiles[kKPairs] = {tile_q6_K<1>, tile_q6_K<2>, tile_q6_K<3>, tile_q6_K<4>};
+    gemm_k_rows<block_q6_K>(tiles, w, n_in, n_out, pairs, n_tokens, y, r0, r1);
+  }
+  return true;
+}
+
 }  // namespace
 
 bool avx512_has_gemm(TensorType w, int64_t n_in, int64_t n_tokens) {
@@ -427,6 +755,8 @@ bool avx512_has_gemm(TensorType w, int64_t n_in, int64_t n_tokens) {
     case TensorType::BF16: return n_tokens >= 2 && n_in % 32 == 0;
     case TensorType::Q4_0:
     case TensorType::Q8_0: return n_in % kQK8_0 == 0;
+    case TensorType::Q4_K:
+    case TensorType::Q6_K: return n_in % kQK_K == 0;
     default: return false;
   }
 }
@@ -440,6 +770,9 @@ bool avx512_gemm_rows(TensorType w_type, const void* w, int64_t n_in, int64_t n_
     case TensorType::F16:
     case TensorType::BF16:
       return float_gemm(w_type, w, n_in, n_out, act, n_tokens, y, row_begin, row_end);
+    case TensorType::Q4_K:
+    case TensorType::Q6_K:
+      return kquant_gemm(w_type, w, n_in, n_out, act, n_tokens, y, row_begin, row_end);
     default: return quant32_gemm(w_type, w, n_in, n_out, act, n_tokens, y, row_begin, row_end);
   }
 }

@@ -30,14 +30,21 @@ std::vector<uint8_t> make_weights(TensorType t, int64_t n_in, int64_t n_out, uin
   for (int64_t o = 0; o < n_out; ++o) {
     for (auto& v : row) v = normal(rng) * (o % 5 == 0 ? 30.0f : 1.0f);
     quantize_weights_row(t, row.data(), w.data() + o * rs, n_in);
-    if (o % 7 == 3 && (t == TensorType::Q8_0 || t == TensorType::Q4_0)) {
-      // Raw codes; keep each block's scale a finite, moderate half.
+    if (o % 7 == 3 && info(t).block_size > 1) {
+      // Raw codes; each block's scales set to finite, moderate halves.
       const size_t bs = info(t).type_size;
+      std::vector<size_t> halves;  // offsets of the half-precision scale fields
+      if (t == TensorType::Q8_0 || t == TensorType::Q4_0) halves = {0};
+      else if (t == TensorType::Q4_K) halves = {0, 2};
+      else if (t == TensorType::Q6_K) halves = {208};
+      else continue;
       for (size_t b = 0; b < rs / bs; ++b) {
         uint8_t* blk = w.data() + o * rs + b * bs;
-        for (size_t k = 2; k < bs; ++k) blk[k] = static_cast<uint8_t>(rng());
-        const uint16_t d = fp32_to_fp16(std::ldexp(1.0f + (rng() % 1000) / 1000.0f, static_cast<int>(rng() % 20) - 14));
-        std::memcpy(blk, &d, 2);
+        for (size_t k = 0; k < bs; ++k) blk[k] = static_cast<uint8_t>(rng());
+        for (size_t at : halves) {
+          const uint16_t d = fp32_to_fp16(std::ldexp(1.0f + (rng() % 1000) / 1000.0f, static_cast<int>(rng() % 20) - 14));
+          std::memcpy(blk + at, &d, 2);
+        }
       }
     }
   }
@@ -118,7 +125,9 @@ INSTANTIATE_TEST_SUITE_P(Types, GemmTest,
                                            Case{TensorType::F16, 64}, Case{TensorType::F16, 1056},
                                            Case{TensorType::BF16, 64}, Case{TensorType::BF16, 1024},
                                            Case{TensorType::Q8_0, 32}, Case{TensorType::Q8_0, 1024},
-                                           Case{TensorType::Q4_0, 32}, Case{TensorType::Q4_0, 2816}),
+                                           Case{TensorType::Q4_0, 32}, Case{TensorType::Q4_0, 2816},
+                                           Case{TensorType::Q4_K, 256}, Case{TensorType::Q4_K, 2816},
+                                           Case{TensorType::Q6_K, 256}, Case{TensorType::Q6_K, 1024}),
                          [](const auto& info) {
                            return std::string(type_name(info.param.type)) + "_" + std::to_string(info.param.n_in);
                          });
