@@ -1,6 +1,8 @@
 #include "gguf/gguf.h"
 
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <fstream>
 #include <limits>
 
@@ -257,9 +259,14 @@ File File::open(const std::string& path) {
 
 File File::parse(std::vector<uint8_t> bytes, std::string name) {
   File f;
-  f.owned_ = std::make_shared<std::vector<uint8_t>>(std::move(bytes));
-  f.base_ = f.owned_->data();
-  f.size_ = f.owned_->size();
+  const size_t n = bytes.size();
+  const size_t rounded = (n + 63) / 64 * 64;
+  auto* block = static_cast<uint8_t*>(std::aligned_alloc(64, rounded == 0 ? 64 : rounded));
+  if (block == nullptr) throw std::bad_alloc();
+  f.owned_ = std::shared_ptr<uint8_t>(block, [](uint8_t* p) { std::free(p); });
+  if (n != 0) std::memcpy(block, bytes.data(), n);
+  f.base_ = block;
+  f.size_ = n;
   f.path_ = std::move(name);
   f.parse_all();
   return f;

@@ -94,7 +94,9 @@ class File {
   void parse_all();
 
   std::shared_ptr<MappedFile> mapping_;
-  std::shared_ptr<std::vector<uint8_t>> owned_;
+  // In-memory files are copied into a 64-byte aligned block so tensor data is as aligned as it
+  // would be in an mmap'd file (the SIMD kernels rely on general.alignment holding in memory).
+  std::shared_ptr<uint8_t> owned_;
   const uint8_t* base_ = nullptr;
   size_t size_ = 0;
   std::string path_;
