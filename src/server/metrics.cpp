@@ -1,7 +1,6 @@
 #include "server/metrics.h"
 
 #include <cstdio>
-#include <regex>
 
 namespace endless::server {
 namespace {
@@ -51,16 +50,19 @@ Metrics::Metrics()
       step_sequences_({1, 2, 4, 8, 16, 32, 64}) {}
 
 std::string Metrics::endpoint_label(const std::string& method, const std::string& path) {
-  static const std::regex session_path(R"(^/v1/sessions/[^/]+(/(append|generate|transcript))?$)");
-  std::smatch m;
-  std::string p;
+  std::string p = "other";
   if (path == "/health" || path == "/metrics" || path == "/v1/models" || path == "/v1/completions" ||
-      path == "/v1/chat/completions" || path == "/v1/sessions")
+      path == "/v1/chat/completions" || path == "/v1/sessions") {
     p = path;
-  else if (std::regex_match(path, m, session_path))
-    p = "/v1/sessions/{id}" + m[1].str();
-  else
-    p = "other";
+  } else if (path.rfind("/v1/sessions/", 0) == 0) {
+    // /v1/sessions/{id} and /v1/sessions/{id}/{append,generate,transcript}
+    const std::string rest = path.substr(13);
+    const size_t slash = rest.find('/');
+    const std::string tail = slash == std::string::npos ? "" : rest.substr(slash);
+    if (slash != 0 && !rest.empty() &&
+        (tail.empty() || tail == "/append" || tail == "/generate" || tail == "/transcript"))
+      p = "/v1/sessions/{id}" + tail;
+  }
   return method + " " + p;
 }
 

@@ -64,6 +64,8 @@ void Generation::emit(const std::string& text) {
 
 void Generation::finish(const std::string& reason, std::optional<HttpError> error) {
   std::lock_guard lock(mu_);
+  if (!result_.tokens.empty())
+    result_.decode_s = std::chrono::duration<double>(clock_type::now() - first_token_at_).count();
   result_.finish_reason = reason;
   result_.error = std::move(error);
   finished_ = true;
@@ -234,6 +236,7 @@ StreamStats Scheduler::stats(const Stream& s) const {
   st.tokens_fed = s.fed_;
   st.tokens_in_memory = s.retained_;
   st.policy = s.seq_->policy ? s.seq_->policy->describe() : s.seq_->config.policy;
+  st.kv_bytes = static_cast<int64_t>(s.seq_->store.bytes());
   bool generating = false, prefilling = false;
   for (size_t i = 0; i < s.queue_.size(); ++i) {
     const auto& item = s.queue_[i];
@@ -383,8 +386,10 @@ void Scheduler::sample_locked(Stream& s, const std::shared_ptr<Generation>& gp,
   g.sampler_->accept(t);
   {
     std::lock_guard lock(g.mu_);
-    if (g.result_.tokens.empty())
-      g.result_.ttft_s = std::chrono::duration<double>(clock_type::now() - g.submitted_).count();
+    if (g.result_.tokens.empty()) {
+      g.first_token_at_ = clock_type::now();
+      g.result_.ttft_s = std::chrono::duration<double>(g.first_token_at_ - g.submitted_).count();
+    }
     g.result_.tokens.push_back(t);
     g.result_.completion_tokens = static_cast<int>(g.result_.tokens.size());
   }

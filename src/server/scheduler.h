@@ -55,7 +55,8 @@ struct GenerationResult {
   int completion_tokens = 0;
   std::vector<int32_t> tokens;  // the tokens added to the stream (stop string and EOS included)
   std::optional<HttpError> error;
-  double ttft_s = 0;  // from submission to the first token
+  double ttft_s = 0;    // from submission to the first token
+  double decode_s = 0;  // from the first token to the last
 };
 
 // One generation request, shared by the HTTP thread that waits on it and the scheduler.
@@ -90,6 +91,7 @@ class Generation {
   bool finished_ = false;
   std::string cancel_;
   std::chrono::steady_clock::time_point submitted_ = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point first_token_at_;
 
   // Scheduler thread only.
   std::unique_ptr<Sampler> sampler_;
@@ -119,7 +121,8 @@ struct StreamStats {
   int64_t tokens_in_memory = 0;
   int64_t tokens_queued = 0;
   std::string policy;
-  std::string state;  // idle | prefilling | generating | queued
+  int64_t kv_bytes = 0;  // the keys and values held for it, allocated once
+  std::string state;     // idle | prefilling | generating | queued
   int generations_queued = 0;
 };
 

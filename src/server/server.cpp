@@ -51,6 +51,17 @@ Json usage_json(const GenerationResult& r) {
               {"total_tokens", r.prompt_tokens + r.completion_tokens}};
 }
 
+// Server-side timings (as llama.cpp's server reports them): time to the first token, and the
+// decoding that followed it.
+Json timings_json(const GenerationResult& r) {
+  const int decoded = std::max(0, r.completion_tokens - 1);
+  return Json{{"prompt_n", r.prompt_tokens},
+              {"predicted_n", r.completion_tokens},
+              {"ttft_ms", r.ttft_s * 1e3},
+              {"predicted_ms", r.decode_s * 1e3},
+              {"predicted_per_second", r.decode_s > 0 ? decoded / r.decode_s : 0.0}};
+}
+
 // How one generation's output is framed: completion-style (text) or chat-style (message/delta).
 struct Framing {
   bool chat = false;
@@ -77,6 +88,7 @@ struct Framing {
     choice["finish_reason"] = finish_json(r.finish_reason);
     j["choices"] = Json::array({choice});
     j["usage"] = usage_json(r);
+    j["timings"] = timings_json(r);
     return j;
   }
 
@@ -219,7 +231,9 @@ struct Server::Impl {
           if (r.error) {
             ok = send(dump(error_json(*r.error)));
           } else {
-            ok = send(dump(f.chunk("", r.finish_reason)));
+            Json last = f.chunk("", r.finish_reason);
+            last["timings"] = timings_json(r);
+            ok = send(dump(last));
             if (ok && usage) ok = send(dump(f.usage_chunk(r)));
           }
           if (ok) ok = send("[DONE]");

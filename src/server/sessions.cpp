@@ -309,6 +309,7 @@ Json Sessions::info_locked(Session& s) {
               {"tokens_fed", st.tokens_fed},
               {"tokens_queued", st.tokens_queued},
               {"generations_queued", st.generations_queued},
+              {"kv_bytes", st.kv_bytes},
               {"durable", opt_.durable}};
 }
 
@@ -346,6 +347,9 @@ Json Sessions::append(const std::string& id, const Json& body) {
                              " tokens; ", tokens.size(), " more do not fit (a full cache never forgets: use a "
                              "streaming policy such as sink for an endless session)"),
                     "context_length_exceeded");
+  if (st.tokens_queued + static_cast<int64_t>(tokens.size()) > opt_.max_queued_tokens)
+    throw HttpError(429, cat("the session has ", st.tokens_queued, " tokens still to read; retry once it has caught up"),
+                    "too_many_queued_tokens");
   if (interrupt) scheduler_.interrupt(*s->stream_);
   Json rec = {{"t", "append"}, {"text", *text}, {"tokens", tokens}};
   try {

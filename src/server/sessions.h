@@ -42,6 +42,7 @@ struct SessionsOptions {
   int max_sessions = 64;
   int64_t snapshot_every = 1024;   // tokens fed between snapshots
   int max_generations = 4;         // generations queued or running per session
+  int64_t max_queued_tokens = 1 << 18;  // appended tokens not yet read, per session (then 429)
   int64_t max_cache_tokens = 65536;  // largest window or context a session may ask for
   MemoryConfig memory;             // cache of a session that does not name one
   Limits limits;
