@@ -441,7 +441,7 @@ struct alignas(64) KPair {
   int8_t qs[8][64];
   int16_t y32[8][32];  // VPMADDUBSW(32, ·) of the same bytes
   int16_t bs32[16];    // a's eight sub-block sums, then b's
-  float d[16];         // a's d eight times, then b's
+  alignas(64) float d[16];  // a's d eight times, then b's (read with one aligned 512-bit load)
   float negd[8];       // -(a's d) four times, then -(b's d)
 };
 
