@@ -38,7 +38,7 @@ struct RecallOptions {
 
 struct ArmResult {
   double nll = 0;          // mean over the scored tokens
-  int64_t retrievals = 0;  // infllm: retrievals (layer x chunk) while the second P was read
+  int64_t retrievals = 0;  // infllm: retrievals (layer x chunk, in layers that retrieve) while the second P was read
   int64_t hits = 0;        // ... that included a block holding part of the first P
 };
 
@@ -60,6 +60,8 @@ ArmResult run_arm(Engine& engine, const MemoryConfig& mem, const std::vector<int
     for (int64_t j = 0; j < n; ++j) nll += token_nll(logits.subspan(j * V, V), stream[at + j + 1]);
     if (infllm != nullptr) {
       for (int l = 0; l < engine.config().n_layers; ++l) {
+        // Layers that retrieve nothing (--mem-skip-layers, or no block yet) are not retrievals.
+        if (infllm->retrieved(l).empty()) continue;
         bool hit = false;
         for (int64_t b : infllm->retrieved(l)) {
           const int64_t first = infllm->block_first(b);

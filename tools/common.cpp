@@ -48,6 +48,13 @@ void add_memory_policy_options(CLI::App& app, CacheOptions& o) {
   app.add_option("--block-reps", o.block_reps, "infllm: most-attended tokens averaged into a block's representative")
       ->check(CLI::Range(1, 65536));
   app.add_option("--block-topk", o.block_topk, "infllm: blocks retrieved per layer and chunk")->check(CLI::Range(0, 4096));
+  app.add_option("--mem-skip-layers", o.mem_skip_layers, "infllm: first layers that retrieve nothing (sinks and window only)")
+      ->check(CLI::Range(0, 1 << 16));
+  app.add_option("--mem-score", o.mem_score,
+                 "infllm: block scoring: keys (recent mean key vs block mean key, cosine) or query (InfLLM: mean query . representative)")
+      ->check(CLI::IsMember({"keys", "query"}));
+  app.add_option("--mem-key-window", o.mem_key_window, "infllm: recent tokens whose mean key scores blocks (--mem-score keys)")
+      ->check(CLI::Range(1, 1 << 20));
   app.add_option("--mem-distance", o.mem_distance, "infllm: distance of retrieved tokens from the query (default: the window's)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
   app.add_flag("--mem-compact", o.mem_compact, "infllm: retrieved blocks at consecutive positions before the window");
@@ -121,6 +128,9 @@ MemoryConfig memory_config(const CacheOptions& o, const ModelConfig& model, cons
   m.block_size = o.block_size;
   m.block_reps = o.block_reps;
   m.top_k = o.block_topk;
+  m.mem_skip_layers = o.mem_skip_layers;
+  m.mem_score = o.mem_score;
+  m.mem_key_window = o.mem_key_window;
   m.mem_distance = o.mem_distance;
   m.mem_compact = o.mem_compact;
   m.mem_ram_mib = o.mem_ram_mib;

@@ -32,6 +32,9 @@ struct CacheOptions {
   int block_size = 128;
   int block_reps = 4;
   int block_topk = 16;
+  int mem_skip_layers = 1;
+  std::string mem_score = "keys";
+  int mem_key_window = 32;
   int64_t mem_distance = 0;
   bool mem_compact = false;
   int64_t mem_ram_mib = 1024;

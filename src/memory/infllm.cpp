@@ -36,6 +36,8 @@ InfLLMPolicy::InfLLMPolicy(const MemoryConfig& c)
       block_(c.block_size),
       reps_(c.block_reps),
       top_k_(c.top_k),
+      skip_layers_(c.mem_skip_layers),
+      by_keys_(c.mem_score == "keys"),
       max_batch_(c.max_batch),
       id_(next_policy_id++) {
   if (n_init_ < 0) fail("infllm cache: the number of sink tokens must not be negative");
@@ -46,6 +48,10 @@ InfLLMPolicy::InfLLMPolicy(const MemoryConfig& c)
     fail("infllm cache: representative tokens per block must be in [1, ", block_, "], got ", reps_);
   if (top_k_ < 0 || top_k_ > 4096) fail("infllm cache: top-k must be in [0, 4096], got ", top_k_);
   if (max_batch_ < 1) fail("infllm cache: batch size must be positive");
+  if (c.mem_score != "query" && c.mem_score != "keys")
+    fail("infllm cache: the block score must be 'query' or 'keys', got '", c.mem_score, "'");
+  if (c.mem_skip_layers < 0) fail("infllm cache: the number of layers without retrieval must not be negative");
+  if (c.mem_key_window < 1) fail("infllm cache: the key window must hold at least one token");
   if (c.mem_distance < 0) fail("infllm cache: the memory distance must not be negative");
   if (c.mem_ram_mib < 0) fail("infllm cache: the RAM budget must not be negative");
   if (c.mem_hot_blocks < 1) fail("infllm cache: the hot-block cache needs at least one entry");
@@ -58,6 +64,7 @@ InfLLMPolicy::~InfLLMPolicy() = default;
 
 std::string InfLLMPolicy::describe() const {
   return cat("infllm ", n_init_, "+", local_, " top ", top_k_, "x", block_, " r", reps_,
+             " from layer ", skip_layers_, by_keys_ ? cat(" keys ", cfg_.mem_key_window) : std::string(" query"),
              cfg_.mem_compact ? " compact" : "",
              cfg_.mem_distance > 0 ? cat(" at ", cfg_.mem_distance) : std::string());
 }
@@ -90,6 +97,7 @@ void InfLLMPolicy::init(int n_layers, int kv_dim, int head_dim, int n_heads) {
   g.elem_size = cfg_.kv_type == TensorType::F32 ? 4 : 2;
   blocks_.emplace(g, static_cast<size_t>(cfg_.mem_ram_mib) << 20, cfg_.memory_dir, cfg_.mem_hot_blocks);
   rep_.assign(n_layers_, {});
+  mean_.assign(n_layers_, {});
   slot_block_.assign(n_layers_, std::vector<int64_t>(top_k_, -1));
   retrieved_.assign(n_layers_, {});
   retrieved_slot_.assign(n_layers_, {});
@@ -156,6 +164,16 @@ void InfLLMPolicy::form_block(KVStore& store) {
       }
       std::memcpy(V + static_cast<size_t>(j) * kv_dim_ * es, store.value(l, slot), kv_dim_ * es);
     }
+    if (by_keys_) {  // the block's mean un-rotated key, for scoring by keys
+      std::vector<float>& m = mean_[l];
+      const size_t mb = m.size();
+      m.resize(mb + kv_dim_);
+      for (int d = 0; d < kv_dim_; ++d) {
+        double sum = 0;
+        for (int j = 0; j < block_; ++j) sum += unrot[static_cast<size_t>(j) * kv_dim_ + d];
+        m[mb + d] = static_cast<float>(sum / block_);
+      }
+    }
     // Representatives: per query head, the mean un-rotated key of its most-attended tokens.
     std::vector<float>& rep = rep_[l];
     const size_t base = rep.size();
@@ -184,6 +202,8 @@ void InfLLMPolicy::form_block(KVStore& store) {
   if (dead > 0 && dead * 2 >= blocks_->size() - rep_base_) {
     const size_t per = static_cast<size_t>(n_heads_) * head_dim_;
     for (auto& rep : rep_) rep.erase(rep.begin(), rep.begin() + dead * per);
+    if (by_keys_)
+      for (auto& m : mean_) m.erase(m.begin(), m.begin() + dead * kv_dim_);
     rep_base_ += dead;
   }
 }
@@ -232,6 +252,73 @@ void InfLLMPolicy::begin_batch(int n, KVStore& store, int64_t* slots, double* ke
   std::fill(layer_ready_.begin(), layer_ready_.end(), 0);
 }
 
+// InfLLM's score: the chunk's mean query, rotated to where the memory sits, against each block's
+// representative.
+void InfLLMPolicy::score_by_query(int layer, const float* q, int n, std::vector<std::pair<float, int64_t>>& scored) const {
+  const int qd = n_heads_ * head_dim_;
+  std::vector<double> acc(qd, 0.0);
+  for (int i = 0; i < n; ++i)
+    for (int d = 0; d < qd; ++d) acc[d] += q[static_cast<size_t>(i) * qd + d];
+  std::vector<float> qm(qd);
+  for (int d = 0; d < qd; ++d) qm[d] = static_cast<float>(acc[d] / n);
+  rope_.apply(qm.data(), n_heads_, static_cast<double>(cfg_.mem_distance > 0 ? cfg_.mem_distance : local_));
+  const int64_t first = blocks_->first_alive();
+  const float* rep = rep_[layer].data();
+  for (size_t k = 0; k < scored.size(); ++k) {
+    const int64_t b = first + static_cast<int64_t>(k);
+    const float* r = rep + static_cast<size_t>(b - rep_base_) * qd;
+    double s = 0;
+    for (int d = 0; d < qd; ++d) s += static_cast<double>(qm[d]) * r[d];
+    scored[k] = {static_cast<float>(s), b};
+  }
+}
+
+// Scoring by keys: a 1-token decode chunk's query is one noisy sample of what the text is about,
+// and a representative of 4 tokens another; the mean key of the last tokens read and a block's
+// mean key average that noise away and compare like with like (keys with keys, both un-rotated).
+// Both are centred on the mean of the blocks held, per KV head, and compared by cosine so that
+// no head's scale dominates the sum.
+void InfLLMPolicy::score_by_keys(int layer, const KVStore& store, int n, std::vector<std::pair<float, int64_t>>& scored) const {
+  // The last mem_key_window tokens, this chunk's included (its keys are stored before attention),
+  // all in the window.
+  const int64_t end = n_seen_ + n;
+  const int64_t begin =
+      std::max({end - static_cast<int64_t>(std::max(cfg_.mem_key_window, n)), region_first_, static_cast<int64_t>(n_init_)});
+  std::vector<double> recent(kv_dim_, 0.0);
+  std::vector<float> u(kv_dim_);
+  for (int64_t t = begin; t < end; ++t) {
+    store.read_key(layer, local_slot(t), u.data());
+    rope_.apply(u.data(), n_kv_heads_, -static_cast<double>(t));
+    for (int d = 0; d < kv_dim_; ++d) recent[d] += u[d];
+  }
+  const int64_t first = blocks_->first_alive();
+  const int64_t alive = static_cast<int64_t>(scored.size());
+  const float* mean = mean_[layer].data();
+  auto block_mean = [&](int64_t k) { return mean + static_cast<size_t>(first + k - rep_base_) * kv_dim_; };
+  std::vector<double> centre(kv_dim_, 0.0);
+  for (int64_t k = 0; k < alive; ++k)
+    for (int d = 0; d < kv_dim_; ++d) centre[d] += block_mean(k)[d];
+  for (int d = 0; d < kv_dim_; ++d) {
+    centre[d] /= static_cast<double>(alive);
+    recent[d] = recent[d] / static_cast<double>(std::max<int64_t>(1, end - begin)) - centre[d];
+  }
+  for (int64_t k = 0; k < alive; ++k) {
+    const float* m = block_mean(k);
+    double s = 0;
+    for (int h = 0; h < n_kv_heads_; ++h) {
+      double dot = 0, nr = 0, nm = 0;
+      for (int d = h * head_dim_; d < (h + 1) * head_dim_; ++d) {
+        const double c = m[d] - centre[d];
+        dot += recent[d] * c;
+        nr += recent[d] * recent[d];
+        nm += c * c;
+      }
+      if (nr > 0 && nm > 0) s += dot / std::sqrt(nr * nm);
+    }
+    scored[k] = {static_cast<float>(s), first + k};
+  }
+}
+
 void InfLLMPolicy::before_attention(int layer, const float* q, int n, KVStore& store) {
   if (!ready_) return;
   layer_ready_[layer] = 1;
@@ -240,28 +327,17 @@ void InfLLMPolicy::before_attention(int layer, const float* q, int n, KVStore& s
   chosen.clear();
   chosen_slot.clear();
   const int64_t first = blocks_->first_alive(), nb = blocks_->size();
-  if (top_k_ == 0 || nb <= first || n < 1) return;
+  if (top_k_ == 0 || nb <= first || n < 1 || layer < skip_layers_) return;
 
-  // The chunk's mean query, rotated to where the memory sits, scores every block.
-  const int qd = n_heads_ * head_dim_;
-  std::vector<double> acc(qd, 0.0);
-  for (int i = 0; i < n; ++i)
-    for (int d = 0; d < qd; ++d) acc[d] += q[static_cast<size_t>(i) * qd + d];
-  std::vector<float> qm(qd);
-  for (int d = 0; d < qd; ++d) qm[d] = static_cast<float>(acc[d] / n);
-  rope_.apply(qm.data(), n_heads_, static_cast<double>(cfg_.mem_distance > 0 ? cfg_.mem_distance : local_));
   const int64_t alive = nb - first;
   if (alive <= top_k_) {
     for (int64_t b = first; b < nb; ++b) chosen.push_back(b);
   } else {
     std::vector<std::pair<float, int64_t>> scored(alive);
-    const float* rep = rep_[layer].data();
-    for (int64_t b = first; b < nb; ++b) {
-      const float* r = rep + static_cast<size_t>(b - rep_base_) * qd;
-      double s = 0;
-      for (int d = 0; d < qd; ++d) s += static_cast<double>(qm[d]) * r[d];
-      scored[b - first] = {static_cast<float>(s), b};
-    }
+    if (by_keys_)
+      score_by_keys(layer, store, n, scored);
+    else
+      score_by_query(layer, q, n, scored);
     // Highest score first; among equals the newer block.
     std::partial_sort(scored.begin(), scored.begin() + top_k_, scored.end(),
                       [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second > b.second; });
@@ -294,6 +370,11 @@ void InfLLMPolicy::before_attention(int layer, const float* q, int n, KVStore& s
 const std::vector<int64_t>& InfLLMPolicy::retrieved(int layer) const {
   static const std::vector<int64_t> none;
   return ready_ && layer_ready_[layer] ? retrieved_[layer] : none;
+}
+
+const float* InfLLMPolicy::mean_key(int layer, int64_t b) const {
+  if (!ready_ || !by_keys_ || b < std::max(rep_base_, first_alive_block()) || b >= n_blocks()) return nullptr;
+  return mean_[layer].data() + static_cast<size_t>(b - rep_base_) * kv_dim_;
 }
 
 const float* InfLLMPolicy::representative(int layer, int64_t b) const {
@@ -363,6 +444,7 @@ std::vector<int64_t> InfLLMPolicy::save_state() const {
   s.push_back(rep_base_);
   for (int l = 0; l < n_layers_; ++l) {
     put_bytes(s, reinterpret_cast<const uint8_t*>(rep_[l].data()), rep_[l].size() * sizeof(float));
+    if (by_keys_) put_bytes(s, reinterpret_cast<const uint8_t*>(mean_[l].data()), mean_[l].size() * sizeof(float));
     for (int64_t b : slot_block_[l]) s.push_back(b);
   }
   std::vector<int64_t> mass(mass_size(), 0);
@@ -434,6 +516,12 @@ void InfLLMPolicy::load_state(const std::vector<int64_t>& s) {
       bad();
     rep_[l].resize(buf.size() / sizeof(float));
     std::memcpy(rep_[l].data(), buf.data(), buf.size());
+    if (by_keys_) {
+      bytes(buf);
+      if (buf.size() != static_cast<size_t>(n_blocks - rep_base_) * kv_dim_ * sizeof(float)) bad();
+      mean_[l].resize(buf.size() / sizeof(float));
+      std::memcpy(mean_[l].data(), buf.data(), buf.size());
+    }
     for (int64_t& b : slot_block_[l]) {
       b = next();
       if (b < -1 || b >= n_blocks) bad();

@@ -15,8 +15,10 @@ namespace endless {
 // exact relative positions, and the evicted tokens in blocks of block_size. Each block is
 // represented, per query head, by the mean un-rotated key of the block_reps tokens that received
 // the most attention from that head while they were in the window. Before attention in each layer
-// the chunk's mean query scores every block; the top_k are attended together with the sinks and
-// the window in one softmax.
+// (from layer mem_skip_layers on) every block is scored, by the chunk's mean query against its
+// representative (mem_score "query", InfLLM's) or by how close its mean key is to the mean key of
+// the last tokens read (mem_score "keys"; see MemoryConfig); the top_k are attended together with
+// the sinks and the window in one softmax.
 //
 // Positions: a key leaving the window for a block is un-rotated once (rotated by minus its
 // stream position), so a block holds position-free keys. By default every retrieved token sits at
@@ -54,6 +56,8 @@ class InfLLMPolicy final : public MemoryPolicy {
   const std::vector<int64_t>& retrieved(int layer) const;
   // The representative of block b in `layer`: n_heads * head_dim floats.
   const float* representative(int layer, int64_t b) const;
+  // The mean un-rotated key of block b in `layer` (kv_dim floats; mem_score "keys" only).
+  const float* mean_key(int layer, int64_t b) const;
   const BlockStore* block_store() const { return blocks_ ? &*blocks_ : nullptr; }
   int64_t blocks_loaded() const { return loads_; }  // block-layers copied into the cache
 
@@ -61,6 +65,8 @@ class InfLLMPolicy final : public MemoryPolicy {
   int64_t local_slot(int64_t t) const { return l0_ + (t - region_first_); }
   void init(int n_layers, int kv_dim, int head_dim, int n_heads);
   void form_block(KVStore& store);
+  void score_by_query(int layer, const float* q, int n, std::vector<std::pair<float, int64_t>>& scored) const;
+  void score_by_keys(int layer, const KVStore& store, int n, std::vector<std::pair<float, int64_t>>& scored) const;
   void compact(KVStore& store, int64_t keep_from);
   int64_t* mass_buffer();  // this thread's attention-mass sums
   size_t mass_size() const { return static_cast<size_t>(n_layers_) * n_heads_ * region_cap_; }
@@ -69,6 +75,8 @@ class InfLLMPolicy final : public MemoryPolicy {
   int n_init_;
   int64_t local_;
   int block_, reps_, top_k_;
+  int skip_layers_;
+  bool by_keys_;  // mem_score "keys"
   int max_batch_;
   int64_t l0_, region_cap_;
 
@@ -82,7 +90,8 @@ class InfLLMPolicy final : public MemoryPolicy {
 
   std::optional<BlockStore> blocks_;
   std::vector<std::vector<float>> rep_;  // per layer: (blocks - rep_base_) * n_heads * head_dim
-  int64_t rep_base_ = 0;                 // block id of rep_[l][0]
+  std::vector<std::vector<float>> mean_;  // per layer, by_keys_: (blocks - rep_base_) * kv_dim
+  int64_t rep_base_ = 0;                 // block id of rep_[l][0] and mean_[l][0]
 
   // Per layer: the block in each retrieval slot (-1: none), the retrieved blocks in stream order
   // with the slot of each, and whether retrieval ran for the current batch.

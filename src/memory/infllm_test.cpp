@@ -138,6 +138,9 @@ MemoryConfig config(int n_init, int64_t window, int block, int reps, int top_k, 
   c.top_k = top_k;
   c.max_batch = max_batch;
   c.kv_type = TensorType::F32;
+  // InfLLM's own scoring in every layer; the tests of the other settings say so.
+  c.mem_skip_layers = 0;
+  c.mem_score = "query";
   return c;
 }
 
@@ -356,8 +359,13 @@ TEST(InfLLMPolicy, WithoutRetrievalItIsSink) {
 TEST(InfLLMPolicy, StateRoundTrips) {
   const Shape shape;
   const auto dir = endless::testing::scratch_dir("infllm-state");
-  for (bool disk : {false, true}) {
+  for (int variant = 0; variant < 3; ++variant) {
+    const bool disk = variant == 1;
     MemoryConfig c = config(2, 12, 4, 2, 3, 5);
+    if (variant == 2) {  // scoring by keys: the blocks' mean keys are state too
+      c.mem_score = "keys";
+      c.mem_skip_layers = 1;
+    }
     if (disk) {
       c.mem_ram_mib = 0;  // every block goes to the file
       c.memory_dir = dir.string();
@@ -393,6 +401,95 @@ TEST(InfLLMPolicy, StateRoundTrips) {
   }
 }
 
+TEST(InfLLMPolicy, LayersBelowTheSkipRetrieveNothing) {
+  const Shape shape;
+  MemoryConfig c = config(2, 10, 4, 4, 2, 3);
+  c.mem_skip_layers = 1;
+  InfLLMPolicy p(c);
+  Driver d(p, shape, 3);
+  while (p.n_seen() < 100) d.feed(3, nullptr);
+  std::vector<float> q(shape.q_dim(), 0.5f);
+  d.begin(1);
+  for (int l = 0; l < kLayers; ++l) p.before_attention(l, q.data(), 1, d.store);
+  EXPECT_TRUE(p.retrieved(0).empty());
+  EXPECT_EQ(p.retrieved(1).size(), 2u);
+  // Layer 0 sees what `sink` shows: the sinks and the window, nothing from memory.
+  const Seen s = seen(p, d.store, 0, 0, shape.kv_dim());
+  const int64_t local = 10 - 2, t = p.n_seen();
+  ASSERT_EQ(static_cast<int64_t>(s.pos.size()), 2 + local);
+  for (int64_t j = 0; j < local; ++j) EXPECT_EQ(s.pos[2 + j], t - local + 1 + j);
+  p.end_batch(1);
+}
+
+TEST(InfLLMPolicy, ScoresByKeysWithTheCentredCosineOfMeanKeys) {
+  const Shape shape;
+  const int n_init = 2, block = 4, top_k = 2, key_window = 5;
+  MemoryConfig c = config(n_init, 10, block, 2, top_k, 3);
+  c.mem_score = "keys";
+  c.mem_key_window = key_window;
+  InfLLMPolicy p(c);
+  Driver d(p, shape, 3);
+  std::mt19937 rng(4);
+  while (p.n_seen() < 120) d.feed(1 + static_cast<int>(rng() % 3), nullptr);
+  ASSERT_GT(p.n_blocks(), 2 * top_k);
+  const int kv = shape.kv_dim(), hd = shape.head_dim;
+  std::vector<float> k(kv);
+  int compared = 0;
+  for (int trial = 0; trial < 8; ++trial) {
+    const int n = 1 + trial % 3;
+    d.begin(n);
+    const int64_t end = p.n_seen() + n;
+    std::vector<float> q(n * shape.q_dim(), 0.25f);  // not used by this score
+    for (int l = 0; l < kLayers; ++l) {
+      p.before_attention(l, q.data(), n, d.store);
+      // Independently, from the keys themselves: block means, their centre, the recent mean.
+      const int64_t first = p.first_alive_block(), nb = p.n_blocks();
+      std::vector<std::vector<double>> mean(nb - first, std::vector<double>(kv, 0.0));
+      std::vector<double> centre(kv, 0.0), recent(kv, 0.0);
+      for (int64_t b = first; b < nb; ++b) {
+        for (int j = 0; j < block; ++j) {
+          key_of(p.block_first(b) + j, l, kv, k.data());
+          for (int e = 0; e < kv; ++e) mean[b - first][e] += k[e] / block;
+        }
+        for (int e = 0; e < kv; ++e) {
+          EXPECT_NEAR(p.mean_key(l, b)[e], mean[b - first][e], 3e-5);
+          centre[e] += mean[b - first][e] / static_cast<double>(nb - first);
+        }
+      }
+      const int64_t w = std::max(key_window, n);
+      for (int64_t t = end - w; t < end; ++t) {
+        key_of(t, l, kv, k.data());
+        for (int e = 0; e < kv; ++e) recent[e] += k[e] / static_cast<double>(w);
+      }
+      std::vector<std::pair<double, int64_t>> score;
+      for (int64_t b = first; b < nb; ++b) {
+        double sum = 0;
+        for (int h = 0; h < shape.n_kv_heads; ++h) {
+          double dot = 0, na = 0, nm = 0;
+          for (int e = h * hd; e < (h + 1) * hd; ++e) {
+            const double x = recent[e] - centre[e], y = mean[b - first][e] - centre[e];
+            dot += x * y;
+            na += x * x;
+            nm += y * y;
+          }
+          sum += dot / std::sqrt(na * nm);
+        }
+        score.push_back({sum, b});
+      }
+      std::sort(score.begin(), score.end(), std::greater<>());
+      // Only clear winners are compared (float rounding may swap near-ties).
+      if (score[top_k - 1].first - score[top_k].first < 1e-4) continue;
+      std::vector<int64_t> want;
+      for (int j = 0; j < top_k; ++j) want.push_back(score[j].second);
+      std::sort(want.begin(), want.end());
+      EXPECT_EQ(p.retrieved(l), want) << "trial " << trial << " layer " << l;
+      ++compared;
+    }
+    p.end_batch(n);
+  }
+  EXPECT_GE(compared, 12);
+}
+
 TEST(InfLLMPolicy, RejectsBadSettings) {
   MemoryConfig c = config(4, 64, 16, 4, 4, 8);
   c.block_reps = 17;
@@ -407,7 +504,19 @@ TEST(InfLLMPolicy, RejectsBadSettings) {
   c.top_k = -1;
   EXPECT_THROW(make_policy(c), Error);
   c.top_k = 4;
-  EXPECT_EQ(make_policy(c)->describe(), "infllm 4+60 top 4x16 r4");
+  EXPECT_EQ(make_policy(c)->describe(), "infllm 4+60 top 4x16 r4 from layer 0 query");
+  c.mem_score = "keys";
+  c.mem_skip_layers = 1;
+  EXPECT_EQ(make_policy(c)->describe(), "infllm 4+60 top 4x16 r4 from layer 1 keys 32");
+  c.mem_score = "both";
+  EXPECT_THROW(make_policy(c), Error);
+  c.mem_score = "keys";
+  c.mem_skip_layers = -1;
+  EXPECT_THROW(make_policy(c), Error);
+  c.mem_skip_layers = 1;
+  c.mem_key_window = 0;
+  EXPECT_THROW(make_policy(c), Error);
+  c.mem_key_window = 32;
   // Capacity: sinks, top-k retrieved blocks, the window with a block's and a batch's slack.
   EXPECT_EQ(make_policy(c)->capacity(), 4 + 4 * 16 + 60 + 16 + 8);
 }

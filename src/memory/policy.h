@@ -49,9 +49,22 @@ struct MemoryConfig {
   // mem_compact, at consecutive positions before the window. Blocks stay in RAM up to
   // mem_ram_mib, then go to an append-only file in memory_dir (none: the oldest are forgotten),
   // read back through an LRU of mem_hot_blocks block-layers.
+  //
+  // Layers below mem_skip_layers retrieve nothing (sinks and window only): the first layer's keys
+  // carry token identity and position but no context, and the blocks that score highest there
+  // are those whose tokens pull the most attention whatever the topic; on stories260K retrieving
+  // in layer 0 costs more than any retrieval gains (docs/streaming.md). mem_score chooses how
+  // blocks are scored: "query" is InfLLM's (the chunk's mean query . each block's
+  // representative); "keys" compares what was just read with what each block holds: the cosine,
+  // per KV head, between the mean un-rotated key of the last mem_key_window tokens and each
+  // block's mean un-rotated key, both centred on the mean over the blocks held (the component
+  // every key shares would otherwise decide the cosine), summed over heads.
   int block_size = 128;
   int block_reps = 4;
   int top_k = 16;
+  int mem_skip_layers = 1;
+  std::string mem_score = "keys";
+  int mem_key_window = 32;
   int64_t mem_distance = 0;
   bool mem_compact = false;
   int64_t mem_ram_mib = 1024;

@@ -14,7 +14,7 @@ namespace endless {
 namespace {
 
 constexpr char kMagic[8] = {'E', 'N', 'D', 'L', 'S', 'N', 'A', 'P'};
-constexpr uint32_t kVersion = 2;  // 2: the sirllm and infllm settings; 1 is still read
+constexpr uint32_t kVersion = 3;  // 2: the sirllm and infllm settings; 3: infllm's scoring; 1 and 2 are still read
 
 uint64_t fnv1a(const uint8_t* p, size_t n, uint64_t h = 1469598103934665603ull) {
   for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
@@ -111,6 +111,9 @@ void save_sequence(const Sequence& seq, const ModelConfig& model, const std::str
   o.put<int64_t>(c.mem_ram_mib);
   o.str(c.memory_dir);
   o.put<int32_t>(c.mem_hot_blocks);
+  o.put<int32_t>(c.mem_skip_layers);
+  o.str(c.mem_score);
+  o.put<int32_t>(c.mem_key_window);
   const auto state = seq.policy->save_state();
   o.put<uint32_t>(static_cast<uint32_t>(state.size()));
   for (int64_t v : state) o.put<int64_t>(v);
@@ -136,7 +139,7 @@ std::unique_ptr<Sequence> load_sequence(const Engine& engine, const std::string&
   if (fnv1a(b.data(), b.size() - 8) != stored) fail(path, ": snapshot checksum mismatch (corrupt)");
   In in{b.data(), b.size() - 8, 8, path};
   const uint32_t version = in.get<uint32_t>();
-  if (version != kVersion && version != 1)
+  if (version < 1 || version > kVersion)
     fail(path, ": snapshot version ", version, " (this build reads 1 to ", kVersion, ")");
   const ModelConfig& m = engine.config();
   const int32_t layers = in.get<int32_t>(), kv_dim = in.get<int32_t>();
@@ -167,6 +170,14 @@ std::unique_ptr<Sequence> load_sequence(const Engine& engine, const std::string&
     c.mem_ram_mib = in.get<int64_t>();
     c.memory_dir = in.str(4096);
     c.mem_hot_blocks = in.get<int32_t>();
+  }
+  if (version >= 3) {
+    c.mem_skip_layers = in.get<int32_t>();
+    c.mem_score = in.str(16);
+    c.mem_key_window = in.get<int32_t>();
+  } else {  // what infllm did before these settings existed
+    c.mem_skip_layers = 0;
+    c.mem_score = "query";
   }
   auto seq = engine.new_sequence(c);
   const uint32_t n_state = in.get<uint32_t>();
