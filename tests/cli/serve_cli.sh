@@ -4,6 +4,8 @@
 # restores the session. (The HTTP behaviour in depth is tested by server_tests.)
 source "$(dirname "$0")/lib.sh"
 command -v curl >/dev/null || { echo "SKIP: curl is not installed"; exit 77; }
+"$ENDLESS_BIN" --help 2>&1 | grep -q '^  serve' ||
+  { echo "SKIP: this build has no server (ENDLESS_SKIP_MODULES names it)"; exit 77; }
 
 "$ENDLESS_BIN" serve --help >"$TMP/help" 2>&1 || fail "serve --help exits non-zero"
 for opt in --host --port --api-key --sessions-dir --parallel --cache --sink --window --chat-template \
