@@ -175,6 +175,7 @@ void InfLLMPolicy::form_block(KVStore& store) {
       }
     }
     // Representatives: per query head, the mean un-rotated key of its most-attended tokens.
+    if (by_keys_) continue;  // not used: keep the index small
     std::vector<float>& rep = rep_[l];
     const size_t base = rep.size();
     rep.resize(base + static_cast<size_t>(n_heads_) * head_dim_);
@@ -201,7 +202,8 @@ void InfLLMPolicy::form_block(KVStore& store) {
   const int64_t dead = blocks_->first_alive() - rep_base_;
   if (dead > 0 && dead * 2 >= blocks_->size() - rep_base_) {
     const size_t per = static_cast<size_t>(n_heads_) * head_dim_;
-    for (auto& rep : rep_) rep.erase(rep.begin(), rep.begin() + dead * per);
+    if (!by_keys_)
+      for (auto& rep : rep_) rep.erase(rep.begin(), rep.begin() + dead * per);
     if (by_keys_)
       for (auto& m : mean_) m.erase(m.begin(), m.begin() + dead * kv_dim_);
     rep_base_ += dead;
@@ -378,7 +380,7 @@ const float* InfLLMPolicy::mean_key(int layer, int64_t b) const {
 }
 
 const float* InfLLMPolicy::representative(int layer, int64_t b) const {
-  if (!ready_ || b < std::max(rep_base_, first_alive_block()) || b >= n_blocks()) return nullptr;
+  if (!ready_ || by_keys_ || b < std::max(rep_base_, first_alive_block()) || b >= n_blocks()) return nullptr;
   return rep_[layer].data() + static_cast<size_t>(b - rep_base_) * n_heads_ * head_dim_;
 }
 
@@ -512,8 +514,8 @@ void InfLLMPolicy::load_state(const std::vector<int64_t>& s) {
   const size_t per = static_cast<size_t>(n_heads_) * head_dim_;
   for (int l = 0; l < n_layers_; ++l) {
     bytes(buf);
-    if (buf.size() % (per * sizeof(float)) != 0 || buf.size() / (per * sizeof(float)) != static_cast<size_t>(n_blocks - rep_base_))
-      bad();
+    const size_t want_reps = by_keys_ ? 0 : static_cast<size_t>(n_blocks - rep_base_);
+    if (buf.size() % (per * sizeof(float)) != 0 || buf.size() / (per * sizeof(float)) != want_reps) bad();
     rep_[l].resize(buf.size() / sizeof(float));
     std::memcpy(rep_[l].data(), buf.data(), buf.size());
     if (by_keys_) {

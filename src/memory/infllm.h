@@ -42,7 +42,8 @@ class InfLLMPolicy final : public MemoryPolicy {
   void spans(int layer, int i, std::vector<Span>& out) const override;
   void set_model(const RopeConfig& rope, int n_layers, int n_heads, int n_kv_heads) override;
   void before_attention(int layer, const float* q, int n, KVStore& store) override;
-  bool wants_attention() const override { return top_k_ > 0 && reps_ < block_; }
+  // Attention mass is needed only for the representatives, which only "query" scoring uses.
+  bool wants_attention() const override { return top_k_ > 0 && reps_ < block_ && !by_keys_; }
   void observe_attention(int layer, int i, int head, const float* w, int64_t n) override;
   std::vector<int64_t> save_state() const override;
   void load_state(const std::vector<int64_t>& s) override;
@@ -54,7 +55,7 @@ class InfLLMPolicy final : public MemoryPolicy {
   int64_t block_first(int64_t b) const { return n_init_ + b * block_; }
   // The blocks retrieved in `layer` for the current batch, in stream order.
   const std::vector<int64_t>& retrieved(int layer) const;
-  // The representative of block b in `layer`: n_heads * head_dim floats.
+  // The representative of block b in `layer`: n_heads * head_dim floats (mem_score "query" only).
   const float* representative(int layer, int64_t b) const;
   // The mean un-rotated key of block b in `layer` (kv_dim floats; mem_score "keys" only).
   const float* mean_key(int layer, int64_t b) const;
