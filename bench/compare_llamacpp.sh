@@ -33,9 +33,9 @@ for type in $types; do
   fi
   echo "measuring $type" >&2
   # llama.cpp first, then endless, for each type: both see the machine in the same state.
-  "$llama_bench" -m "$model" -t "$threads" -p "$prompts" -n "$gen" -r "$reps" -o json \
+  "$llama_bench" -m "$model" -t "$threads" -p "$prompts" -n "$gen" -r "$reps" -mmp 0 -o json \
     >"$raw/llama-$type.json" 2>"$raw/llama-$type.log"
-  "$bin" bench -m "$model" -t "$threads" -p "$prompts" -n "$gen" -r "$reps" --json \
+  "$bin" bench -m "$model" -t "$threads" -p "$prompts" -n "$gen" -r "$reps" --mlock --json \
     >"$raw/endless-$type.json" 2>"$raw/endless-$type.log"
 done
 

@@ -93,6 +93,7 @@ struct BenchOptions {
   int batch = 512;
   std::string kv_type = "f16";
   bool json = false;
+  bool mlock = false;
   bool bandwidth = false;
   int64_t bandwidth_mib = 1024;
   uint64_t seed = 1;
@@ -433,6 +434,8 @@ int run_bench(BenchOptions& o) {
   for (const auto& p : o.models) models.push_back(load_model(p, false));
   for (const auto& s : o.synth) models.push_back(synth_model(s));
   if (models.empty() && !o.bandwidth) models.push_back(load_model(default_model_path(), false));
+  if (o.mlock)
+    for (const auto& m : models) m.model->file().lock_in_memory();
 
   if (o.bandwidth) {
     for (int t : o.threads) {
@@ -542,6 +545,9 @@ Registration reg(
           ->check(CLI::IsMember({"f16", "f32"}));
       sub.add_option("--seed", o->seed, "Seed of the random tokens");
       sub.add_flag("--json", o->json, "Print results as JSON");
+      sub.add_flag("--mlock", o->mlock,
+                   "Keep the weights in RAM (mlock), so a busy machine's memory reclaim cannot evict them "
+                   "between runs (compare with llama-bench -mmp 0)");
       sub.add_flag("--bandwidth", o->bandwidth,
                    "Measure memory bandwidth (STREAM-like read, copy, triad) at each thread count");
       sub.add_option("--bandwidth-mib", o->bandwidth_mib, "Array size of the bandwidth probe, MiB")

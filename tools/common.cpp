@@ -19,6 +19,7 @@ void add_model_options(CLI::App& app, ModelOptions& o, bool required) {
   if (required) opt->required();
   app.add_option("-t,--threads", o.threads, "Threads (default: all cores, at most 8)")
       ->check(CLI::Range(0, 1024));
+  app.add_flag("--mlock", o.mlock, "Keep the weights in RAM (mlock): the system never pages them out");
 }
 
 void add_cache_options(CLI::App& app, CacheOptions& o) {
@@ -54,6 +55,9 @@ void add_memory_policy_options(CLI::App& app, CacheOptions& o) {
                  "infllm: block scoring: keys (recent mean key vs block mean key, cosine) or query (InfLLM: mean query . representative)")
       ->check(CLI::IsMember({"keys", "query"}));
   app.add_option("--mem-key-window", o.mem_key_window, "infllm: recent tokens whose mean key scores blocks (--mem-score keys)")
+      ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--mem-retrieve-every", o.mem_retrieve_every,
+                 "infllm: score blocks again only every this many tokens (keeps the last choice between)")
       ->check(CLI::Range(1, 1 << 20));
   app.add_option("--mem-distance", o.mem_distance, "infllm: distance of retrieved tokens from the query (default: the window's)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
@@ -96,6 +100,7 @@ Loaded load(const ModelOptions& o) {
   if (o.model.empty())
     std::fprintf(stderr, "no model given (-m): using the built-in random-weight model %s\n", path.c_str());
   l.model = Model::load(path);
+  if (o.mlock) l.model->file().lock_in_memory();
   l.tokenizer = std::make_unique<Tokenizer>(Tokenizer::from_gguf(l.model->file()));
   if (l.tokenizer->n_vocab() != l.model->config().n_vocab)
     fail(path, ": the tokenizer has ", l.tokenizer->n_vocab(), " tokens but the model's ",
@@ -131,6 +136,7 @@ MemoryConfig memory_config(const CacheOptions& o, const ModelConfig& model, cons
   m.mem_skip_layers = o.mem_skip_layers;
   m.mem_score = o.mem_score;
   m.mem_key_window = o.mem_key_window;
+  m.mem_retrieve_every = o.mem_retrieve_every;
   m.mem_distance = o.mem_distance;
   m.mem_compact = o.mem_compact;
   m.mem_ram_mib = o.mem_ram_mib;

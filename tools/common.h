@@ -14,6 +14,7 @@ namespace endless::cli {
 struct ModelOptions {
   std::string model;
   int threads = 0;  // 0: all cores (at most 8)
+  bool mlock = false;  // pin the weights in RAM
 };
 
 struct CacheOptions {
@@ -35,6 +36,7 @@ struct CacheOptions {
   int mem_skip_layers = 1;
   std::string mem_score = "keys";
   int mem_key_window = 32;
+  int mem_retrieve_every = 1;
   int64_t mem_distance = 0;
   bool mem_compact = false;
   int64_t mem_ram_mib = 1024;

@@ -272,6 +272,10 @@ File File::parse(std::vector<uint8_t> bytes, std::string name) {
   return f;
 }
 
+void File::lock_in_memory() const {
+  if (mapping_) mapping_->lock_in_memory();
+}
+
 void File::parse_all() {
   Reader r(base_, size_, path_);
   if (size_ < 4) fail(path_, ": not a GGUF file (only ", size_, " bytes)");

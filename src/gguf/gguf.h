@@ -69,6 +69,8 @@ class File {
  public:
   // Maps and parses a file. Throws Error naming the path and the problem.
   static File open(const std::string& path);
+  // Pins a mapped file in RAM (see MappedFile::lock_in_memory); nothing to do for one in memory.
+  void lock_in_memory() const;
   // Parses an in-memory image (copied); used by tests and fuzzing.
   static File parse(std::vector<uint8_t> bytes, std::string name = "<memory>");
 

@@ -41,6 +41,13 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
 
 MappedFile::~MappedFile() { release(); }
 
+void MappedFile::lock_in_memory() const {
+  if (data_ == nullptr) return;
+  if (::mlock(data_, size_) != 0)
+    fail("cannot lock the ", size_ >> 20, " MiB of '", path_, "' in memory: ", std::strerror(errno),
+         errno == ENOMEM || errno == EPERM ? " (raise the limit with `ulimit -l`)" : "");
+}
+
 MappedFile::MappedFile(MappedFile&& other) noexcept
     : data_(std::exchange(other.data_, nullptr)),
       size_(std::exchange(other.size_, 0)),

@@ -24,6 +24,11 @@ class MappedFile {
   std::span<const uint8_t> bytes() const { return {data_, size_}; }
   const std::string& path() const { return path_; }
 
+  // Pins the mapping in RAM (mlock), reading it all in first, so the kernel never drops its pages
+  // and reads them again from disk: memory reclaim on a busy machine otherwise makes decode speed
+  // depend on what else ran. Throws Error with the reason (often RLIMIT_MEMLOCK).
+  void lock_in_memory() const;
+
  private:
   void release();
   const uint8_t* data_ = nullptr;
