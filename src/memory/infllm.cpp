@@ -37,6 +37,7 @@ InfLLMPolicy::InfLLMPolicy(const MemoryConfig& c)
       reps_(c.block_reps),
       top_k_(c.top_k),
       skip_layers_(c.mem_skip_layers),
+      retrieve_every_(c.mem_retrieve_every),
       by_keys_(c.mem_score == "keys"),
       max_batch_(c.max_batch),
       id_(next_policy_id++) {
@@ -51,6 +52,7 @@ InfLLMPolicy::InfLLMPolicy(const MemoryConfig& c)
   if (c.mem_score != "query" && c.mem_score != "keys")
     fail("infllm cache: the block score must be 'query' or 'keys', got '", c.mem_score, "'");
   if (c.mem_skip_layers < 0) fail("infllm cache: the number of layers without retrieval must not be negative");
+  if (c.mem_retrieve_every < 1) fail("infllm cache: the retrieval stride must be at least 1 token");
   if (c.mem_key_window < 1) fail("infllm cache: the key window must hold at least one token");
   if (c.mem_distance < 0) fail("infllm cache: the memory distance must not be negative");
   if (c.mem_ram_mib < 0) fail("infllm cache: the RAM budget must not be negative");
@@ -65,6 +67,7 @@ InfLLMPolicy::~InfLLMPolicy() = default;
 std::string InfLLMPolicy::describe() const {
   return cat("infllm ", n_init_, "+", local_, " top ", top_k_, "x", block_, " r", reps_,
              " from layer ", skip_layers_, by_keys_ ? cat(" keys ", cfg_.mem_key_window) : std::string(" query"),
+             retrieve_every_ > 1 ? cat(" every ", retrieve_every_) : std::string(),
              cfg_.mem_compact ? " compact" : "",
              cfg_.mem_distance > 0 ? cat(" at ", cfg_.mem_distance) : std::string());
 }
@@ -252,6 +255,10 @@ void InfLLMPolicy::begin_batch(int n, KVStore& store, int64_t* slots, double* ke
     }
   }
   std::fill(layer_ready_.begin(), layer_ready_.end(), 0);
+  // Score again when the batch holds a multiple of retrieve_every (stateless: the same batches
+  // score whatever came before).
+  const int64_t next_multiple = (n_seen_ + retrieve_every_ - 1) / retrieve_every_ * retrieve_every_;
+  rescore_ = retrieve_every_ <= 1 || next_multiple < n_seen_ + n;
 }
 
 // InfLLM's score: the chunk's mean query, rotated to where the memory sits, against each block's
@@ -326,9 +333,12 @@ void InfLLMPolicy::before_attention(int layer, const float* q, int n, KVStore& s
   layer_ready_[layer] = 1;
   std::vector<int64_t>& chosen = retrieved_[layer];
   std::vector<int64_t>& chosen_slot = retrieved_slot_[layer];
+  const int64_t first = blocks_->first_alive(), nb = blocks_->size();
+  // Between scorings the last choice stands, unless it is empty (a restored sequence's first
+  // batch, or no block existed then) or holds a block the RAM budget has forgotten since.
+  if (!rescore_ && !chosen.empty() && chosen.front() >= first) return;
   chosen.clear();
   chosen_slot.clear();
-  const int64_t first = blocks_->first_alive(), nb = blocks_->size();
   if (top_k_ == 0 || nb <= first || n < 1 || layer < skip_layers_) return;
 
   const int64_t alive = nb - first;
@@ -448,6 +458,8 @@ std::vector<int64_t> InfLLMPolicy::save_state() const {
     put_bytes(s, reinterpret_cast<const uint8_t*>(rep_[l].data()), rep_[l].size() * sizeof(float));
     if (by_keys_) put_bytes(s, reinterpret_cast<const uint8_t*>(mean_[l].data()), mean_[l].size() * sizeof(float));
     for (int64_t b : slot_block_[l]) s.push_back(b);
+    s.push_back(static_cast<int64_t>(retrieved_[l].size()));  // the last choice, reused between scorings
+    s.insert(s.end(), retrieved_[l].begin(), retrieved_[l].end());
   }
   std::vector<int64_t> mass(mass_size(), 0);
   for (const auto& [tid, buf] : mass_)
@@ -527,6 +539,16 @@ void InfLLMPolicy::load_state(const std::vector<int64_t>& s) {
     for (int64_t& b : slot_block_[l]) {
       b = next();
       if (b < -1 || b >= n_blocks) bad();
+    }
+    const int64_t n_chosen = next();
+    if (n_chosen < 0 || n_chosen > top_k_) bad();
+    retrieved_[l].assign(static_cast<size_t>(n_chosen), 0);
+    retrieved_slot_[l].clear();
+    for (int64_t& b : retrieved_[l]) {
+      b = next();
+      const auto at = std::find(slot_block_[l].begin(), slot_block_[l].end(), b);
+      if (b < 0 || at == slot_block_[l].end()) bad();
+      retrieved_slot_[l].push_back(at - slot_block_[l].begin());
     }
   }
   if (s.size() - i != mass_size()) bad();

@@ -77,6 +77,8 @@ class InfLLMPolicy final : public MemoryPolicy {
   int64_t local_;
   int block_, reps_, top_k_;
   int skip_layers_;
+  int retrieve_every_;
+  bool rescore_ = true;  // this batch scores the blocks again
   bool by_keys_;  // mem_score "keys"
   int max_batch_;
   int64_t l0_, region_cap_;

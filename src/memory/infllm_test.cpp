@@ -362,9 +362,10 @@ TEST(InfLLMPolicy, StateRoundTrips) {
   for (int variant = 0; variant < 3; ++variant) {
     const bool disk = variant == 1;
     MemoryConfig c = config(2, 12, 4, 2, 3, 5);
-    if (variant == 2) {  // scoring by keys: the blocks' mean keys are state too
-      c.mem_score = "keys";
+    if (variant == 2) {  // scoring by keys: the blocks' mean keys are state too; with a stride,
+      c.mem_score = "keys";  // so is the last choice
       c.mem_skip_layers = 1;
+      c.mem_retrieve_every = 3;
     }
     if (disk) {
       c.mem_ram_mib = 0;  // every block goes to the file
@@ -496,6 +497,45 @@ TEST(InfLLMPolicy, ScoresByKeysWithTheCentredCosineOfMeanKeys) {
   EXPECT_GE(compared, 12);
 }
 
+TEST(InfLLMPolicy, ScoresAgainOnlyInBatchesHoldingAMultipleOfTheStride) {
+  const Shape shape;
+  MemoryConfig c = config(2, 10, 4, 2, 2, 3);
+  c.mem_retrieve_every = 5;
+  MemoryConfig every = c;
+  every.mem_retrieve_every = 1;
+  InfLLMPolicy p(c), ref(every);
+  Driver d(p, shape, 3), dr(ref, shape, 3);
+  std::mt19937 rng(6);
+  std::vector<float> q(3 * shape.q_dim());
+  std::vector<std::vector<int64_t>> last(kLayers);
+  int rescored = 0, kept = 0;
+  while (p.n_seen() < 300) {
+    const int n = 1 + static_cast<int>(rng() % 3);
+    const int64_t t0 = p.n_seen();
+    for (size_t e = 0; e < q.size(); ++e) q[e] = std::sin(0.21f * static_cast<float>(t0) + 1.1f * e);
+    d.feed(n, q.data());
+    dr.feed(n, q.data());
+    bool holds_multiple = false;
+    for (int64_t t = t0; t < t0 + n; ++t) holds_multiple |= t % 5 == 0;
+    for (int l = 0; l < kLayers; ++l) {
+      if (p.n_blocks() <= 2) {  // all blocks fit: nothing to score
+        last[l] = p.retrieved(l);
+        continue;
+      }
+      if (holds_multiple || last[l].empty()) {
+        EXPECT_EQ(p.retrieved(l), ref.retrieved(l)) << "at " << t0;  // scored as the stride-1 policy
+        ++rescored;
+      } else {
+        EXPECT_EQ(p.retrieved(l), last[l]) << "at " << t0;  // the last choice stands
+        ++kept;
+      }
+      last[l] = p.retrieved(l);
+    }
+  }
+  EXPECT_GT(rescored, 20);
+  EXPECT_GT(kept, 20);
+}
+
 TEST(InfLLMPolicy, RejectsBadSettings) {
   MemoryConfig c = config(4, 64, 16, 4, 4, 8);
   c.block_reps = 17;
@@ -523,6 +563,11 @@ TEST(InfLLMPolicy, RejectsBadSettings) {
   c.mem_key_window = 0;
   EXPECT_THROW(make_policy(c), Error);
   c.mem_key_window = 32;
+  c.mem_retrieve_every = 0;
+  EXPECT_THROW(make_policy(c), Error);
+  c.mem_retrieve_every = 8;
+  EXPECT_EQ(make_policy(c)->describe(), "infllm 4+60 top 4x16 r4 from layer 1 keys 32 every 8");
+  c.mem_retrieve_every = 1;
   // Capacity: sinks, top-k retrieved blocks, the window with a block's and a batch's slack.
   EXPECT_EQ(make_policy(c)->capacity(), 4 + 4 * 16 + 60 + 16 + 8);
 }

@@ -65,6 +65,11 @@ struct MemoryConfig {
   int mem_skip_layers = 1;
   std::string mem_score = "keys";
   int mem_key_window = 32;
+  // Blocks are scored again only in batches holding a multiple of mem_retrieve_every (1: every
+  // batch, as InfLLM); between, the blocks chosen last are attended again (already in the
+  // cache: nothing to copy). Scoring costs O(blocks held) per layer, so in one-token decoding
+  // deep into a stream a stride keeps the cost per token bounded.
+  int mem_retrieve_every = 1;
   int64_t mem_distance = 0;
   bool mem_compact = false;
   int64_t mem_ram_mib = 1024;
