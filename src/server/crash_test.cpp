@@ -1,7 +1,7 @@
 // Crash safety of sessions with a real `endless serve` process: a client appends numbered lines
 // (and now and then asks for a reply) while the server is killed with SIGKILL at random moments
 // and restarted, 25 times. Afterwards every acknowledged line is in the session, in order, exactly
-// once; and the restored session (snapshot + the log after it) generates exactly what a session
+// once, and every reply a client received is there too; and the restored session (snapshot + the log after it) generates exactly what a session
 // rebuilt from the whole log generates, so nothing was fed twice or lost from the model's memory.
 #include <gtest/gtest.h>
 
@@ -93,7 +93,9 @@ TEST(Crash, AcknowledgedAppendsSurviveKillNine) {
   Reply tr = get(c, "/v1/sessions/log/transcript");
   ASSERT_EQ(tr.status, 200) << tr.raw;
   std::vector<int> lines;
+  int reply_entries = 0;
   for (const auto& e : tr.body["entries"]) {
+    reply_entries += e["type"] == "reply";
     if (e["type"] != "append") continue;
     const std::string text = e["text"];
     ASSERT_TRUE(text.starts_with("line ") && text.ends_with("\n")) << text;
@@ -104,6 +106,9 @@ TEST(Crash, AcknowledgedAppendsSurviveKillNine) {
   for (int a : acked) EXPECT_TRUE(present.count(a)) << "acknowledged line " << a << " was lost";
   EXPECT_GE(acked.size(), 50u) << "too few appends to mean much";
   EXPECT_GT(replies, 0);
+  // A reply the client received in full was on disk before it was sent (a reply cut off by the
+  // crash may or may not be there).
+  EXPECT_GE(reply_entries, replies) << "an acknowledged reply was lost";
   std::printf("%d kills, %zu appends acknowledged, %zu lines in the session, %d replies\n", kills, acked.size(),
               lines.size(), replies);
 

@@ -19,19 +19,31 @@ Generation::Generation(GenerationParams params, int prompt_tokens) : params_(std
 
 Generation::Poll Generation::next(std::string& text, std::chrono::milliseconds timeout) {
   std::unique_lock lock(mu_);
-  cv_.wait_for(lock, timeout, [&] { return !unread_.empty() || finished_; });
+  const auto done = [&] { return finished_ && !held_for_disk_; };
+  cv_.wait_for(lock, timeout, [&] { return !unread_.empty() || done(); });
   if (!unread_.empty()) {
     text = std::move(unread_);
     unread_.clear();
     return Poll::Text;
   }
-  return finished_ ? Poll::Done : Poll::Timeout;
+  return done() ? Poll::Done : Poll::Timeout;
 }
 
 GenerationResult Generation::wait() {
   std::unique_lock lock(mu_);
-  cv_.wait(lock, [&] { return finished_; });
+  cv_.wait(lock, [&] { return finished_ && !held_for_disk_; });
   return result_;
+}
+
+void Generation::hold_for_disk() {
+  std::lock_guard lock(mu_);
+  held_for_disk_ = true;
+}
+
+void Generation::release_from_disk() {
+  std::lock_guard lock(mu_);
+  held_for_disk_ = false;
+  cv_.notify_all();
 }
 
 GenerationResult Generation::result() const {

@@ -75,6 +75,12 @@ class Generation {
   void cancel(const std::string& reason = "cancelled");  // stops at the next step
   bool finished() const;
 
+  // An owner that logs replies (a durable session) holds the generation before it finishes and
+  // releases it once the reply is on disk: until then consumers do not hear that it ended, so a
+  // reply a client has received in full is never one a crash can take back.
+  void hold_for_disk();
+  void release_from_disk();
+
   uint64_t id = 0;  // the session's number for it (0 for stateless requests)
 
  private:
@@ -89,6 +95,7 @@ class Generation {
   std::string unread_;
   GenerationResult result_;
   bool finished_ = false;
+  bool held_for_disk_ = false;
   std::string cancel_;
   std::chrono::steady_clock::time_point submitted_ = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point first_token_at_;

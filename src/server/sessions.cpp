@@ -158,7 +158,18 @@ void Session::generation_finished(Stream&, const std::shared_ptr<Generation>& g,
   const GenerationResult r = g->result();  // text and tokens are complete; it is not finished yet
   Json rec = {{"t", "reply"}, {"g", g->id}, {"text", r.text}, {"tokens", r.tokens}, {"finish_reason", reason}};
   auto self = shared_from_this();
-  sessions_->writer_.post([self, payload = rec.dump()] {
+  // The generation is released when the task is done with, whether it ran (the reply is synced,
+  // or the write failed) or was dropped: a waiting client never hangs on it.
+  struct DiskHold {
+    std::shared_ptr<Generation> g;
+    ~DiskHold() {
+      if (g) g->release_from_disk();
+    }
+  };
+  auto hold = std::make_shared<DiskHold>();
+  hold->g = g;
+  g->hold_for_disk();
+  sessions_->writer_.post([self, hold, payload = rec.dump()] {
     std::lock_guard lock(self->mu_);
     if (self->deleted_) return;
     try {
@@ -227,8 +238,12 @@ MemoryConfig Sessions::memory_from(const Json& cache) const {
   if (auto p = get_string(cache, "policy")) {
     const auto& names = policy_names();
     if (std::find(names.begin(), names.end(), *p) == names.end())
-      throw HttpError(400, cat("unknown cache policy '", *p, "' (known: full, window, sink, shift)"), "invalid_value",
+    {
+      std::string known;
+      for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
+      throw HttpError(400, cat("unknown cache policy '", *p, "' (known: ", known, ")"), "invalid_value",
                       "cache.policy");
+    }
     m.policy = *p;
   }
   const int64_t max = opt_.max_cache_tokens;
