@@ -44,6 +44,8 @@ void add_memory_policy_options(CLI::App& app, CacheOptions& o) {
   app.add_option("--sir-keep", o.sir_keep, "sirllm: tokens kept for their self-information (default: a quarter of the window)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
   app.add_option("--sir-decay", o.sir_decay, "sirllm: score decay at each turn boundary")->check(CLI::Range(0.0, 1.0));
+  app.add_option("--sir-decay-every", o.sir_decay_every, "sirllm: also end a turn (decay) every this many tokens (0: never)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
   app.add_option("--turn-marker", o.turn_marker, "sirllm: text that ends a turn (its tokens)");
   app.add_option("--block-size", o.block_size, "infllm: tokens per memory block")->check(CLI::Range(1, 65536));
   app.add_option("--block-reps", o.block_reps, "infllm: most-attended tokens averaged into a block's representative")
@@ -125,6 +127,7 @@ MemoryConfig memory_config(const CacheOptions& o, const ModelConfig& model, cons
   m.max_batch = o.batch;
   m.sir_keep = o.sir_keep;
   m.sir_decay = o.sir_decay;
+  m.sir_decay_every = o.sir_decay_every;
   if (!o.turn_marker.empty()) {
     if (tokenizer == nullptr) fail("--turn-marker is not supported here");
     m.turn_marker = tokenizer->encode(o.turn_marker, /*add_special=*/false);

@@ -28,6 +28,7 @@ struct CacheOptions {
   // sirllm
   int64_t sir_keep = -1;
   double sir_decay = 0.9;
+  int64_t sir_decay_every = 0;
   std::string turn_marker;  // text; tokenized with the model's tokenizer
   // infllm
   int block_size = 128;

@@ -28,7 +28,8 @@ std::unique_ptr<MemoryPolicy> make_policy(const MemoryConfig& c) {
   if (c.policy == "shift") return std::make_unique<ShiftPolicy>(c.n_ctx, c.n_keep, c.max_batch);
   if (c.policy == "sirllm") {
     const int64_t keep = c.sir_keep >= 0 ? c.sir_keep : std::max<int64_t>(0, (c.window - c.n_sink) / 4);
-    return std::make_unique<SirLLMPolicy>(c.n_sink, c.window, keep, c.sir_decay, c.turn_marker, c.max_batch);
+    return std::make_unique<SirLLMPolicy>(c.n_sink, c.window, keep, c.sir_decay, c.turn_marker, c.max_batch,
+                                          c.sir_decay_every);
   }
   if (c.policy == "infllm") return std::make_unique<InfLLMPolicy>(c);
   fail("unknown cache policy '", c.policy, "' (known: full, window, sink, shift, sirllm, infllm)");

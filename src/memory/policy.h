@@ -41,6 +41,11 @@ struct MemoryConfig {
   // MemoryPolicy::end_turn marks turns).
   int64_t sir_keep = -1;
   double sir_decay = 0.9;
+  // sirllm: also end a turn after every sir_decay_every tokens (0: never). A stream without turn
+  // boundaries never decays its scores, so the most surprising tokens ever seen stay forever;
+  // on text with noise (mis-encoded bytes, each surprising) that noise fills the kept set for good
+  // (docs/streaming.md). A token-count turn makes old surprise fade as new text comes.
+  int64_t sir_decay_every = 0;
   std::vector<int32_t> turn_marker;
 
   // infllm: evicted tokens in blocks of block_size, each represented per head by the mean key of

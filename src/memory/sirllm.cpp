@@ -11,11 +11,12 @@
 namespace endless {
 
 SirLLMPolicy::SirLLMPolicy(int n_sink, int64_t window, int64_t keep, double decay,
-                           std::vector<int32_t> marker, int max_batch)
+                           std::vector<int32_t> marker, int max_batch, int64_t decay_every)
     : n_sink_(n_sink),
       keep_(keep),
       recent_(window - n_sink - keep),
       decay_(decay),
+      decay_every_(decay_every),
       marker_(std::move(marker)),
       max_batch_(max_batch) {
   if (n_sink < 0) fail("sirllm cache: the number of sink tokens must not be negative");
@@ -25,6 +26,7 @@ SirLLMPolicy::SirLLMPolicy(int n_sink, int64_t window, int64_t keep, double deca
          ") plus the kept tokens (", keep, ")");
   if (!(decay > 0 && decay <= 1)) fail("sirllm cache: the decay must be in (0, 1], got ", decay);
   if (max_batch < 1) fail("sirllm cache: batch size must be positive");
+  if (decay_every < 0) fail("sirllm cache: the decay interval must not be negative");
   k0_ = n_sink_;
   l0_ = k0_ + 2 * keep_;
   region_first_ = next_candidate_ = n_sink_;
@@ -34,7 +36,8 @@ SirLLMPolicy::SirLLMPolicy(int n_sink, int64_t window, int64_t keep, double deca
 }
 
 std::string SirLLMPolicy::describe() const {
-  return cat("sirllm ", n_sink_, "+", keep_, "+", recent_, " decay ", decay_);
+  return cat("sirllm ", n_sink_, "+", keep_, "+", recent_, " decay ", decay_,
+             decay_every_ > 0 ? cat(" every ", decay_every_) : std::string());
 }
 
 int64_t SirLLMPolicy::retained() const {
@@ -183,13 +186,18 @@ void SirLLMPolicy::observe_tokens(const int32_t* ids, int n) {
   batch_turn_.resize(n);
   for (int i = 0; i < n; ++i) {
     batch_turn_[i] = turns_;
-    if (marker_.empty()) continue;
-    tail_.push_back(ids[i]);
-    if (tail_.size() > marker_.size()) tail_.erase(tail_.begin());
-    if (tail_ == marker_) {
-      end_turn();  // the marker closes the turn it belongs to
-      tail_.clear();
+    // observe_tokens comes before begin_batch: n_seen_ is the batch's first position.
+    const bool interval_ends = decay_every_ > 0 && (n_seen_ + i + 1) % decay_every_ == 0;
+    if (!marker_.empty()) {
+      tail_.push_back(ids[i]);
+      if (tail_.size() > marker_.size()) tail_.erase(tail_.begin());
+      if (tail_ == marker_) {
+        end_turn();  // the marker closes the turn it belongs to
+        tail_.clear();
+        continue;  // one turn ends here, not two
+      }
     }
+    if (interval_ends) end_turn();
   }
 }
 

@@ -196,6 +196,35 @@ TEST(SirLLMPolicy, MarkerEndsTurns) {
   EXPECT_FLOAT_EQ(p.score(3), 1.0f);
 }
 
+TEST(SirLLMPolicy, ATurnEndsEveryDecayIntervalOfTokens) {
+  // Turns end after stream positions 2, 5, 8, ... (every 3 tokens), whatever the batches.
+  SirLLMPolicy p(0, 20, 4, 0.5, {}, 8, 3);
+  EXPECT_EQ(p.describe(), "sirllm 0+4+16 decay 0.5 every 3");
+  KVStore store(1, 2, p.capacity(), TensorType::F32);
+  std::vector<int64_t> slots(8);
+  std::vector<double> pos(8);
+  const int32_t ids[8] = {};
+  for (int n : {2, 1, 4, 2}) {  // positions [0, 2), [2, 3), [3, 7), [7, 9)
+    p.observe_tokens(ids, n);
+    p.begin_batch(n, store, slots.data(), pos.data());
+    p.end_batch(n);
+  }
+  EXPECT_EQ(p.turns(), 3);
+  // Token 1 (turn 0) is decayed three times, token 4 (turn 1) twice, token 8 (turn 2, which it
+  // closes) once.
+  const float nll[9] = {8, 8, 8, 8, 8, 8, 8, 8, 8};
+  p.observe_nll(0, nll, 9);
+  EXPECT_FLOAT_EQ(p.score(1), 1.0f);
+  EXPECT_FLOAT_EQ(p.score(4), 2.0f);
+  EXPECT_FLOAT_EQ(p.score(8), 4.0f);
+  // A marker and the interval ending on the same token end one turn.
+  SirLLMPolicy q(0, 20, 4, 0.5, {7}, 8, 2);
+  const int32_t m[2] = {1, 7};
+  q.observe_tokens(m, 2);
+  EXPECT_EQ(q.turns(), 1);
+  EXPECT_THROW(SirLLMPolicy(0, 20, 4, 0.5, {}, 8, -1), Error);
+}
+
 TEST(SirLLMPolicy, SnapshotStateRoundTrips) {
   Stream s;
   s.raw = [](int64_t q) { return static_cast<float>((q * 13) % 11); };

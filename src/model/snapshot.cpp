@@ -115,6 +115,7 @@ void save_sequence(const Sequence& seq, const ModelConfig& model, const std::str
   o.str(c.mem_score);
   o.put<int32_t>(c.mem_key_window);
   o.put<int32_t>(c.mem_retrieve_every);
+  o.put<int64_t>(c.sir_decay_every);
   const auto state = seq.policy->save_state();
   o.put<uint32_t>(static_cast<uint32_t>(state.size()));
   for (int64_t v : state) o.put<int64_t>(v);
@@ -177,6 +178,7 @@ std::unique_ptr<Sequence> load_sequence(const Engine& engine, const std::string&
     c.mem_score = in.str(16);
     c.mem_key_window = in.get<int32_t>();
     c.mem_retrieve_every = in.get<int32_t>();
+    c.sir_decay_every = in.get<int64_t>();
   } else {  // what infllm did before these settings existed
     c.mem_skip_layers = 0;
     c.mem_score = "query";
