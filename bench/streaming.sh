@@ -31,6 +31,38 @@ for step in $STEPS; do
     # Compare segments past the first 1,024 tokens, where both windows are full (CPU time per token).
     speed)     run speed-sink-1024      --cache sink --sink 4 --window 1024 -b 1 --max-tokens 3000 --segment 500
                run speed-recompute-1024 --cache recompute --window 1024 --max-tokens 1300 --segment 100 ;;
+    # Remembering what the window forgot (docs/streaming.md, last section). infllm at the recall
+    # benchmark's settings (two blocks of 64, memory 150 tokens from the query) over 1M tokens,
+    # blocks spilled to a memory file (1 MiB of blocks in RAM), and over 10,000 tokens for the
+    # peak-RSS comparison; sirllm beside sink's first 200,000.
+    infllm-1M)  rm -rf "$OUT/mem-1M"; mkdir -p "$OUT/mem-1M"
+                run infllm-1M  --cache infllm --sink 4 --window 512 --block-size 64 --block-topk 2 --mem-distance 150 --repeat 3 \
+                  --max-tokens 1000000 --segment 10000 --memory-dir "$OUT/mem-1M" --mem-ram 1 ;;
+    infllm-10k) rm -rf "$OUT/mem-10k"; mkdir -p "$OUT/mem-10k"
+                run infllm-10k --cache infllm --sink 4 --window 512 --block-size 64 --block-topk 2 --mem-distance 150 \
+                  --max-tokens 10000 --segment 1000 --memory-dir "$OUT/mem-10k" --mem-ram 1 ;;
+    sirllm)     run sirllm-200k --cache sirllm --sink 4 --window 512 --repeat 3 --max-tokens 200000 --segment 10000
+                run sirllm-32-200k --cache sirllm --sir-keep 32 --sink 4 --window 512 --repeat 3 --max-tokens 200000 --segment 10000
+                run sirllm-e64-200k --cache sirllm --sir-decay-every 64 --sink 4 --window 512 --repeat 3 --max-tokens 200000 --segment 10000 ;;
+    # Decode cost at the same local window, side by side in one run, one token per pass (CPU time
+    # per segment in the CSV: tokens_per_cpu_second).
+    speed-memory) run speed-memory --cache sink,infllm,sirllm --sink 4 --window 512 --block-size 64 --block-topk 2 --mem-distance 150 \
+                    -b 1 --max-tokens 4000 --segment 1000 ;;
+    # Deeper one-token decoding: 200,000 tokens, blocks scored every 16 tokens, beside sink.
+    speed-memory-deep) run speed-memory-deep --cache sink,infllm --sink 4 --window 512 --block-size 64 --block-topk 2 \
+                    --mem-distance 150 --mem-retrieve-every 16 -b 1 --max-tokens 200000 --segment 20000 ;;
+    # Repeat-after-gap (endless eval recall), 40 passages each: infllm vs sink vs a distractor.
+    recall)     for gap in 600 2000; do
+                  "$BIN" eval recall -m "$MODEL" -f "$TEXT" -t 1 --cache infllm --sink 4 --window 512 \
+                    --block-size 64 --block-topk 2 --mem-distance 150 --gap $gap --passages 40 \
+                    --csv "$OUT/recall-g$gap.csv" > "$OUT/recall-g$gap.txt" 2>/dev/null
+                  tail -n 3 "$OUT/recall-g$gap.txt"
+                done ;;
+    # The same with InfLLM's original scoring in every layer (the starting point).
+    recall-query) "$BIN" eval recall -m "$MODEL" -f "$TEXT" -t 1 --cache infllm --sink 4 --window 512 \
+                    --block-size 64 --block-topk 2 --mem-score query --mem-skip-layers 0 --gap 600 --passages 40 \
+                    > "$OUT/recall-query-g600.txt" 2>/dev/null
+                  tail -n 3 "$OUT/recall-query-g600.txt" ;;
     plot)      gnuplot -e "out='$OUT'" bench/streaming.gp ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
