@@ -105,10 +105,12 @@ void attend_token(const ModelConfig& c, const Rope& rope, TokenScratch& t, const
   }
 }
 
-}  // namespace
-
-void Engine::attention_fast(int layer, const BatchPart& part, const float* q, float* out) {
-  const ModelConfig& c = config();
+// One part's attention. `for_range(n, fn)` runs fn(begin, end) over [0, n): across the pool when
+// the part has the machine to itself, on the calling thread when parts run side by side. Either
+// way every token's numbers are the same (attend_token does not depend on who runs it).
+template <typename ForRange>
+void attend_part(const ModelConfig& c, const Rope& rope, int layer, const BatchPart& part, const float* q,
+                 float* out, std::vector<float>& kt, std::vector<float>& vf, ForRange&& for_range) {
   const int n = static_cast<int>(part.tokens.size());
   const int kv_dim = c.kv_dim();
   const KVStore& store = part.seq->store;
@@ -132,31 +134,57 @@ void Engine::attention_fast(int layer, const BatchPart& part, const float* q, fl
   const int64_t m = hi - lo;
 
   // Keys transposed and values converted, once for the whole batch.
-  if (kt_.size() < static_cast<size_t>(m * kv_dim)) kt_.resize(m * kv_dim);
-  if (vf_.size() < static_cast<size_t>(m * kv_dim)) vf_.resize(m * kv_dim);
-  pool_.parallel_for(m, [&](int64_t begin, int64_t end) {
+  if (kt.size() < static_cast<size_t>(m * kv_dim)) kt.resize(m * kv_dim);
+  if (vf.size() < static_cast<size_t>(m * kv_dim)) vf.resize(m * kv_dim);
+  for_range(m, [&](int64_t begin, int64_t end) {
     std::vector<float> row(kv_dim);
     for (int64_t j = begin; j < end; ++j) {
       const int64_t slot = lo + j;
       if (f16) {
         kernels::fp16_to_fp32_row(reinterpret_cast<const uint16_t*>(store.key(layer, slot)), row.data(), kv_dim);
         kernels::fp16_to_fp32_row(reinterpret_cast<const uint16_t*>(store.value(layer, slot)),
-                                  vf_.data() + j * kv_dim, kv_dim);
+                                  vf.data() + j * kv_dim, kv_dim);
       } else {
         std::memcpy(row.data(), store.key(layer, slot), kv_dim * sizeof(float));
-        std::memcpy(vf_.data() + j * kv_dim, store.value(layer, slot), kv_dim * sizeof(float));
+        std::memcpy(vf.data() + j * kv_dim, store.value(layer, slot), kv_dim * sizeof(float));
       }
-      for (int d = 0; d < kv_dim; ++d) kt_[static_cast<size_t>(d) * m + j] = row[d];
+      for (int d = 0; d < kv_dim; ++d) kt[static_cast<size_t>(d) * m + j] = row[d];
     }
   });
 
-  pool_.parallel_for(n, [&](int64_t begin, int64_t end) {
+  for_range(n, [&](int64_t begin, int64_t end) {
     TokenScratch scratch;
     for (int64_t i = begin; i < end; ++i) {
       policy.spans(layer, static_cast<int>(i), scratch.spans);
-      attend_token(c, rope_, scratch, q + i * c.q_dim(), kt_.data(), vf_.data(), m, lo, f16,
+      attend_token(c, rope, scratch, q + i * c.q_dim(), kt.data(), vf.data(), m, lo, f16,
                    out + i * c.q_dim(), observer, layer, static_cast<int>(i));
     }
+  });
+}
+
+}  // namespace
+
+void Engine::attention_fast(int layer, const BatchPart& part, const float* q, float* out) {
+  attend_part(config(), rope_, layer, part, q, out, kt_, vf_,
+              [&](int64_t n, auto&& fn) { pool_.parallel_for(n, fn); });
+}
+
+void Engine::attention_fast_parts(int layer, std::span<const BatchPart> parts, const float* q, float* out) {
+  const ModelConfig& c = config();
+  std::vector<int64_t> first(parts.size() + 1, 0);  // each part's first row
+  for (size_t p = 0; p < parts.size(); ++p) first[p + 1] = first[p] + static_cast<int64_t>(parts[p].tokens.size());
+  if (part_kt_.size() < static_cast<size_t>(pool_.size())) {
+    part_kt_.resize(pool_.size());
+    part_vf_.resize(pool_.size());
+  }
+  // Whole parts to each thread, each with its own scratch; a part's tokens on that one thread.
+  pool_.run([&](int t) {
+    const int64_t np = static_cast<int64_t>(parts.size());
+    for (int64_t p = np * t / pool_.size(); p < np * (t + 1) / pool_.size(); ++p)
+      attend_part(c, rope_, layer, parts[p], q + first[p] * c.q_dim(), out + first[p] * c.q_dim(), part_kt_[t],
+                  part_vf_[t], [](int64_t n, auto&& fn) {
+                    if (n > 0) fn(int64_t{0}, n);
+                  });
   });
 }
 

@@ -197,8 +197,20 @@ const std::vector<float>& Engine::forward(std::span<const BatchPart> parts) {
       for (const auto& p : parts) {
         p.seq->policy->before_attention(l, q_.data() + row * c.q_dim(), static_cast<int>(p.tokens.size()),
                                         p.seq->store);
-        attention(l, p, q_.data() + row * c.q_dim(), att_.data() + row * c.q_dim());
         row += static_cast<int64_t>(p.tokens.size());
+      }
+      // Several parts with fewer tokens each than threads (several sequences decoding): one part
+      // per thread at a time. Otherwise one part at a time, its tokens spread over the threads.
+      bool side_by_side = !reference_ && parts.size() > 1 && pool_.size() > 1;
+      for (const auto& p : parts) side_by_side = side_by_side && static_cast<int>(p.tokens.size()) < pool_.size();
+      if (side_by_side) {
+        attention_fast_parts(l, parts, q_.data(), att_.data());
+      } else {
+        row = 0;
+        for (const auto& p : parts) {
+          attention(l, p, q_.data() + row * c.q_dim(), att_.data() + row * c.q_dim());
+          row += static_cast<int64_t>(p.tokens.size());
+        }
       }
     }
     matmul(L.wo, att_.data(), n, xb_.data());

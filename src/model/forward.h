@@ -57,6 +57,9 @@ class Engine {
   void attention(int layer, const BatchPart& part, const float* q, float* out);
   void attention_reference(int layer, const BatchPart& part, const float* q, float* out);
   void attention_fast(int layer, const BatchPart& part, const float* q, float* out);
+  // The fast path for many small parts (decoding several sequences): whole parts run side by
+  // side, one thread each, instead of one part at a time spread over threads that mostly wait.
+  void attention_fast_parts(int layer, std::span<const BatchPart> parts, const float* q, float* out);
 
   std::shared_ptr<const Model> model_;
   Rope rope_;
@@ -65,6 +68,7 @@ class Engine {
   std::vector<float> x_, xb_, q_, k_, v_, att_, ffa_, ffb_, logits_, all_logits_;
   std::vector<uint8_t> act_;
   std::vector<float> kt_, vf_;  // fast attention: keys transposed, values as floats
+  std::vector<std::vector<float>> part_kt_, part_vf_;  // the same, per thread, for parts side by side
   bool reference_ = false;
   std::vector<int64_t> slots_;
   std::vector<double> key_pos_;

@@ -81,6 +81,56 @@ TEST(Forward, ManySequencesInOneBatchEqualEachAlone) {
   EXPECT_LT(max_abs_diff(std::span(together).subspan(V), alone2), 1e-5f);
 }
 
+// Several sequences decoding together (one token each, so their attention runs side by side,
+// one part per thread) give exactly what the reference attention gives on the same batches, and
+// what each sequence gives alone, after their sink caches have evicted. (Q8_0 weights: a token's
+// row of a quantized product does not depend on the other rows, so "alone" is bit for bit too.)
+TEST(Forward, SequencesDecodingSideBySideEqualReference) {
+  TinyModelSpec spec;
+  spec.type = TensorType::Q8_0;
+  auto model = tiny(spec, "side-by-side");
+  Engine fast(model, 2), ref(model, 2), alone(model, 2);
+  fast.set_reference(false);
+  ref.set_reference(true);
+  alone.set_reference(false);
+  MemoryConfig m;
+  m.policy = "sink";
+  m.n_sink = 2;
+  m.window = 16;
+  m.max_batch = 8;
+  m.kv_type = TensorType::F16;
+  const int n_seq = 5;
+  std::vector<std::unique_ptr<Sequence>> a, b, c;
+  std::vector<std::vector<int32_t>> prompts;
+  for (int s = 0; s < n_seq; ++s) {
+    prompts.push_back(random_tokens(11 + 3 * s, spec.vocab, 40 + s));  // different lengths
+    a.push_back(fast.new_sequence(m));
+    b.push_back(ref.new_sequence(m));
+    c.push_back(alone.new_sequence(m));
+    fast.eval(*a.back(), prompts.back(), false);
+    ref.eval(*b.back(), prompts.back(), false);
+    alone.eval(*c.back(), prompts.back(), false);
+  }
+  const size_t V = spec.vocab;
+  for (int step = 0; step < 12; ++step) {
+    std::vector<std::vector<int32_t>> next(n_seq);
+    std::vector<BatchPart> pa, pb;
+    for (int s = 0; s < n_seq; ++s) {
+      next[s] = {static_cast<int32_t>((step * 7 + s * 13) % spec.vocab)};
+      pa.push_back({a[s].get(), next[s], false});
+      pb.push_back({b[s].get(), next[s], false});
+    }
+    const std::vector<float> la = fast.forward(pa);
+    const std::vector<float> lb = ref.forward(pb);
+    ASSERT_EQ(la.size(), V * n_seq);
+    EXPECT_EQ(la, lb) << "step " << step;
+    for (int s = 0; s < n_seq; ++s) {
+      const std::vector<float> lc = alone.eval(*c[s], next[s], false);
+      EXPECT_TRUE(std::equal(lc.begin(), lc.end(), la.begin() + s * V)) << "step " << step << " seq " << s;
+    }
+  }
+}
+
 // The StreamingLLM exactness property: after any number of evictions, the sink cache's logits
 // equal a fresh dense computation over the retained tokens at compacted positions. With one layer
 // a token's key and value do not depend on its context, so the dense recomputation must agree to
