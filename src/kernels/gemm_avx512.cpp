@@ -341,7 +341,7 @@ void tile_q32(int64_t nb, const typename Rows::Block* w, int64_t ws, const PairB
 
 constexpr int kQuantRQ = 4;  // decode: row pairs per pass
 constexpr int kQuantRM = 4;  // prefill tile: rows
-constexpr int kQuantRP = 3;  // prefill tile: token pairs
+constexpr int kQuantRP = 4;  // prefill tile: token pairs (4 x 4 accumulators + 8 row registers of 32)
 
 template <typename Rows>
 void gemv_q32_rows(const void* w, int64_t n_in, const PairBlock* y, float* out, int64_t r0, int64_t r1) {
@@ -370,10 +370,10 @@ using QuantTileFn = void (*)(int64_t, const typename Rows::Block*, int64_t, cons
 template <typename Rows>
 struct QuantTiles {
   QuantTileFn<Rows> fn[kQuantRM][kQuantRP] = {
-      {tile_q32<Rows, 1, 1>, tile_q32<Rows, 1, 2>, tile_q32<Rows, 1, 3>},
-      {tile_q32<Rows, 2, 1>, tile_q32<Rows, 2, 2>, tile_q32<Rows, 2, 3>},
-      {tile_q32<Rows, 3, 1>, tile_q32<Rows, 3, 2>, tile_q32<Rows, 3, 3>},
-      {tile_q32<Rows, 4, 1>, tile_q32<Rows, 4, 2>, tile_q32<Rows, 4, 3>},
+      {tile_q32<Rows, 1, 1>, tile_q32<Rows, 1, 2>, tile_q32<Rows, 1, 3>, tile_q32<Rows, 1, 4>},
+      {tile_q32<Rows, 2, 1>, tile_q32<Rows, 2, 2>, tile_q32<Rows, 2, 3>, tile_q32<Rows, 2, 4>},
+      {tile_q32<Rows, 3, 1>, tile_q32<Rows, 3, 2>, tile_q32<Rows, 3, 3>, tile_q32<Rows, 3, 4>},
+      {tile_q32<Rows, 4, 1>, tile_q32<Rows, 4, 2>, tile_q32<Rows, 4, 3>, tile_q32<Rows, 4, 4>},
   };
 };
 
