@@ -92,6 +92,10 @@ class MemoryPolicy {
   virtual int64_t capacity() const = 0;
   // Tokens whose keys and values are held now.
   virtual int64_t retained() const = 0;
+  // The most tokens one batch may bring, when the policy allows fewer than its config's
+  // max_batch (shift with a small context); Engine::new_sequence lowers the sequence's max_batch
+  // to it, so everything that splits by that splits right.
+  virtual int batch_limit() const { return INT32_MAX; }
 
   // Makes room for n new tokens (n <= max_batch), moving stored slots if it compacts, and gives
   // each new token its slot and the position its key is rotated at. Throws Error when a policy

@@ -13,6 +13,7 @@ class ShiftPolicy final : public MemoryPolicy {
   ShiftPolicy(int64_t n_ctx, int64_t n_keep, int max_batch);
   std::string describe() const override;
   int64_t capacity() const override { return n_ctx_; }
+  int batch_limit() const override { return max_batch_; }
   int64_t retained() const override { return used_; }
   void begin_batch(int n, KVStore& store, int64_t* slots, double* key_pos) override;
   void spans(int layer, int i, std::vector<Span>& out) const override;

@@ -41,6 +41,7 @@ std::unique_ptr<Sequence> Engine::new_sequence(const MemoryConfig& memory) const
   seq->config = memory;
   seq->policy = make_policy(memory);
   seq->policy->set_model(config().rope, config().n_layers, config().n_heads, config().n_kv_heads);
+  seq->config.max_batch = std::min(seq->config.max_batch, seq->policy->batch_limit());
   seq->store = KVStore(config().n_layers, config().kv_dim(), seq->policy->capacity(), memory.kv_type);
   return seq;
 }
@@ -267,7 +268,7 @@ const std::vector<float>& Engine::eval(Sequence& seq, std::span<const int32_t> t
   all_logits_.clear();
   for (size_t i = 0; i < tokens.size(); i += step) {
     const size_t len = std::min(step, tokens.size() - i);
-    BatchPart part{&seq, tokens.subspan(i, len), all_logits || i + len == tokens.size()};
+    BatchPart part{&seq, tokens.subspan(i, len), all_logits};  // without all_logits: the last token's row
     const auto& l = forward(std::span(&part, 1));
     if (all_logits) all_logits_.insert(all_logits_.end(), l.begin(), l.end());
     else if (i + len == tokens.size()) all_logits_ = l;

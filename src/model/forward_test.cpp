@@ -164,6 +164,26 @@ TEST(Forward, SinkEqualsDenseOverRetainedTokens) {
   EXPECT_EQ(seq->policy->retained(), W);
 }
 
+// A shift cache of 64 tokens takes at most 64 - keep tokens per batch; a longer prompt with the
+// default batch size is split to fit, not refused.
+TEST(Forward, ShiftCacheSplitsBatchesLargerThanItCanTake) {
+  TinyModelSpec spec;
+  auto model = tiny(spec, "shift-batch");
+  Engine engine(model, 1);
+  MemoryConfig m;
+  m.policy = "shift";
+  m.n_ctx = 64;
+  m.n_keep = 4;
+  m.max_batch = 512;
+  auto seq = engine.new_sequence(m);
+  EXPECT_EQ(seq->config.max_batch, 60);
+  const auto tokens = random_tokens(300, spec.vocab, 5);
+  const std::vector<float> logits = engine.eval(*seq, tokens, false);
+  EXPECT_EQ(logits.size(), static_cast<size_t>(spec.vocab));
+  EXPECT_EQ(seq->policy->n_seen(), 300);
+  EXPECT_LE(seq->policy->retained(), 64);
+}
+
 TEST(Forward, FullCacheRefusesToOverflow) {
   TinyModelSpec spec;
   auto model = tiny(spec, "overflow");

@@ -82,7 +82,7 @@ StreamEvalResult stream_perplexity(Engine& engine, const TokenAt& token_at, int6
     auto seq = engine.new_sequence(o.memory);
     r.policy = seq->policy->describe();
     r.cache_bytes = seq->store.bytes();
-    const int64_t step = std::max(1, o.memory.max_batch);
+    const int64_t step = std::max(1, seq->config.max_batch);  // the policy may allow fewer
     std::vector<float> nll;
     for (int64_t b = 0; b < total; b += step) {
       const int64_t n = std::min(step, total - b);
