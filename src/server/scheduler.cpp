@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <limits>
 
+#include "runtime/perplexity.h"
 #include "server/metrics.h"
 
 namespace endless::server {
@@ -477,13 +478,37 @@ void Scheduler::finish_locked(Stream& s, const std::shared_ptr<Generation>& g, c
   }
 }
 
+// The NLL of every token just fed, from the logits that predicted it (the previous step's last
+// row for the first), handed to the policy: what FeedbackEval does outside the server.
+void Scheduler::feed_nll_locked(Stream& s, const std::vector<int32_t>& tokens, const float* rows) {
+  const size_t V = static_cast<size_t>(engine_.config().n_vocab);
+  MemoryPolicy& policy = *s.seq_->policy;
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  const int64_t first = policy.n_seen() - n;  // the step has counted them already
+  if (s.last_logits_.size() == V) {
+    const float nll = static_cast<float>(token_nll(s.last_logits_, tokens[0]));
+    policy.observe_nll(first, &nll, 1);
+  }
+  std::vector<float> nll;
+  for (int64_t j = 0; j + 1 < n; ++j)
+    nll.push_back(static_cast<float>(token_nll(std::span(rows + j * V, V), tokens[j + 1])));
+  if (!nll.empty()) policy.observe_nll(first + 1, nll.data(), static_cast<int>(nll.size()));
+  s.last_logits_.assign(rows + (n - 1) * V, rows + n * V);
+}
+
 void Scheduler::after_step_locked(const std::vector<Part>& parts, const std::vector<float>& logits) {
   const int64_t n_vocab = engine_.config().n_vocab;
+  size_t first_row = 0;  // a part has one row of logits, or one per token when its policy wants NLL
   for (size_t i = 0; i < parts.size(); ++i) {
     const Part& p = parts[i];
     Stream& s = *p.stream;
+    const bool every_row = s.seq_->policy->wants_nll();
+    const size_t n_rows = every_row ? p.tokens.size() : 1;
+    const float* rows = logits.data() + first_row * n_vocab;
+    first_row += n_rows;
     if (s.removed_) continue;
-    const std::span<const float> row(logits.data() + i * n_vocab, static_cast<size_t>(n_vocab));
+    if (every_row) feed_nll_locked(s, p.tokens, rows);
+    const std::span<const float> row(rows + (n_rows - 1) * n_vocab, static_cast<size_t>(n_vocab));
     s.fed_ += static_cast<int64_t>(p.tokens.size());
     s.retained_ = s.seq_->policy->retained();
     note_tokens_locked(s, p.tokens.data(), p.tokens.size());
@@ -563,7 +588,8 @@ void Scheduler::loop() {
     batch.clear();
     int n_tokens = 0;
     for (const auto& p : parts) {
-      batch.push_back({p.stream->seq_.get(), p.tokens, false});
+      // A policy that scores tokens by their NLL (sirllm) needs every token's logits.
+      batch.push_back({p.stream->seq_.get(), p.tokens, p.stream->seq_->policy->wants_nll()});
       n_tokens += static_cast<int>(p.tokens.size());
     }
     const auto t0 = clock_type::now();

@@ -155,6 +155,9 @@ class Stream {
   int32_t last_token_ = -1;     // last token of the stream (fed or not)
   int64_t total_ = 0;
   int64_t fed_ = 0, retained_ = 0;
+  // For policies that score tokens by their NLL (sirllm): the logits of the last token fed, which
+  // predict the next one, as FeedbackEval keeps them for run and stream.
+  std::vector<float> last_logits_;
 };
 
 struct SchedulerOptions {
@@ -211,6 +214,7 @@ class Scheduler {
     std::shared_ptr<Generation> sample_for;  // logits of the last token start/continue this
   };
   void loop();
+  void feed_nll_locked(Stream& s, const std::vector<int32_t>& tokens, const float* rows);
   bool has_work_locked() const;
   bool plan_locked(Stream& s, int budget, Part& part);
   void after_step_locked(const std::vector<Part>& parts, const std::vector<float>& logits);

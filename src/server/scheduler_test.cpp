@@ -9,6 +9,7 @@
 #include <cstring>
 #include <random>
 
+#include "runtime/policy_feedback.h"
 #include "server/metrics.h"
 #include "test_support.h"
 #include "tiny_model.h"
@@ -237,6 +238,33 @@ TEST(Scheduler, StreamsContinueExactly) {
     EXPECT_EQ(stats.tokens_in_memory, std::min<int64_t>(stats.tokens_fed, 40));
     EXPECT_EQ(stats.state, "idle");
   }
+}
+
+// A sirllm stream in the server scores its tokens as run and stream do: after the same tokens in
+// the same chunks, its policy state (retained tokens and their NLL scores) equals that of a
+// sequence fed through FeedbackEval.
+TEST(Scheduler, SirllmStreamsGetEveryTokensNll) {
+  Fixture f = tiny("sched-sirllm", TensorType::Q8_0);
+  Scheduler s(*f.engine, *f.tok, {.parallel = 3, .batch_tokens = 16, .chunk = 5}, nullptr);
+  s.start();
+  MemoryConfig mem;
+  mem.policy = "sirllm";
+  mem.n_sink = 2;
+  mem.window = 24;
+  mem.sir_keep = 8;
+  mem.max_batch = 5;
+  const std::vector<int32_t> stream = random_tokens(121, 33);
+  auto st = s.add_stream(f.engine->new_sequence(mem), stream, static_cast<int64_t>(stream.size()), nullptr);
+  ASSERT_TRUE(s.wait_idle(std::chrono::seconds(30)));
+  std::vector<int64_t> served;
+  s.with_sequence(*st, [&](const Sequence& seq) { served = seq.policy->save_state(); });
+
+  auto seq = f.engine->new_sequence(mem);
+  FeedbackEval feed;
+  const std::span<const int32_t> fed(stream.data(), stream.size() - 1);  // the last token waits
+  for (size_t i = 0; i < fed.size(); i += 5) feed.eval(*f.engine, *seq, fed.subspan(i, std::min<size_t>(5, fed.size() - i)));
+  EXPECT_EQ(served, seq->policy->save_state());
+  s.stop();
 }
 
 TEST(Scheduler, InterruptStopsTheGenerationAndKeepsItsTokens) {
