@@ -517,7 +517,7 @@ void InfLLMPolicy::load_state(const std::vector<int64_t>& s) {
     for (int l = 0; l < n_layers_; ++l) {
       bytes(buf);
       if (buf.size() != g.layer_bytes()) bad();
-      std::memcpy(block.data() + l * g.layer_bytes(), buf.data(), buf.size());
+      if (!buf.empty()) std::memcpy(block.data() + l * g.layer_bytes(), buf.data(), buf.size());
     }
     blocks_->append(block.data());
   }
@@ -529,12 +529,12 @@ void InfLLMPolicy::load_state(const std::vector<int64_t>& s) {
     const size_t want_reps = by_keys_ ? 0 : static_cast<size_t>(n_blocks - rep_base_);
     if (buf.size() % (per * sizeof(float)) != 0 || buf.size() / (per * sizeof(float)) != want_reps) bad();
     rep_[l].resize(buf.size() / sizeof(float));
-    std::memcpy(rep_[l].data(), buf.data(), buf.size());
+    if (!buf.empty()) std::memcpy(rep_[l].data(), buf.data(), buf.size());  // empty: data() may be null
     if (by_keys_) {
       bytes(buf);
       if (buf.size() != static_cast<size_t>(n_blocks - rep_base_) * kv_dim_ * sizeof(float)) bad();
       mean_[l].resize(buf.size() / sizeof(float));
-      std::memcpy(mean_[l].data(), buf.data(), buf.size());
+      if (!buf.empty()) std::memcpy(mean_[l].data(), buf.data(), buf.size());
     }
     for (int64_t& b : slot_block_[l]) {
       b = next();
