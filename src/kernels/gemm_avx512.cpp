@@ -162,8 +162,49 @@ void gemm_float_rows(const Tiles& tiles, const Elem* w, int64_t n_in, int64_t n_
 
 thread_local std::vector<float> t_float_act;
 
+// Decode of F32 rows (one token): ggml's vec_dot arithmetic for each row exactly as
+// dot_avx512.cpp's vec_float computes it (four accumulators of sixteen lanes over each 64
+// elements, (a0 + a2) + (a1 + a3), reduced), but R rows at a time, so R weight streams are in
+// flight instead of one: decode is a read of the weights, and one stream does not saturate the
+// memory system. Rows must be a multiple of 64 long (no tail).
+template <typename Elem>
+inline __m512 load16(const Elem* p, int64_t i) {
+  if constexpr (sizeof(Elem) == 4) return _mm512_loadu_ps(reinterpret_cast<const float*>(p) + i);
+  else return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)));
+}
+
+template <typename Elem, int R>
+void gemv_float(int64_t n, const Elem* w, int64_t row_stride, const Elem* x, float* out) {
+  __m512 acc[R][4];
+  for (int r = 0; r < R; ++r)
+    for (auto& a : acc[r]) a = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 64) {
+    for (int j = 0; j < 4; ++j) {
+      const __m512 xv = load16<Elem>(x, i + 16 * j);
+      for (int r = 0; r < R; ++r)
+        acc[r][j] = _mm512_fmadd_ps(load16<Elem>(w + r * row_stride, i + 16 * j), xv, acc[r][j]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    const __m512 a = _mm512_add_ps(_mm512_add_ps(acc[r][0], acc[r][2]), _mm512_add_ps(acc[r][1], acc[r][3]));
+    out[r] = _mm512_reduce_add_ps(a);
+  }
+}
+
+template <typename Elem>
+void gemv_float_rows(const Elem* w, int64_t n_in, const Elem* x, float* y, int64_t r0, int64_t r1) {
+  constexpr int kRows = 8;
+  int64_t r = r0;
+  for (; r + kRows <= r1; r += kRows) gemv_float<Elem, kRows>(n_in, w + r * n_in, n_in, x, y + r);
+  for (; r < r1; ++r) gemv_float<Elem, 1>(n_in, w + r * n_in, n_in, x, y + r);
+}
+
 bool float_gemm(TensorType type, const void* w, int64_t n_in, int64_t n_out, const void* act,
                 int64_t n_tokens, float* y, int64_t r0, int64_t r1) {
+  if (n_tokens == 1 && type == TensorType::F32) {
+    gemv_float_rows(static_cast<const float*>(w), n_in, static_cast<const float*>(act), y, r0, r1);
+    return true;
+  }
   switch (type) {
     case TensorType::F32: {
       static const FloatTiles<float, float, F32Tile> tiles;
@@ -750,7 +791,7 @@ bool kquant_gemm(TensorType type, const void* w, int64_t n_in, int64_t n_out, co
 
 bool avx512_has_gemm(TensorType w, int64_t n_in, int64_t n_tokens) {
   switch (w) {
-    case TensorType::F32:
+    case TensorType::F32: return n_tokens >= 2 ? n_in % 16 == 0 : n_in % 64 == 0;
     case TensorType::F16: return n_tokens >= 2 && n_in % 16 == 0;
     case TensorType::BF16: return n_tokens >= 2 && n_in % 32 == 0;
     case TensorType::Q4_0:
