@@ -380,7 +380,7 @@ void tile_q32(int64_t nb, const typename Rows::Block* w, int64_t ws, const PairB
     }
 }
 
-constexpr int kQuantRQ = 4;  // decode: row pairs per pass
+constexpr int kQuantRQ = 8;  // decode: row pairs per pass
 constexpr int kQuantRM = 4;  // prefill tile: rows
 constexpr int kQuantRP = 4;  // prefill tile: token pairs (4 x 4 accumulators + 8 row registers of 32)
 
