@@ -199,7 +199,7 @@ int run_recall(RecallOptions& o) {
 Registration reg("eval", "Benchmarks of cache policies (recall: repeat after a gap)", [](CLI::App& sub) {
   sub.require_subcommand(1);
   auto o = std::make_shared<RecallOptions>();
-  o->cache.policy = "infllm";
+  o->cache.memory.policy = "infllm";
   CLI::App* recall = sub.add_subcommand(
       "recall", "Repeat-after-gap: the policy vs plain sink vs a distractor memory, paired per passage");
   add_model_options(*recall, o->model);

@@ -50,7 +50,7 @@ int run_chunked(const PerplexityOptions& o, Loaded& l, const std::vector<int32_t
   std::fprintf(stderr, "%s: %zu tokens; chunks of %d\n", o.file.c_str(), tokens.size(), o.n_ctx);
   const int32_t bos = l.tokenizer->add_bos() ? l.tokenizer->bos_id() : -1;
   const auto r = chunked_perplexity(*l.engine, tokens, o.n_ctx, o.chunks, bos,
-                                    std::min(o.cache.batch, o.n_ctx), [](int c, double ppl) {
+                                    std::min(o.cache.memory.max_batch, o.n_ctx), [](int c, double ppl) {
                                       std::fprintf(stderr, "[%d]%.4f,", c + 1, ppl);
                                       std::fflush(stderr);
                                     });
@@ -96,10 +96,10 @@ int run_stream(const PerplexityOptions& o, Loaded& l, const std::vector<int32_t>
   for (const std::string& policy : split(o.policies, ',')) {
     StreamEvalOptions so;
     CacheOptions c = o.cache;
-    c.policy = policy == "recompute" ? "full" : policy;
+    c.memory.policy = policy == "recompute" ? "full" : policy;
     so.memory = memory_config(c, l.engine->config(), l.tokenizer.get());
     so.recompute = policy == "recompute";
-    so.recompute_window = o.recompute_window > 0 ? o.recompute_window : o.cache.window;
+    so.recompute_window = o.recompute_window > 0 ? o.recompute_window : o.cache.memory.window;
     so.segment = o.segment;
     so.max_tokens = o.max_tokens;
     ProgressBar bar(policy);
@@ -160,15 +160,15 @@ Registration reg("perplexity", "Perplexity of a text file: chunked as llama-perp
                                   "Tokens per chunk; with --stream, the cache size of full/shift")
                        ->check(CLI::Range(4, 1 << 24));
                    sub.add_option("--chunks", o->chunks, "Chunks to evaluate (default: all)");
-                   sub.add_option("-b,--batch-size", o->cache.batch, "Most tokens per forward pass")
+                   sub.add_option("-b,--batch-size", o->cache.memory.max_batch, "Most tokens per forward pass")
                        ->check(CLI::Range(1, 1 << 16));
                    sub.add_flag("--stream", o->stream, "Stream the whole file as one sequence, scoring every token");
                    sub.add_option("--cache", o->policies,
                                   "With --stream: cache policy, or several separated by commas (full, window, sink, shift, sirllm, infllm, recompute)");
-                   sub.add_option("--sink", o->cache.n_sink, "Attention-sink tokens (sink)")->check(CLI::Range(0, 1 << 20));
-                   sub.add_option("--window", o->cache.window, "Tokens held by sink/window caches, sinks included")
+                   sub.add_option("--sink", o->cache.memory.n_sink, "Attention-sink tokens (sink)")->check(CLI::Range(0, 1 << 20));
+                   sub.add_option("--window", o->cache.memory.window, "Tokens held by sink/window caches, sinks included")
                        ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
-                   sub.add_option("--keep", o->cache.n_keep, "Tokens kept by shift")->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
+                   sub.add_option("--keep", o->cache.memory.n_keep, "Tokens kept by shift")->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
                    sub.add_option("--cache-type", o->cache.kv_type, "KV storage type: f16 or f32")->check(CLI::IsMember({"f16", "f32"}));
                    add_memory_policy_options(sub, o->cache);
                    sub.add_option("--recompute-window", o->recompute_window, "Window of the recompute baseline (default: --window)");

@@ -48,7 +48,7 @@ int serve(ServeOptions& o) {
   o.server.sessions.memory = memory_config(o.cache, mc);
   o.server.ctx = o.server.sessions.memory.n_ctx;
   o.server.kv_type = o.server.sessions.memory.kv_type;
-  o.server.scheduler.batch_tokens = o.cache.batch;
+  o.server.scheduler.batch_tokens = o.cache.memory.max_batch;
   o.server.max_body = static_cast<size_t>(o.max_body);
 
   server::Server srv(l.model, *l.tokenizer, *l.engine, o.server);
@@ -65,7 +65,7 @@ int serve(ServeOptions& o) {
                l.model->file().path().c_str(), mc.arch.c_str(), static_cast<long long>(l.model->n_params()),
                l.engine->pool().size(), o.server.scheduler.parallel,
                so.dir.empty() ? "in memory only (no --sessions-dir)" : so.dir.c_str(), srv.restored_sessions(),
-               o.cache.policy.c_str());
+               o.cache.memory.policy.c_str());
   std::fprintf(stderr, "endless serve: listening on http://%s:%d\n", o.server.host.c_str(), port);
   std::fflush(stderr);
   srv.run();
@@ -81,9 +81,9 @@ Registration reg(
     [](CLI::App& sub) {
       auto o = std::make_shared<ServeOptions>();
       auto& s = o->server;
-      o->cache.policy = "sink";  // sessions stream forever by default
-      o->cache.window = 2048;
-      o->cache.batch = 256;
+      o->cache.memory.policy = "sink";  // sessions stream forever by default
+      o->cache.memory.window = 2048;
+      o->cache.memory.max_batch = 256;
       add_model_options(sub, o->model, /*required=*/false);
       sub.add_option("--host", s.host, "Address to listen on")->capture_default_str();
       sub.add_option("--port", s.port, "Port (0: any free port)")->check(CLI::Range(0, 65535))->capture_default_str();

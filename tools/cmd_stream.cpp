@@ -92,7 +92,7 @@ int run(StreamOptions& o) {
 Registration reg("stream", "Read stdin forever at bounded cost; answer lines that start with the question prefix",
                  [](CLI::App& sub) {
                    auto o = std::make_shared<StreamOptions>();
-                   o->cache.policy = "sink";
+                   o->cache.memory.policy = "sink";
                    o->sampling.temperature = 0;
                    add_model_options(sub, o->model, /*required=*/false);
                    add_cache_options(sub, o->cache);

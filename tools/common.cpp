@@ -23,51 +23,51 @@ void add_model_options(CLI::App& app, ModelOptions& o, bool required) {
 }
 
 void add_cache_options(CLI::App& app, CacheOptions& o) {
-  app.add_option("--cache", o.policy, "KV-cache policy: full, window, sink, shift, sirllm, infllm")
+  app.add_option("--cache", o.memory.policy, "KV-cache policy: full, window, sink, shift, sirllm, infllm")
       ->check(CLI::IsMember(policy_names()));
   app.add_option("-c,--ctx-size", o.n_ctx, "Context size for full/shift (default: model's)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
-  app.add_option("--sink", o.n_sink, "Attention-sink tokens for --cache sink")
+  app.add_option("--sink", o.memory.n_sink, "Attention-sink tokens for --cache sink")
       ->check(CLI::Range(0, 1 << 20));
-  app.add_option("--window", o.window, "Tokens held by sink/window caches, sinks included")
+  app.add_option("--window", o.memory.window, "Tokens held by sink/window caches, sinks included")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
-  app.add_option("--keep", o.n_keep, "Tokens kept at the start by --cache shift")
+  app.add_option("--keep", o.memory.n_keep, "Tokens kept at the start by --cache shift")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
   app.add_option("--cache-type", o.kv_type, "KV storage type: f16 or f32")
       ->check(CLI::IsMember({"f16", "f32"}));
-  app.add_option("-b,--batch-size", o.batch, "Most tokens per forward pass")
+  app.add_option("-b,--batch-size", o.memory.max_batch, "Most tokens per forward pass")
       ->check(CLI::Range(1, 1 << 16));
   add_memory_policy_options(app, o);
 }
 
 void add_memory_policy_options(CLI::App& app, CacheOptions& o) {
-  app.add_option("--sir-keep", o.sir_keep, "sirllm: tokens kept for their self-information (default: a quarter of the window)")
+  app.add_option("--sir-keep", o.memory.sir_keep, "sirllm: tokens kept for their self-information (default: a quarter of the window)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
-  app.add_option("--sir-decay", o.sir_decay, "sirllm: score decay at each turn boundary")->check(CLI::Range(0.0, 1.0));
-  app.add_option("--sir-decay-every", o.sir_decay_every, "sirllm: also end a turn (decay) every this many tokens (0: never)")
+  app.add_option("--sir-decay", o.memory.sir_decay, "sirllm: score decay at each turn boundary")->check(CLI::Range(0.0, 1.0));
+  app.add_option("--sir-decay-every", o.memory.sir_decay_every, "sirllm: also end a turn (decay) every this many tokens (0: never)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
   app.add_option("--turn-marker", o.turn_marker, "sirllm: text that ends a turn (its tokens)");
-  app.add_option("--block-size", o.block_size, "infllm: tokens per memory block")->check(CLI::Range(1, 65536));
-  app.add_option("--block-reps", o.block_reps, "infllm: most-attended tokens averaged into a block's representative")
+  app.add_option("--block-size", o.memory.block_size, "infllm: tokens per memory block")->check(CLI::Range(1, 65536));
+  app.add_option("--block-reps", o.memory.block_reps, "infllm: most-attended tokens averaged into a block's representative")
       ->check(CLI::Range(1, 65536));
-  app.add_option("--block-topk", o.block_topk, "infllm: blocks retrieved per layer and chunk")->check(CLI::Range(0, 4096));
-  app.add_option("--mem-skip-layers", o.mem_skip_layers, "infllm: first layers that retrieve nothing (sinks and window only)")
+  app.add_option("--block-topk", o.memory.top_k, "infllm: blocks retrieved per layer and chunk")->check(CLI::Range(0, 4096));
+  app.add_option("--mem-skip-layers", o.memory.mem_skip_layers, "infllm: first layers that retrieve nothing (sinks and window only)")
       ->check(CLI::Range(0, 1 << 16));
-  app.add_option("--mem-score", o.mem_score,
+  app.add_option("--mem-score", o.memory.mem_score,
                  "infllm: block scoring: keys (recent mean key vs block mean key, cosine) or query (InfLLM: mean query . representative)")
       ->check(CLI::IsMember({"keys", "query"}));
-  app.add_option("--mem-key-window", o.mem_key_window, "infllm: recent tokens whose mean key scores blocks (--mem-score keys)")
+  app.add_option("--mem-key-window", o.memory.mem_key_window, "infllm: recent tokens whose mean key scores blocks (--mem-score keys)")
       ->check(CLI::Range(1, 1 << 20));
-  app.add_option("--mem-retrieve-every", o.mem_retrieve_every,
+  app.add_option("--mem-retrieve-every", o.memory.mem_retrieve_every,
                  "infllm: score blocks again only every this many tokens (keeps the last choice between)")
       ->check(CLI::Range(1, 1 << 20));
-  app.add_option("--mem-distance", o.mem_distance, "infllm: distance of retrieved tokens from the query (default: the window's)")
+  app.add_option("--mem-distance", o.memory.mem_distance, "infllm: distance of retrieved tokens from the query (default: the window's)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
-  app.add_flag("--mem-compact", o.mem_compact, "infllm: retrieved blocks at consecutive positions before the window");
-  app.add_option("--mem-ram", o.mem_ram_mib, "infllm: MiB of blocks held in RAM before spilling to --memory-dir")
+  app.add_flag("--mem-compact", o.memory.mem_compact, "infllm: retrieved blocks at consecutive positions before the window");
+  app.add_option("--mem-ram", o.memory.mem_ram_mib, "infllm: MiB of blocks held in RAM before spilling to --memory-dir")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
-  app.add_option("--memory-dir", o.memory_dir, "infllm: directory for blocks beyond --mem-ram (default: forget the oldest)");
-  app.add_option("--mem-hot", o.mem_hot, "infllm: block-layers read back from disk kept in RAM")->check(CLI::Range(1, 1 << 20));
+  app.add_option("--memory-dir", o.memory.memory_dir, "infllm: directory for blocks beyond --mem-ram (default: forget the oldest)");
+  app.add_option("--mem-hot", o.memory.mem_hot_blocks, "infllm: block-layers read back from disk kept in RAM")->check(CLI::Range(1, 1 << 20));
 }
 
 std::string default_model_path() {
@@ -115,36 +115,16 @@ Loaded load(const ModelOptions& o) {
 }
 
 MemoryConfig memory_config(const CacheOptions& o, const ModelConfig& model, const Tokenizer* tokenizer) {
-  MemoryConfig m;
-  m.policy = o.policy;
+  MemoryConfig m = o.memory;
   // Like llama.cpp, the default context is the model's, capped so a file claiming a huge one does
   // not allocate a huge cache.
   m.n_ctx = o.n_ctx > 0 ? o.n_ctx : std::min<int64_t>(model.ctx_train, 4096);
-  m.n_sink = o.n_sink;
-  m.window = o.window;
-  m.n_keep = o.n_keep;
   m.kv_type = o.kv_type == "f32" ? TensorType::F32 : TensorType::F16;
-  m.max_batch = o.batch;
-  m.sir_keep = o.sir_keep;
-  m.sir_decay = o.sir_decay;
-  m.sir_decay_every = o.sir_decay_every;
   if (!o.turn_marker.empty()) {
     if (tokenizer == nullptr) fail("--turn-marker is not supported here");
     m.turn_marker = tokenizer->encode(o.turn_marker, /*add_special=*/false);
     if (m.turn_marker.empty()) fail("--turn-marker '", o.turn_marker, "' has no tokens");
   }
-  m.block_size = o.block_size;
-  m.block_reps = o.block_reps;
-  m.top_k = o.block_topk;
-  m.mem_skip_layers = o.mem_skip_layers;
-  m.mem_score = o.mem_score;
-  m.mem_key_window = o.mem_key_window;
-  m.mem_retrieve_every = o.mem_retrieve_every;
-  m.mem_distance = o.mem_distance;
-  m.mem_compact = o.mem_compact;
-  m.mem_ram_mib = o.mem_ram_mib;
-  m.memory_dir = o.memory_dir;
-  m.mem_hot_blocks = o.mem_hot;
   return m;
 }
 

@@ -17,32 +17,13 @@ struct ModelOptions {
   bool mlock = false;  // pin the weights in RAM
 };
 
+// The cache flags: a MemoryConfig the options write into (its defaults are the flags' defaults),
+// plus the three that need the model or its tokenizer to become config values.
 struct CacheOptions {
-  std::string policy = "full";
-  int64_t n_ctx = 0;  // 0: the model's training context
-  int n_sink = 4;
-  int64_t window = 512;
-  int64_t n_keep = 0;
-  std::string kv_type = "f16";
-  int batch = 512;
-  // sirllm
-  int64_t sir_keep = -1;
-  double sir_decay = 0.9;
-  int64_t sir_decay_every = 0;
-  std::string turn_marker;  // text; tokenized with the model's tokenizer
-  // infllm
-  int block_size = 128;
-  int block_reps = 4;
-  int block_topk = 16;
-  int mem_skip_layers = 1;
-  std::string mem_score = "keys";
-  int mem_key_window = 32;
-  int mem_retrieve_every = 1;
-  int64_t mem_distance = 0;
-  bool mem_compact = false;
-  int64_t mem_ram_mib = 1024;
-  std::string memory_dir;
-  int mem_hot = 256;
+  MemoryConfig memory;
+  int64_t n_ctx = 0;            // 0: the model's training context (at most 4096)
+  std::string kv_type = "f16";  // f16 | f32
+  std::string turn_marker;      // sirllm: text; tokenized with the model's tokenizer
 };
 
 // With required = false, a missing -m means the embedded default: a small random-weight model
