@@ -167,22 +167,16 @@ thread_local std::vector<float> t_float_act;
 // elements, (a0 + a2) + (a1 + a3), reduced), but R rows at a time, so R weight streams are in
 // flight instead of one: decode is a read of the weights, and one stream does not saturate the
 // memory system. Rows must be a multiple of 64 long (no tail).
-template <typename Elem>
-inline __m512 load16(const Elem* p, int64_t i) {
-  if constexpr (sizeof(Elem) == 4) return _mm512_loadu_ps(reinterpret_cast<const float*>(p) + i);
-  else return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)));
-}
-
-template <typename Elem, int R>
-void gemv_float(int64_t n, const Elem* w, int64_t row_stride, const Elem* x, float* out) {
+template <int R>
+void gemv_f32(int64_t n, const float* w, int64_t row_stride, const float* x, float* out) {
   __m512 acc[R][4];
   for (int r = 0; r < R; ++r)
     for (auto& a : acc[r]) a = _mm512_setzero_ps();
   for (int64_t i = 0; i < n; i += 64) {
     for (int j = 0; j < 4; ++j) {
-      const __m512 xv = load16<Elem>(x, i + 16 * j);
+      const __m512 xv = _mm512_loadu_ps(x + i + 16 * j);
       for (int r = 0; r < R; ++r)
-        acc[r][j] = _mm512_fmadd_ps(load16<Elem>(w + r * row_stride, i + 16 * j), xv, acc[r][j]);
+        acc[r][j] = _mm512_fmadd_ps(_mm512_loadu_ps(w + r * row_stride + i + 16 * j), xv, acc[r][j]);
     }
   }
   for (int r = 0; r < R; ++r) {
@@ -191,18 +185,17 @@ void gemv_float(int64_t n, const Elem* w, int64_t row_stride, const Elem* x, flo
   }
 }
 
-template <typename Elem>
-void gemv_float_rows(const Elem* w, int64_t n_in, const Elem* x, float* y, int64_t r0, int64_t r1) {
+void gemv_f32_rows(const float* w, int64_t n_in, const float* x, float* y, int64_t r0, int64_t r1) {
   constexpr int kRows = 8;
   int64_t r = r0;
-  for (; r + kRows <= r1; r += kRows) gemv_float<Elem, kRows>(n_in, w + r * n_in, n_in, x, y + r);
-  for (; r < r1; ++r) gemv_float<Elem, 1>(n_in, w + r * n_in, n_in, x, y + r);
+  for (; r + kRows <= r1; r += kRows) gemv_f32<kRows>(n_in, w + r * n_in, n_in, x, y + r);
+  for (; r < r1; ++r) gemv_f32<1>(n_in, w + r * n_in, n_in, x, y + r);
 }
 
 bool float_gemm(TensorType type, const void* w, int64_t n_in, int64_t n_out, const void* act,
                 int64_t n_tokens, float* y, int64_t r0, int64_t r1) {
   if (n_tokens == 1 && type == TensorType::F32) {
-    gemv_float_rows(static_cast<const float*>(w), n_in, static_cast<const float*>(act), y, r0, r1);
+    gemv_f32_rows(static_cast<const float*>(w), n_in, static_cast<const float*>(act), y, r0, r1);
     return true;
   }
   switch (type) {

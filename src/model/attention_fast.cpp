@@ -171,8 +171,6 @@ void Engine::attention_fast(int layer, const BatchPart& part, const float* q, fl
 
 void Engine::attention_fast_parts(int layer, std::span<const BatchPart> parts, const float* q, float* out) {
   const ModelConfig& c = config();
-  std::vector<int64_t> first(parts.size() + 1, 0);  // each part's first row
-  for (size_t p = 0; p < parts.size(); ++p) first[p + 1] = first[p] + static_cast<int64_t>(parts[p].tokens.size());
   if (part_kt_.size() < static_cast<size_t>(pool_.size())) {
     part_kt_.resize(pool_.size());
     part_vf_.resize(pool_.size());
@@ -180,11 +178,15 @@ void Engine::attention_fast_parts(int layer, std::span<const BatchPart> parts, c
   // Whole parts to each thread, each with its own scratch; a part's tokens on that one thread.
   pool_.run([&](int t) {
     const int64_t np = static_cast<int64_t>(parts.size());
-    for (int64_t p = np * t / pool_.size(); p < np * (t + 1) / pool_.size(); ++p)
-      attend_part(c, rope_, layer, parts[p], q + first[p] * c.q_dim(), out + first[p] * c.q_dim(), part_kt_[t],
-                  part_vf_[t], [](int64_t n, auto&& fn) {
+    const int64_t begin = np * t / pool_.size(), end = np * (t + 1) / pool_.size();
+    int64_t row = 0;  // the part's first row in q and out
+    for (int64_t p = 0; p < end; row += static_cast<int64_t>(parts[p].tokens.size()), ++p) {
+      if (p < begin) continue;
+      attend_part(c, rope_, layer, parts[p], q + row * c.q_dim(), out + row * c.q_dim(), part_kt_[t], part_vf_[t],
+                  [](int64_t n, auto&& fn) {
                     if (n > 0) fn(int64_t{0}, n);
                   });
+    }
   });
 }
 
