@@ -47,6 +47,38 @@ int64_t row_block(size_t row_bytes, int rm) {
   return std::max<int64_t>(rm, rows / rm * rm);
 }
 
+// Decode reads each weight once, so it is a read of memory, and the rows of one pass (lying next
+// to each other) are read as several short streams side by side, which the hardware prefetchers
+// follow poorly: the Q4_0 product read 14 GB/s from memory with one thread against 30 GB/s with
+// this. So each step of a pass also prefetches its share of the bytes of the pass after it,
+// front to back.
+class PassPrefetch {
+ public:
+  PassPrefetch() = default;
+  // [begin, end): the next pass's bytes; n_steps: the steps of this pass.
+  PassPrefetch(const void* begin, const void* end, int64_t n_steps)
+      : p_(static_cast<const char*>(begin)), end_(static_cast<const char*>(end)) {
+    if (p_ < end_ && n_steps > 0) per_step_ = ((end_ - p_) / n_steps + 63) & ~int64_t{63};
+  }
+  void step() {
+    for (int64_t o = 0; o < per_step_ && p_ < end_; o += 64, p_ += 64) _mm_prefetch(p_, _MM_HINT_T0);
+  }
+
+ private:
+  const char* p_ = nullptr;
+  const char* end_ = nullptr;
+  int64_t per_step_ = 0;
+};
+
+// The bytes of rows [r, r + n) clipped to [.., r_end) of a matrix of rows of row_bytes.
+inline PassPrefetch next_pass(const void* base, size_t row_bytes, int64_t r, int64_t n, int64_t r_end,
+                              int64_t n_steps) {
+  const auto* b = static_cast<const char*>(base);
+  const int64_t e = std::min(r + n, r_end);
+  if (r >= e) return {};
+  return PassPrefetch(b + r * row_bytes, b + e * row_bytes, n_steps);
+}
+
 // Scratch per thread, grown as needed and kept.
 template <typename T>
 T* scratch(std::vector<T>& v, size_t n) {
@@ -168,11 +200,12 @@ thread_local std::vector<float> t_float_act;
 // flight instead of one: decode is a read of the weights, and one stream does not saturate the
 // memory system. Rows must be a multiple of 64 long (no tail).
 template <int R>
-void gemv_f32(int64_t n, const float* w, int64_t row_stride, const float* x, float* out) {
+void gemv_f32(int64_t n, const float* w, int64_t row_stride, const float* x, float* out, PassPrefetch pf = {}) {
   __m512 acc[R][4];
   for (int r = 0; r < R; ++r)
     for (auto& a : acc[r]) a = _mm512_setzero_ps();
   for (int64_t i = 0; i < n; i += 64) {
+    pf.step();
     for (int j = 0; j < 4; ++j) {
       const __m512 xv = _mm512_loadu_ps(x + i + 16 * j);
       for (int r = 0; r < R; ++r)
@@ -188,7 +221,8 @@ void gemv_f32(int64_t n, const float* w, int64_t row_stride, const float* x, flo
 void gemv_f32_rows(const float* w, int64_t n_in, const float* x, float* y, int64_t r0, int64_t r1) {
   constexpr int kRows = 8;
   int64_t r = r0;
-  for (; r + kRows <= r1; r += kRows) gemv_f32<kRows>(n_in, w + r * n_in, n_in, x, y + r);
+  for (; r + kRows <= r1; r += kRows)
+    gemv_f32<kRows>(n_in, w + r * n_in, n_in, x, y + r, next_pass(w, n_in * sizeof(float), r + kRows, kRows, r1, n_in / 64));
   for (; r < r1; ++r) gemv_f32<1>(n_in, w + r * n_in, n_in, x, y + r);
 }
 
@@ -332,10 +366,12 @@ inline float finish_high(__m512 acc) { return hsum(_mm512_extractf32x8_ps(acc, 1
 
 // Decode: RQ pairs of rows (rows[2q], rows[2q + 1]) against one token (y: one pair, duplicated).
 template <typename Rows, int RQ>
-void gemv_q32(int64_t nb, const typename Rows::Block* const* rows, const PairBlock* y, float* out) {
+void gemv_q32(int64_t nb, const typename Rows::Block* const* rows, const PairBlock* y, float* out,
+              PassPrefetch pf = {}) {
   __m512 acc[RQ];
   for (int q = 0; q < RQ; ++q) acc[q] = _mm512_setzero_ps();
   for (int64_t i = 0; i < nb; ++i) {
+    pf.step();
     for (int q = 0; q < RQ; ++q) {
       const auto* a = rows[2 * q] + i;
       const auto* b = rows[2 * q + 1] + i;
@@ -386,7 +422,7 @@ void gemv_q32_rows(const void* w, int64_t n_in, const PairBlock* y, float* out, 
   for (; r + 2 * kQuantRQ <= r1; r += 2 * kQuantRQ) {
     const Block* rows[2 * kQuantRQ];
     for (int k = 0; k < 2 * kQuantRQ; ++k) rows[k] = base + (r + k) * nb;
-    gemv_q32<Rows, kQuantRQ>(nb, rows, y, out + r);
+    gemv_q32<Rows, kQuantRQ>(nb, rows, y, out + r, next_pass(w, nb * sizeof(Block), r + 2 * kQuantRQ, 2 * kQuantRQ, r1, nb));
   }
   // The rest one pair at a time; an odd last row is paired with itself.
   for (; r < r1; r += 2) {
@@ -563,7 +599,7 @@ inline __m256i add_halves(__m512i v) {
 
 // Decode: R rows of Q4_K against one token.
 template <int R>
-void gemv_q4_K(int64_t nb, const block_q4_K* const* rows, const KTok* y, float* out) {
+void gemv_q4_K(int64_t nb, const block_q4_K* const* rows, const KTok* y, float* out, PassPrefetch pf) {
   __m256 acc[R];
   __m128 acc_m[R];
   for (int r = 0; r < R; ++r) {
@@ -573,6 +609,7 @@ void gemv_q4_K(int64_t nb, const block_q4_K* const* rows, const KTok* y, float* 
   const __m512i shift_hi = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
   const __m512i low4 = _mm512_set1_epi8(0x0F);
   for (int64_t i = 0; i < nb; ++i) {
+    pf.step();
     const KTok& t = y[i];
     const __m128i bs = _mm_load_si128(reinterpret_cast<const __m128i*>(t.bs32));
     for (int r = 0; r < R; ++r) {
@@ -597,7 +634,7 @@ void gemv_q4_K(int64_t nb, const block_q4_K* const* rows, const KTok* y, float* 
 
 // Decode: R rows of Q6_K against one token.
 template <int R>
-void gemv_q6_K(int64_t nb, const block_q6_K* const* rows, const KTok* y, float* out) {
+void gemv_q6_K(int64_t nb, const block_q6_K* const* rows, const KTok* y, float* out, PassPrefetch pf) {
   __m256 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
   const __m512i low4 = _mm512_set1_epi8(0x0F);
@@ -605,6 +642,7 @@ void gemv_q6_K(int64_t nb, const block_q6_K* const* rows, const KTok* y, float* 
   const __m512i shl_a = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
   const __m512i shr_b = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
   for (int64_t i = 0; i < nb; ++i) {
+    pf.step();
     const KTok& t = y[i];
     for (int r = 0; r < R; ++r) {
       const block_q6_K& x = rows[r][i];
@@ -723,8 +761,8 @@ void tile_q6_K(int64_t nb, const block_q6_K* x_row, const KPair* y, int n_tokens
 constexpr int kKRows = 2;   // decode: rows per pass
 constexpr int kKPairs = 4;  // prefill: token pairs per tile
 
-template <typename Block, void (*kGemv1)(int64_t, const Block* const*, const KTok*, float*),
-          void (*kGemvR)(int64_t, const Block* const*, const KTok*, float*)>
+template <typename Block, void (*kGemv1)(int64_t, const Block* const*, const KTok*, float*, PassPrefetch),
+          void (*kGemvR)(int64_t, const Block* const*, const KTok*, float*, PassPrefetch)>
 void gemv_k_rows(const void* w, int64_t n_in, const KTok* y, float* out, int64_t r0, int64_t r1) {
   const int64_t nb = n_in / kQK_K;
   const auto* base = static_cast<const Block*>(w);
@@ -732,11 +770,11 @@ void gemv_k_rows(const void* w, int64_t n_in, const KTok* y, float* out, int64_t
   for (; r + kKRows <= r1; r += kKRows) {
     const Block* rows[kKRows];
     for (int k = 0; k < kKRows; ++k) rows[k] = base + (r + k) * nb;
-    kGemvR(nb, rows, y, out + r);
+    kGemvR(nb, rows, y, out + r, next_pass(w, nb * sizeof(Block), r + kKRows, kKRows, r1, nb));
   }
   for (; r < r1; ++r) {
     const Block* rows[1] = {base + r * nb};
-    kGemv1(nb, rows, y, out + r);
+    kGemv1(nb, rows, y, out + r, {});
   }
 }
 
