@@ -35,7 +35,7 @@ for type in $types; do
   # llama.cpp first, then endless, for each type: both see the machine in the same state.
   "$llama_bench" -m "$model" -t "$threads" -p "$prompts" -n "$gen" -r "$reps" -mmp 0 -o json \
     >"$raw/llama-$type.json" 2>"$raw/llama-$type.log"
-  "$bin" bench -m "$model" -t "$threads" -p "$prompts" -n "$gen" -r "$reps" --mlock --json \
+  "$bin" bench -m "$model" -t "$threads" -p "$prompts" -n "$gen" -r "$reps" --no-mmap --json \
     >"$raw/endless-$type.json" 2>"$raw/endless-$type.log"
 done
 

@@ -94,6 +94,7 @@ struct BenchOptions {
   std::string kv_type = "f16";
   bool json = false;
   bool mlock = false;
+  bool no_mmap = false;
   bool bandwidth = false;
   int64_t bandwidth_mib = 1024;
   uint64_t seed = 1;
@@ -173,11 +174,11 @@ convert::SynthSpec parse_synth(const std::string& text) {
   return s;
 }
 
-BenchModel load_model(const std::string& path, bool temporary) {
+BenchModel load_model(const std::string& path, bool temporary, Residency residency = Residency::mapped) {
   BenchModel m;
   m.path = path;
   m.temporary = temporary;
-  m.model = Model::load(path);
+  m.model = Model::load(path, residency);
   m.file_size = m.model->file().file_size();
   const ModelConfig& c = m.model->config();
   m.label = c.arch + " " + human_params(m.model->n_params()) + " " +
@@ -185,14 +186,14 @@ BenchModel load_model(const std::string& path, bool temporary) {
   return m;
 }
 
-BenchModel synth_model(const std::string& spec_text) {
+BenchModel synth_model(const std::string& spec_text, Residency residency) {
   convert::SynthSpec spec = parse_synth(spec_text);
   const auto dir = std::filesystem::temp_directory_path();
   const auto path = dir / ("endless-bench-" + std::to_string(::getpid()) + "-" +
                            std::string(type_name(spec.type)) + ".gguf");
   std::fprintf(stderr, "bench: writing synthetic model %s (%s)\n", path.c_str(), spec_text.c_str());
   convert::write_synth_model(spec, path.string());
-  BenchModel m = load_model(path.string(), true);
+  BenchModel m = load_model(path.string(), true, residency);
   // The mapping keeps the data; the name can go now, so nothing is left behind on any exit.
   std::filesystem::remove(path);
   return m;
@@ -431,8 +432,9 @@ int run_bench(BenchOptions& o) {
   const std::string isa(kernels::isa_name(kernels::active_isa()));
 
   std::vector<BenchModel> models;
-  for (const auto& p : o.models) models.push_back(load_model(p, false));
-  for (const auto& s : o.synth) models.push_back(synth_model(s));
+  const Residency residency = o.no_mmap ? Residency::read : Residency::mapped;
+  for (const auto& p : o.models) models.push_back(load_model(p, false, residency));
+  for (const auto& s : o.synth) models.push_back(synth_model(s, residency));
   if (models.empty() && !o.bandwidth) models.push_back(load_model(default_model_path(), false));
   if (o.mlock)
     for (const auto& m : models) m.model->file().lock_in_memory();
@@ -547,7 +549,10 @@ Registration reg(
       sub.add_flag("--json", o->json, "Print results as JSON");
       sub.add_flag("--mlock", o->mlock,
                    "Keep the weights in RAM (mlock), so a busy machine's memory reclaim cannot evict them "
-                   "between runs (compare with llama-bench -mmp 0)");
+                   "between runs");
+      sub.add_flag("--no-mmap", o->no_mmap,
+                   "Read the weights into memory (2 MiB pages where the system allows) instead of mapping "
+                   "the file (as llama-bench -mmp 0)");
       sub.add_flag("--bandwidth", o->bandwidth,
                    "Measure memory bandwidth (STREAM-like read, copy, triad) at each thread count");
       sub.add_option("--bandwidth-mib", o->bandwidth_mib, "Array size of the bandwidth probe, MiB")

@@ -20,6 +20,8 @@ void add_model_options(CLI::App& app, ModelOptions& o, bool required) {
   app.add_option("-t,--threads", o.threads, "Threads (default: all cores, at most 8)")
       ->check(CLI::Range(0, 1024));
   app.add_flag("--mlock", o.mlock, "Keep the weights in RAM (mlock): the system never pages them out");
+  app.add_flag("--no-mmap", o.no_mmap,
+               "Read the weights into memory (2 MiB pages where the system allows) instead of mapping the file");
 }
 
 void add_cache_options(CLI::App& app, CacheOptions& o) {
@@ -101,7 +103,7 @@ Loaded load(const ModelOptions& o) {
   const std::string path = o.model.empty() ? default_model_path() : o.model;
   if (o.model.empty())
     std::fprintf(stderr, "no model given (-m): using the built-in random-weight model %s\n", path.c_str());
-  l.model = Model::load(path);
+  l.model = Model::load(path, o.no_mmap ? Residency::read : Residency::mapped);
   if (o.mlock) l.model->file().lock_in_memory();
   l.tokenizer = std::make_unique<Tokenizer>(Tokenizer::from_gguf(l.model->file()));
   if (l.tokenizer->n_vocab() != l.model->config().n_vocab)

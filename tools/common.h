@@ -15,6 +15,7 @@ struct ModelOptions {
   std::string model;
   int threads = 0;  // 0: all cores (at most 8)
   bool mlock = false;  // pin the weights in RAM
+  bool no_mmap = false;  // read the weights into memory instead of mapping the file
 };
 
 // The cache flags: a MemoryConfig the options write into (its defaults are the flags' defaults),

@@ -247,9 +247,9 @@ int64_t TensorInfo::n_elements() const {
   return n;
 }
 
-File File::open(const std::string& path) {
+File File::open(const std::string& path, Residency residency) {
   File f;
-  f.mapping_ = std::make_shared<MappedFile>(path);
+  f.mapping_ = std::make_shared<MappedFile>(path, residency);
   f.base_ = f.mapping_->data();
   f.size_ = f.mapping_->size();
   f.path_ = path;

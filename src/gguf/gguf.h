@@ -67,8 +67,9 @@ struct TensorInfo {
 
 class File {
  public:
-  // Maps and parses a file. Throws Error naming the path and the problem.
-  static File open(const std::string& path);
+  // Maps (or with Residency::read reads) and parses a file. Throws Error naming the path and the
+  // problem.
+  static File open(const std::string& path, Residency residency = Residency::mapped);
   // Pins a mapped file in RAM (see MappedFile::lock_in_memory); nothing to do for one in memory.
   void lock_in_memory() const;
   // Parses an in-memory image (copied); used by tests and fuzzing.

@@ -41,8 +41,8 @@ std::vector<float> vector_of(const gguf::File& f, const std::string& name, int64
 
 }  // namespace
 
-std::shared_ptr<const Model> Model::load(const std::string& path) {
-  std::shared_ptr<Model> m(new Model(gguf::File::open(path)));
+std::shared_ptr<const Model> Model::load(const std::string& path, Residency residency) {
+  std::shared_ptr<Model> m(new Model(gguf::File::open(path, residency)));
   const gguf::File& f = m->file_;
   ModelConfig& c = m->config_;
   c = ModelConfig::from_gguf(f);

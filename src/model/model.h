@@ -29,7 +29,7 @@ struct LayerWeights {
 class Model {
  public:
   // Maps the file and checks every tensor the architecture needs (names, shapes, types).
-  static std::shared_ptr<const Model> load(const std::string& path);
+  static std::shared_ptr<const Model> load(const std::string& path, Residency residency = Residency::mapped);
 
   const ModelConfig& config() const { return config_; }
   const gguf::File& file() const { return file_; }

@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <utility>
 
@@ -13,7 +15,42 @@
 
 namespace endless {
 
-MappedFile::MappedFile(const std::string& path) : path_(path) {
+namespace {
+
+constexpr size_t kHugePage = size_t{2} << 20;
+
+// Anonymous memory of `size` bytes (rounded up to 2 MiB pages) holding the file's bytes, then
+// made read-only like a mapping of the file.
+uint8_t* read_into_memory(int fd, const std::string& path, size_t size, size_t* mapped) {
+  const size_t rounded = (size + kHugePage - 1) / kHugePage * kHugePage;
+  // Over-allocate by one huge page to place the block on a 2 MiB boundary.
+  void* raw = ::mmap(nullptr, rounded + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) fail("cannot allocate ", size >> 20, " MiB to read '", path, "' into: ", std::strerror(errno));
+  auto* base = static_cast<uint8_t*>(raw);
+  auto* aligned = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(base) + kHugePage - 1) / kHugePage * kHugePage);
+  if (aligned > base) ::munmap(base, aligned - base);
+  const size_t tail = (base + rounded + kHugePage) - (aligned + rounded);
+  if (tail > 0) ::munmap(aligned + rounded, tail);
+  ::madvise(aligned, rounded, MADV_HUGEPAGE);  // advice only: 4 KiB pages where refused
+  size_t done = 0;
+  while (done < size) {
+    const ssize_t n = ::pread(fd, aligned + done, std::min<size_t>(size - done, size_t{1} << 30), static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = n < 0 ? errno : EIO;
+      ::munmap(aligned, rounded);
+      fail("cannot read '", path, "': ", n < 0 ? std::strerror(err) : "the file ended early");
+    }
+    done += static_cast<size_t>(n);
+  }
+  ::mprotect(aligned, rounded, PROT_READ);
+  *mapped = rounded;
+  return aligned;
+}
+
+}  // namespace
+
+MappedFile::MappedFile(const std::string& path, Residency residency) : residency_(residency), path_(path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail("cannot open '", path, "': ", std::strerror(errno));
   struct stat st {};
@@ -27,7 +64,14 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
     fail("'", path, "' is not a regular file");
   }
   size_ = static_cast<size_t>(st.st_size);
-  if (size_ > 0) {
+  if (size_ > 0 && residency == Residency::read) {
+    try {
+      data_ = read_into_memory(fd, path, size_, &mapped_size_);
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
+  } else if (size_ > 0) {
     void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) {
       int err = errno;
@@ -35,6 +79,7 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
       fail("cannot map '", path, "': ", std::strerror(err));
     }
     data_ = static_cast<const uint8_t*>(p);
+    mapped_size_ = size_;
   }
   ::close(fd);
 }
@@ -51,6 +96,8 @@ void MappedFile::lock_in_memory() const {
 MappedFile::MappedFile(MappedFile&& other) noexcept
     : data_(std::exchange(other.data_, nullptr)),
       size_(std::exchange(other.size_, 0)),
+      mapped_size_(std::exchange(other.mapped_size_, 0)),
+      residency_(other.residency_),
       path_(std::move(other.path_)) {}
 
 MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
@@ -58,15 +105,18 @@ MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
     release();
     data_ = std::exchange(other.data_, nullptr);
     size_ = std::exchange(other.size_, 0);
+    mapped_size_ = std::exchange(other.mapped_size_, 0);
+    residency_ = other.residency_;
     path_ = std::move(other.path_);
   }
   return *this;
 }
 
 void MappedFile::release() {
-  if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
+  if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), mapped_size_);
   data_ = nullptr;
   size_ = 0;
+  mapped_size_ = 0;
 }
 
 }  // namespace endless

@@ -1,5 +1,7 @@
-// A read-only memory mapping of a whole file. Model weights are used in place from the mapping,
-// never copied.
+// A whole file, read-only, in memory: by default a mapping of it (model weights are used in place,
+// never copied); or, with Residency::read, read into anonymous memory backed by 2 MiB pages where
+// the system allows (MADV_HUGEPAGE): decode reads every weight once per token, and huge pages
+// spare the TLB misses of 4 KiB pages (this machine reads about 10% faster through them).
 #pragma once
 
 #include <cstddef>
@@ -9,10 +11,13 @@
 
 namespace endless {
 
+enum class Residency { mapped, read };
+
 class MappedFile {
  public:
   MappedFile() = default;
-  explicit MappedFile(const std::string& path);  // throws Error naming the path and the reason
+  // Throws Error naming the path and the reason.
+  explicit MappedFile(const std::string& path, Residency residency = Residency::mapped);
   ~MappedFile();
   MappedFile(MappedFile&& other) noexcept;
   MappedFile& operator=(MappedFile&& other) noexcept;
@@ -23,6 +28,7 @@ class MappedFile {
   size_t size() const { return size_; }
   std::span<const uint8_t> bytes() const { return {data_, size_}; }
   const std::string& path() const { return path_; }
+  Residency residency() const { return residency_; }
 
   // Pins the mapping in RAM (mlock), reading it all in first, so the kernel never drops its pages
   // and reads them again from disk: memory reclaim on a busy machine otherwise makes decode speed
@@ -33,6 +39,8 @@ class MappedFile {
   void release();
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
+  size_t mapped_size_ = 0;  // of the mapping to release (the file's size rounded up when read)
+  Residency residency_ = Residency::mapped;
   std::string path_;
 };
 

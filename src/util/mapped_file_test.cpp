@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <fstream>
 #include <string>
 
@@ -24,6 +25,31 @@ TEST(MappedFile, MapsTheBytesAndLocksThemInMemory) {
   // 10 KB is far below any RLIMIT_MEMLOCK, so pinning must succeed, and leaves the bytes as they were.
   f.lock_in_memory();
   EXPECT_EQ(f.data()[9999], static_cast<uint8_t>(9999 * 7));
+}
+
+TEST(MappedFile, ReadsTheBytesIntoHugePageAlignedMemory) {
+  const auto dir = testing::scratch_dir("mapped-file-read");
+  const std::string path = (dir / "data.bin").string();
+  // Larger than one 2 MiB page and not a multiple of it, so the rounding and the tail are used.
+  std::string bytes((size_t{5} << 20) + 12345, '\0');
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 13 + (i >> 16));
+  std::ofstream(path, std::ios::binary) << bytes;
+
+  MappedFile f(path, Residency::read);
+  EXPECT_EQ(f.residency(), Residency::read);
+  ASSERT_EQ(f.size(), bytes.size());
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(f.data()) % (uintptr_t{2} << 20), 0u);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(f.data()), f.size()), bytes);
+  f.lock_in_memory();
+  // A move hands the block over; the moved-from object owns nothing.
+  MappedFile g(std::move(f));
+  EXPECT_EQ(f.data(), nullptr);
+  EXPECT_EQ(g.data()[bytes.size() - 1], static_cast<uint8_t>(bytes.back()));
+
+  // An empty file reads as empty.
+  const std::string empty = (dir / "empty.bin").string();
+  std::ofstream(empty, std::ios::binary).flush();
+  EXPECT_EQ(MappedFile(empty, Residency::read).size(), 0u);
 }
 
 TEST(MappedFile, NamesThePathWhenItCannotOpen) {
