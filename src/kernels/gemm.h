@@ -12,15 +12,52 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
 
 #include "gguf/tensor_type.h"
 
 namespace endless::kernels {
 
+// A product's activations laid out for the tiles (converted to floats, or the quantized blocks in
+// pairs of tokens with their sums ready), once per product on one thread, then read by every
+// thread's gemm_rows calls; the buffer is kept for the next product.
+class GemmInput {
+ public:
+  // act: n_tokens rows of n_in in the weights' vec_dot_type (convert_activations). act must
+  // stay valid while the GemmInput is used.
+  void prepare(TensorType w_type, const void* act, int64_t n_in, int64_t n_tokens);
+
+  const void* act() const { return act_; }
+  const void* prepared() const { return prepared_; }
+  TensorType w_type() const { return w_type_; }
+  int64_t n_in() const { return n_in_; }
+  int64_t n_tokens() const { return n_tokens_; }
+
+ private:
+  struct Free {
+    void operator()(uint8_t* p) const { std::free(p); }
+  };
+  const void* act_ = nullptr;
+  const void* prepared_ = nullptr;
+  TensorType w_type_ = TensorType::F32;
+  int64_t n_in_ = 0;
+  int64_t n_tokens_ = 0;
+  std::unique_ptr<uint8_t, Free> buffer_;  // 64-byte aligned
+  size_t capacity_ = 0;
+};
+
+// Rows [row_begin, row_end) of y for activations prepared in `in` (for this w_type and n_in);
+// false where there is no tiled path. Threads may call it concurrently on disjoint row ranges.
+bool gemm_rows(TensorType w_type, const void* w, int64_t n_in, int64_t n_out, const GemmInput& in,
+               float* y, int64_t row_begin, int64_t row_end);
+
 // Rows [row_begin, row_end) of y, exactly as matmul_rows(w_type, w, n_in, n_out, act, n_tokens,
 // y, row_begin, row_end) computes them, and true; or false, leaving y alone, where there is no
 // such path (weight types and instruction sets without one, row lengths it does not cover).
-// Threads may call it on disjoint row ranges of the same product concurrently.
+// Threads may call it on disjoint row ranges of the same product concurrently; each prepares the
+// activations itself (a thread-local GemmInput), so a product split over many calls is better
+// served by the GemmInput overload.
 bool gemm_rows(TensorType w_type, const void* w, int64_t n_in, int64_t n_out, const void* act,
                int64_t n_tokens, float* y, int64_t row_begin, int64_t row_end);
 

@@ -15,7 +15,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <vector>
 
 #include "kernels/gemm.h"
@@ -77,13 +79,6 @@ inline PassPrefetch next_pass(const void* base, size_t row_bytes, int64_t r, int
   const int64_t e = std::min(r + n, r_end);
   if (r >= e) return {};
   return PassPrefetch(b + r * row_bytes, b + e * row_bytes, n_steps);
-}
-
-// Scratch per thread, grown as needed and kept.
-template <typename T>
-T* scratch(std::vector<T>& v, size_t n) {
-  if (v.size() < n) v.resize(n);
-  return v.data();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -192,7 +187,6 @@ void gemm_float_rows(const Tiles& tiles, const Elem* w, int64_t n_in, int64_t n_
   }
 }
 
-thread_local std::vector<float> t_float_act;
 
 // Decode of F32 rows (one token): ggml's vec_dot arithmetic for each row exactly as
 // dot_avx512.cpp's vec_float computes it (four accumulators of sixteen lanes over each 64
@@ -218,18 +212,20 @@ void gemv_f32(int64_t n, const float* w, int64_t row_stride, const float* x, flo
   }
 }
 
-void gemv_f32_rows(const float* w, int64_t n_in, const float* x, float* y, int64_t r0, int64_t r1) {
+// Rows [r0, r1); the prefetch of the next pass may reach up to row pf_end (past r1: the rows a
+// thread most likely takes next).
+void gemv_f32_rows(const float* w, int64_t n_in, const float* x, float* y, int64_t r0, int64_t r1, int64_t pf_end) {
   constexpr int kRows = 8;
   int64_t r = r0;
   for (; r + kRows <= r1; r += kRows)
-    gemv_f32<kRows>(n_in, w + r * n_in, n_in, x, y + r, next_pass(w, n_in * sizeof(float), r + kRows, kRows, r1, n_in / 64));
+    gemv_f32<kRows>(n_in, w + r * n_in, n_in, x, y + r, next_pass(w, n_in * sizeof(float), r + kRows, kRows, pf_end, n_in / 64));
   for (; r < r1; ++r) gemv_f32<1>(n_in, w + r * n_in, n_in, x, y + r);
 }
 
 bool float_gemm(TensorType type, const void* w, int64_t n_in, int64_t n_out, const void* act,
-                int64_t n_tokens, float* y, int64_t r0, int64_t r1) {
+                const void* prepared, int64_t n_tokens, float* y, int64_t r0, int64_t r1) {
   if (n_tokens == 1 && type == TensorType::F32) {
-    gemv_f32_rows(static_cast<const float*>(w), n_in, static_cast<const float*>(act), y, r0, r1);
+    gemv_f32_rows(static_cast<const float*>(w), n_in, static_cast<const float*>(act), y, r0, r1, n_out);
     return true;
   }
   switch (type) {
@@ -240,9 +236,8 @@ bool float_gemm(TensorType type, const void* w, int64_t n_in, int64_t n_out, con
       return true;
     }
     case TensorType::F16: {
-      // The activations once as floats (exact), not once per weight row.
-      float* x = scratch(t_float_act, static_cast<size_t>(n_in * n_tokens));
-      fp16_to_fp32_row(static_cast<const uint16_t*>(act), x, n_in * n_tokens);
+      // The activations as floats (exact, prepared once), not converted once per weight row.
+      const auto* x = static_cast<const float*>(prepared);
       static const FloatTiles<uint16_t, float, F16Tile> tiles;
       gemm_float_rows(tiles, static_cast<const uint16_t*>(w), n_in, n_out, x, n_tokens, y, r0, r1);
       return true;
@@ -270,16 +265,17 @@ struct alignas(64) PairBlock {
 };
 static_assert(sizeof(PairBlock) == 192);
 
-thread_local std::vector<PairBlock> t_pairs;
+// Pairs of tokens (token 2p and 2p+1; the one past the end, if any, zero), or for one token one
+// pair holding it twice. Layout [pair][block].
+size_t pairs_size(int64_t n_in, int64_t n_tokens) {
+  return static_cast<size_t>((n_tokens + 1) / 2 * (n_in / kQK8_0)) * sizeof(PairBlock);
+}
 
-// Lays out n_pairs pairs of tokens (token 2p and 2p+1; the one past the end, if any, zero), or
-// with `duplicate` one pair holding token 0 twice. Layout [pair][block].
-PairBlock* prepare_pairs(const void* act, int64_t n_in, int64_t n_tokens, int offset, bool duplicate,
-                         int64_t* n_pairs_out) {
+void prepare_pairs(const void* act, int64_t n_in, int64_t n_tokens, int offset, PairBlock* pairs) {
   const int64_t nb = n_in / kQK8_0;
   const size_t act_row = row_size(TensorType::Q8_0, n_in);
-  const int64_t n_pairs = duplicate ? 1 : (n_tokens + 1) / 2;
-  PairBlock* pairs = scratch(t_pairs, static_cast<size_t>(n_pairs * nb));
+  const bool duplicate = n_tokens == 1;
+  const int64_t n_pairs = (n_tokens + 1) / 2;
   const __m256i ones = _mm256_set1_epi8(1);
   const __m256i neg_offset = _mm256_set1_epi32(-offset);
   for (int64_t p = 0; p < n_pairs; ++p) {
@@ -302,8 +298,6 @@ PairBlock* prepare_pairs(const void* act, int64_t n_in, int64_t n_tokens, int of
       }
     }
   }
-  *n_pairs_out = n_pairs;
-  return pairs;
 }
 
 // Weights of the 32-element formats as unsigned bytes u with value = u - kOffset.
@@ -414,7 +408,8 @@ constexpr int kQuantRM = 4;  // prefill tile: rows
 constexpr int kQuantRP = 4;  // prefill tile: token pairs (4 x 4 accumulators + 8 row registers of 32)
 
 template <typename Rows>
-void gemv_q32_rows(const void* w, int64_t n_in, const PairBlock* y, float* out, int64_t r0, int64_t r1) {
+void gemv_q32_rows(const void* w, int64_t n_in, const PairBlock* y, float* out, int64_t r0, int64_t r1,
+                   int64_t pf_end) {
   using Block = typename Rows::Block;
   const int64_t nb = n_in / kQK8_0;
   const auto* base = static_cast<const Block*>(w);
@@ -422,7 +417,7 @@ void gemv_q32_rows(const void* w, int64_t n_in, const PairBlock* y, float* out, 
   for (; r + 2 * kQuantRQ <= r1; r += 2 * kQuantRQ) {
     const Block* rows[2 * kQuantRQ];
     for (int k = 0; k < 2 * kQuantRQ; ++k) rows[k] = base + (r + k) * nb;
-    gemv_q32<Rows, kQuantRQ>(nb, rows, y, out + r, next_pass(w, nb * sizeof(Block), r + 2 * kQuantRQ, 2 * kQuantRQ, r1, nb));
+    gemv_q32<Rows, kQuantRQ>(nb, rows, y, out + r, next_pass(w, nb * sizeof(Block), r + 2 * kQuantRQ, 2 * kQuantRQ, pf_end, nb));
   }
   // The rest one pair at a time; an odd last row is paired with itself.
   for (; r < r1; r += 2) {
@@ -469,16 +464,14 @@ void gemm_q32_rows(const void* w, int64_t n_in, int64_t n_out, const PairBlock* 
   }
 }
 
-bool quant32_gemm(TensorType type, const void* w, int64_t n_in, int64_t n_out, const void* act,
+bool quant32_gemm(TensorType type, const void* w, int64_t n_in, int64_t n_out, const void* prepared,
                   int64_t n_tokens, float* y, int64_t r0, int64_t r1) {
   const bool q4 = type == TensorType::Q4_0;
   if (!q4 && type != TensorType::Q8_0) return false;
-  const int offset = q4 ? Q4_0Rows::kOffset : Q8_0Rows::kOffset;
-  int64_t n_pairs = 0;
-  const PairBlock* pairs = prepare_pairs(act, n_in, n_tokens, offset, n_tokens == 1, &n_pairs);
+  const auto* pairs = static_cast<const PairBlock*>(prepared);
   if (n_tokens == 1) {
-    if (q4) gemv_q32_rows<Q4_0Rows>(w, n_in, pairs, y, r0, r1);
-    else gemv_q32_rows<Q8_0Rows>(w, n_in, pairs, y, r0, r1);
+    if (q4) gemv_q32_rows<Q4_0Rows>(w, n_in, pairs, y, r0, r1, n_out);
+    else gemv_q32_rows<Q8_0Rows>(w, n_in, pairs, y, r0, r1, n_out);
   } else {
     if (q4) gemm_q32_rows<Q4_0Rows>(w, n_in, n_out, pairs, n_tokens, y, r0, r1);
     else gemm_q32_rows<Q8_0Rows>(w, n_in, n_out, pairs, n_tokens, y, r0, r1);
@@ -515,12 +508,13 @@ struct alignas(64) KPair {
   float negd[8];       // -(a's d) four times, then -(b's d)
 };
 
-thread_local std::vector<KTok> t_ktok;
-thread_local std::vector<KPair> t_kpairs;
+size_t k_prepared_size(int64_t n_in, int64_t n_tokens) {
+  const auto nb = static_cast<size_t>(n_in / kQK_K);
+  return n_tokens == 1 ? nb * sizeof(KTok) : static_cast<size_t>((n_tokens + 1) / 2) * nb * sizeof(KPair);
+}
 
-const KTok* prepare_k_token(const void* act, int64_t n_in) {
+void prepare_k_token(const void* act, int64_t n_in, KTok* out) {
   const int64_t nb = n_in / kQK_K;
-  KTok* out = scratch(t_ktok, static_cast<size_t>(nb));
   const auto* y = static_cast<const block_q8_K*>(act);
   const __m512i thirty_two = _mm512_set1_epi8(32);
   for (int64_t i = 0; i < nb; ++i) {
@@ -531,14 +525,12 @@ const KTok* prepare_k_token(const void* act, int64_t n_in) {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out[i].bs32), bsums32(y[i]));
     out[i].d = y[i].d;
   }
-  return out;
 }
 
-const KPair* prepare_k_pairs(const void* act, int64_t n_in, int64_t n_tokens) {
+void prepare_k_pairs(const void* act, int64_t n_in, int64_t n_tokens, KPair* pairs) {
   const int64_t nb = n_in / kQK_K;
   const size_t act_row = row_size(TensorType::Q8_K, n_in);
   const int64_t n_pairs = (n_tokens + 1) / 2;
-  KPair* pairs = scratch(t_kpairs, static_cast<size_t>(n_pairs * nb));
   const __m256i thirty_two = _mm256_set1_epi8(32);
   for (int64_t p = 0; p < n_pairs; ++p)
     for (int half = 0; half < 2; ++half) {
@@ -566,7 +558,6 @@ const KPair* prepare_k_pairs(const void* act, int64_t n_in, int64_t n_tokens) {
         _mm_storeu_ps(o.negd + 4 * half, _mm_set1_ps(-y[i].d));
       }
     }
-  return pairs;
 }
 
 // Q4_K's four mins lanes summed as the dot product does: (m0 + m2) + (m1 + m3).
@@ -763,14 +754,14 @@ constexpr int kKPairs = 4;  // prefill: token pairs per tile
 
 template <typename Block, void (*kGemv1)(int64_t, const Block* const*, const KTok*, float*, PassPrefetch),
           void (*kGemvR)(int64_t, const Block* const*, const KTok*, float*, PassPrefetch)>
-void gemv_k_rows(const void* w, int64_t n_in, const KTok* y, float* out, int64_t r0, int64_t r1) {
+void gemv_k_rows(const void* w, int64_t n_in, const KTok* y, float* out, int64_t r0, int64_t r1, int64_t pf_end) {
   const int64_t nb = n_in / kQK_K;
   const auto* base = static_cast<const Block*>(w);
   int64_t r = r0;
   for (; r + kKRows <= r1; r += kKRows) {
     const Block* rows[kKRows];
     for (int k = 0; k < kKRows; ++k) rows[k] = base + (r + k) * nb;
-    kGemvR(nb, rows, y, out + r, next_pass(w, nb * sizeof(Block), r + kKRows, kKRows, r1, nb));
+    kGemvR(nb, rows, y, out + r, next_pass(w, nb * sizeof(Block), r + kKRows, kKRows, pf_end, nb));
   }
   for (; r < r1; ++r) {
     const Block* rows[1] = {base + r * nb};
@@ -796,16 +787,16 @@ void gemm_k_rows(const Table& tiles, const void* w, int64_t n_in, int64_t n_out,
   }
 }
 
-bool kquant_gemm(TensorType type, const void* w, int64_t n_in, int64_t n_out, const void* act,
+bool kquant_gemm(TensorType type, const void* w, int64_t n_in, int64_t n_out, const void* prepared,
                  int64_t n_tokens, float* y, int64_t r0, int64_t r1) {
   if (type != TensorType::Q4_K && type != TensorType::Q6_K) return false;
   if (n_tokens == 1) {
-    const KTok* t = prepare_k_token(act, n_in);
-    if (type == TensorType::Q4_K) gemv_k_rows<block_q4_K, gemv_q4_K<1>, gemv_q4_K<kKRows>>(w, n_in, t, y, r0, r1);
-    else gemv_k_rows<block_q6_K, gemv_q6_K<1>, gemv_q6_K<kKRows>>(w, n_in, t, y, r0, r1);
+    const auto* t = static_cast<const KTok*>(prepared);
+    if (type == TensorType::Q4_K) gemv_k_rows<block_q4_K, gemv_q4_K<1>, gemv_q4_K<kKRows>>(w, n_in, t, y, r0, r1, n_out);
+    else gemv_k_rows<block_q6_K, gemv_q6_K<1>, gemv_q6_K<kKRows>>(w, n_in, t, y, r0, r1, n_out);
     return true;
   }
-  const KPair* pairs = prepare_k_pairs(act, n_in, n_tokens);
+  const auto* pairs = static_cast<const KPair*>(prepared);
   if (type == TensorType::Q4_K) {
     using Fn = void (*)(int64_t, const block_q4_K*, const KPair*, int, float*, int64_t);
     static constexpr Fn tiles[kKPairs] = {tile_q4_K<1>, tile_q4_K<2>, tile_q4_K<3>, tile_q4_K<4>};
@@ -833,19 +824,50 @@ bool avx512_has_gemm(TensorType w, int64_t n_in, int64_t n_tokens) {
   }
 }
 
+size_t avx512_gemm_prepared_size(TensorType w, int64_t n_in, int64_t n_tokens) {
+  switch (w) {
+    case TensorType::F16: return static_cast<size_t>(n_in * n_tokens) * sizeof(float);
+    case TensorType::Q4_0:
+    case TensorType::Q8_0: return pairs_size(n_in, n_tokens);
+    case TensorType::Q4_K:
+    case TensorType::Q6_K: return k_prepared_size(n_in, n_tokens);
+    default: return 0;
+  }
+}
+
+void avx512_gemm_prepare(TensorType w, const void* act, int64_t n_in, int64_t n_tokens, void* out) {
+  switch (w) {
+    case TensorType::F16:
+      if (n_tokens >= 2) fp16_to_fp32_row(static_cast<const uint16_t*>(act), static_cast<float*>(out), n_in * n_tokens);
+      break;
+    case TensorType::Q4_0:
+      prepare_pairs(act, n_in, n_tokens, Q4_0Rows::kOffset, static_cast<PairBlock*>(out));
+      break;
+    case TensorType::Q8_0:
+      prepare_pairs(act, n_in, n_tokens, Q8_0Rows::kOffset, static_cast<PairBlock*>(out));
+      break;
+    case TensorType::Q4_K:
+    case TensorType::Q6_K:
+      if (n_tokens == 1) prepare_k_token(act, n_in, static_cast<KTok*>(out));
+      else prepare_k_pairs(act, n_in, n_tokens, static_cast<KPair*>(out));
+      break;
+    default: break;
+  }
+}
+
 bool avx512_gemm_rows(TensorType w_type, const void* w, int64_t n_in, int64_t n_out, const void* act,
-                      int64_t n_tokens, float* y, int64_t row_begin, int64_t row_end) {
+                      const void* prepared, int64_t n_tokens, float* y, int64_t row_begin, int64_t row_end) {
   if (!avx512_has_gemm(w_type, n_in, n_tokens)) return false;
   if (row_begin >= row_end || n_tokens <= 0) return true;
   switch (w_type) {
     case TensorType::F32:
     case TensorType::F16:
     case TensorType::BF16:
-      return float_gemm(w_type, w, n_in, n_out, act, n_tokens, y, row_begin, row_end);
+      return float_gemm(w_type, w, n_in, n_out, act, prepared, n_tokens, y, row_begin, row_end);
     case TensorType::Q4_K:
     case TensorType::Q6_K:
-      return kquant_gemm(w_type, w, n_in, n_out, act, n_tokens, y, row_begin, row_end);
-    default: return quant32_gemm(w_type, w, n_in, n_out, act, n_tokens, y, row_begin, row_end);
+      return kquant_gemm(w_type, w, n_in, n_out, prepared, n_tokens, y, row_begin, row_end);
+    default: return quant32_gemm(w_type, w, n_in, n_out, prepared, n_tokens, y, row_begin, row_end);
   }
 }
 
@@ -860,10 +882,37 @@ bool has_gemm(TensorType w_type, int64_t n_in, int64_t n_tokens) {
   return active_isa() == Isa::avx512 && detail::avx512_has_gemm(w_type, n_in, n_tokens);
 }
 
+void GemmInput::prepare(TensorType w_type, const void* act, int64_t n_in, int64_t n_tokens) {
+  act_ = act;
+  w_type_ = w_type;
+  n_in_ = n_in;
+  n_tokens_ = n_tokens;
+  prepared_ = nullptr;
+  if (!has_gemm(w_type, n_in, n_tokens)) return;
+  const size_t bytes = detail::avx512_gemm_prepared_size(w_type, n_in, n_tokens);
+  if (bytes == 0) return;
+  if (bytes > capacity_) {
+    buffer_.reset(static_cast<uint8_t*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64)));
+    if (!buffer_) throw std::bad_alloc();
+    capacity_ = (bytes + 63) / 64 * 64;
+  }
+  detail::avx512_gemm_prepare(w_type, act, n_in, n_tokens, buffer_.get());
+  prepared_ = buffer_.get();
+}
+
+bool gemm_rows(TensorType w_type, const void* w, int64_t n_in, int64_t n_out, const GemmInput& in,
+               float* y, int64_t row_begin, int64_t row_end) {
+  if (active_isa() != Isa::avx512 || in.w_type() != w_type || in.n_in() != n_in) return false;
+  return detail::avx512_gemm_rows(w_type, w, n_in, n_out, in.act(), in.prepared(), in.n_tokens(), y, row_begin,
+                                  row_end);
+}
+
 bool gemm_rows(TensorType w_type, const void* w, int64_t n_in, int64_t n_out, const void* act,
                int64_t n_tokens, float* y, int64_t row_begin, int64_t row_end) {
-  if (active_isa() != Isa::avx512) return false;
-  return detail::avx512_gemm_rows(w_type, w, n_in, n_out, act, n_tokens, y, row_begin, row_end);
+  if (!has_gemm(w_type, n_in, n_tokens)) return false;
+  thread_local GemmInput in;
+  in.prepare(w_type, act, n_in, n_tokens);
+  return gemm_rows(w_type, w, n_in, n_out, in, y, row_begin, row_end);
 }
 
 }  // namespace endless::kernels

@@ -6,6 +6,7 @@
 #include <span>
 #include <vector>
 
+#include "kernels/gemm.h"
 #include "memory/kv_store.h"
 #include "memory/policy.h"
 #include "memory/rope.h"
@@ -67,6 +68,7 @@ class Engine {
   // Scratch, grown to the largest batch seen and then reused: no allocation per token.
   std::vector<float> x_, xb_, q_, k_, v_, att_, ffa_, ffb_, logits_, all_logits_;
   std::vector<uint8_t> act_;
+  kernels::GemmInput gemm_in_;  // act_ laid out for the tiled products
   std::vector<float> kt_, vf_;  // fast attention: keys transposed, values as floats
   std::vector<std::vector<float>> part_kt_, part_vf_;  // the same, per thread, for parts side by side
   bool reference_ = false;

@@ -1,8 +1,12 @@
 // Engine::matmul: a weight matrix times a batch of activations, rows split across the threads.
-// The activations are converted once into the weights' vec_dot_type; each thread then computes a
-// contiguous range of output rows (whole register tiles, kernels::kGemmRowAlign) with the tiled
-// kernels where there are some (kernels::gemm_rows), else one dot product per output
-// (kernels::matmul_rows). Both give the same bits.
+// The activations are converted once into the weights' vec_dot_type and laid out once for the
+// tiles (kernels::GemmInput); each thread then computes output rows (whole register tiles,
+// kernels::kGemmRowAlign): in prefill one contiguous part per thread, in decode chunks of its
+// own part first, then what is left of the others' (ThreadPool::parallel_for_balanced). The
+// tiled kernels where there are some (kernels::gemm_rows), else one dot product per output
+// (kernels::matmul_rows): both give the same bits.
+#include <algorithm>
+
 #include "kernels/gemm.h"
 #include "kernels/kernels.h"
 #include "model/forward.h"
@@ -13,10 +17,23 @@ void Engine::matmul(const Weight& w, const float* x, int64_t n_tokens, float* y)
   const size_t bytes = kernels::activations_size(w.type, w.n_in, n_tokens);
   if (act_.size() < bytes) act_.resize(bytes);
   kernels::convert_activations(w.type, x, w.n_in, n_tokens, act_.data());
-  pool_.parallel_for_aligned(w.n_out, kernels::kGemmRowAlign, [&](int64_t begin, int64_t end) {
-    if (!kernels::gemm_rows(w.type, w.data, w.n_in, w.n_out, act_.data(), n_tokens, y, begin, end))
+  gemm_in_.prepare(w.type, act_.data(), w.n_in, n_tokens);
+  auto rows = [&](int64_t begin, int64_t end) {
+    if (!kernels::gemm_rows(w.type, w.data, w.n_in, w.n_out, gemm_in_, y, begin, end))
       kernels::matmul_rows(w.type, w.data, w.n_in, w.n_out, act_.data(), n_tokens, y, begin, end);
-  });
+  };
+  if (n_tokens > 1) {
+    // Prefill: one contiguous part per thread; the tiles keep a block of rows in cache while all
+    // the tokens pass over it, which smaller chunks would cut short.
+    pool_.parallel_for_aligned(w.n_out, kernels::kGemmRowAlign, rows);
+    return;
+  }
+  // Decode: chunks of about 64 KiB of weights, at least one register tile: small enough that a
+  // thread delayed by the machine leaves little for the others to wait for, large enough that
+  // handing them out costs nothing measurable.
+  const int64_t row_bytes = static_cast<int64_t>(row_size(w.type, w.n_in));
+  const int64_t grain = std::max<int64_t>(kernels::kGemmRowAlign, (int64_t{64} << 10) / std::max<int64_t>(row_bytes, 1));
+  pool_.parallel_for_balanced(w.n_out, kernels::kGemmRowAlign, grain, rows);
 }
 
 }  // namespace endless

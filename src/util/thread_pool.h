@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -94,13 +95,48 @@ class ThreadPool {
     });
   }
 
+  // Splits [0, n) into size() contiguous parts as parallel_for_aligned does, each handed out in
+  // chunks of `grain` (a multiple of `align`) from its front; a thread that has finished its own
+  // part then takes chunks from the others'. On a machine where a thread can be delayed (another
+  // process, an interrupt, a hypervisor), the others finish its work instead of waiting for it,
+  // while each thread still walks a contiguous range, as the memory prefetchers like.
+  // fn(begin, end) per chunk.
+  template <typename F>
+  void parallel_for_balanced(int64_t n, int64_t align, int64_t grain, F&& fn) {
+    if (n_threads_ == 1 || n <= align) {
+      if (n > 0) fn(int64_t{0}, n);
+      return;
+    }
+    grain = std::max<int64_t>(align, grain / align * align);
+    const int64_t units = (n + align - 1) / align;
+    for (int t = 0; t < n_threads_; ++t) {
+      parts_[t].next.store(std::min(n, units * t / n_threads_ * align), std::memory_order_relaxed);
+      parts_[t].end = t + 1 == n_threads_ ? n : std::min(n, units * (t + 1) / n_threads_ * align);
+    }
+    run([&](int t) {
+      for (int k = 0; k < n_threads_; ++k) {
+        Part& p = parts_[(t + k) % n_threads_];
+        for (;;) {
+          const int64_t begin = p.next.fetch_add(grain, std::memory_order_relaxed);
+          if (begin >= p.end) break;
+          fn(begin, std::min(p.end, begin + grain));
+        }
+      }
+    });
+  }
+
  private:
+  struct alignas(64) Part {
+    std::atomic<int64_t> next{0};
+    int64_t end = 0;
+  };
   using Trampoline = void (*)(void* ctx, int thread);
   void dispatch(Trampoline call, void* ctx);
   void worker(int index);
 
   int n_threads_;
   std::vector<std::thread> workers_;
+  std::unique_ptr<Part[]> parts_;  // parallel_for_balanced's ranges, one per thread
 
   // Each on its own cache line: the caller writes job_/generation_, workers write pending_.
   struct alignas(64) Job {

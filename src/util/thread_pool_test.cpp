@@ -57,7 +57,7 @@ TEST(ThreadPool, LoopsCoverTheRangeExactlyOnce) {
   for (int threads : {1, 2, 3, 4}) {
     ThreadPool pool(threads);
     for (int64_t n : {0, 1, 2, 3, 7, 64, 100, 1001}) {
-      std::vector<std::atomic<int>> a(n), b(n), c(n);
+      std::vector<std::atomic<int>> a(n), b(n), c(n), d(n);
       pool.parallel_for(n, [&](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; ++i) a[i].fetch_add(1);
       });
@@ -71,10 +71,16 @@ TEST(ThreadPool, LoopsCoverTheRangeExactlyOnce) {
         }
         for (int64_t i = begin; i < end; ++i) c[i].fetch_add(1);
       });
+      pool.parallel_for_balanced(n, 16, 40, [&](int64_t begin, int64_t end) {
+        EXPECT_EQ(begin % 16, 0) << "n " << n;  // grain 40 is rounded down to 32
+        if (threads > 1) EXPECT_LE(end - begin, 32) << "n " << n;
+        for (int64_t i = begin; i < end; ++i) d[i].fetch_add(1);
+      });
       for (int64_t i = 0; i < n; ++i) {
         ASSERT_EQ(a[i].load(), 1) << "parallel_for threads " << threads << " n " << n << " i " << i;
         ASSERT_EQ(b[i].load(), 1) << "aligned threads " << threads << " n " << n << " i " << i;
         ASSERT_EQ(c[i].load(), 1) << "dynamic threads " << threads << " n " << n << " i " << i;
+        ASSERT_EQ(d[i].load(), 1) << "balanced threads " << threads << " n " << n << " i " << i;
       }
     }
   }
@@ -87,6 +93,31 @@ TEST(ThreadPool, StaticSplitIsBalanced) {
   pool.parallel_for(101, [&](int64_t begin, int64_t end) { sizes[begin == 0 ? 0 : 1] = end - begin; });
   EXPECT_EQ(sizes[0] + sizes[1], 101);
   EXPECT_LE(std::abs(sizes[0] - sizes[1]), 1);
+}
+
+// A thread that is held up has its chunks taken by the others: the worker, on its first chunk,
+// waits until every other row is done, which happens only if the caller takes over the rest of
+// the worker's part.
+TEST(ThreadPool, BalancedLoopTakesOverADelayedThreadsPart) {
+  ThreadPool pool(2);
+  constexpr int64_t n = 64 * 16;
+  const auto caller = std::this_thread::get_id();
+  std::atomic<int64_t> done{0};
+  std::atomic<int64_t> by_caller{0};
+  std::atomic<bool> worker_waited{false};
+  pool.parallel_for_balanced(n, 16, 16, [&](int64_t begin, int64_t end) {
+    if (std::this_thread::get_id() != caller && !worker_waited.exchange(true)) {
+      for (int i = 0; i < 5000 && done.load() < n - (end - begin); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    if (std::this_thread::get_id() == caller) by_caller += end - begin;
+    done += end - begin;
+  });
+  EXPECT_EQ(done.load(), n);
+  // The worker may not have started before the caller took everything; if it did, it held one
+  // chunk and the caller did all the rest, its own half and the worker's other chunks.
+  if (worker_waited.load()) EXPECT_EQ(by_caller.load(), n - 16);
+  else EXPECT_EQ(by_caller.load(), n);
 }
 
 // Many jobs back to back (the decode pattern): each sees the writes of the previous one and the
