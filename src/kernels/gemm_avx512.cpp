@@ -381,11 +381,12 @@ void gemv_q32(int64_t nb, const typename Rows::Block* const* rows, const PairBlo
 // Prefill: RM rows against RP pairs of tokens (y + p * nb); y_out[t * ys + r].
 template <typename Rows, int RM, int RP>
 void tile_q32(int64_t nb, const typename Rows::Block* w, int64_t ws, const PairBlock* y, int n_tokens,
-              float* out, int64_t ys) {
+              float* out, int64_t ys, PassPrefetch pf) {
   __m512 acc[RM][RP];
   for (int r = 0; r < RM; ++r)
     for (int p = 0; p < RP; ++p) acc[r][p] = _mm512_setzero_ps();
   for (int64_t i = 0; i < nb; ++i) {
+    pf.step();
     __m512i u[RM];
     __m512 dw[RM];
     for (int r = 0; r < RM; ++r) {
@@ -430,7 +431,8 @@ void gemv_q32_rows(const void* w, int64_t n_in, const PairBlock* y, float* out, 
 }
 
 template <typename Rows>
-using QuantTileFn = void (*)(int64_t, const typename Rows::Block*, int64_t, const PairBlock*, int, float*, int64_t);
+using QuantTileFn = void (*)(int64_t, const typename Rows::Block*, int64_t, const PairBlock*, int, float*, int64_t,
+                             PassPrefetch);
 
 template <typename Rows>
 struct QuantTiles {
@@ -458,7 +460,10 @@ void gemm_q32_rows(const void* w, int64_t n_in, int64_t n_out, const PairBlock* 
       const int nt = static_cast<int>(std::min<int64_t>(2 * kQuantRP, n_tokens - 2 * p));
       for (int64_t r = rb; r < re; r += kQuantRM) {
         const int nr = static_cast<int>(std::min<int64_t>(kQuantRM, re - r));
-        tiles.fn[nr - 1][np - 1](nb, base + r * nb, nb, pairs + p * nb, nt, y + 2 * p * n_out + r, n_out);
+        // The first token tile reads the block's rows from memory: it prefetches the next rows
+        // as decode does (a few tokens, as when sessions are batched, read each row once).
+        const PassPrefetch pf = p == 0 ? next_pass(w, nb * sizeof(Block), r + kQuantRM, kQuantRM, r1, nb) : PassPrefetch{};
+        tiles.fn[nr - 1][np - 1](nb, base + r * nb, nb, pairs + p * nb, nt, y + 2 * p * n_out + r, n_out, pf);
       }
     }
   }
@@ -661,7 +666,8 @@ void gemv_q6_K(int64_t nb, const block_q6_K* const* rows, const KTok* y, float* 
 
 // Prefill: one row of Q4_K against RP pairs of tokens (y + p * nb).
 template <int RP>
-void tile_q4_K(int64_t nb, const block_q4_K* x_row, const KPair* y, int n_tokens, float* out, int64_t ys) {
+void tile_q4_K(int64_t nb, const block_q4_K* x_row, const KPair* y, int n_tokens, float* out, int64_t ys,
+               PassPrefetch pf) {
   __m512 acc[RP];
   __m256 acc_m[RP];
   for (int p = 0; p < RP; ++p) {
@@ -670,6 +676,7 @@ void tile_q4_K(int64_t nb, const block_q4_K* x_row, const KPair* y, int n_tokens
   }
   const __m512i low4 = _mm512_set1_epi8(0x0F);
   for (int64_t i = 0; i < nb; ++i) {
+    pf.step();
     const block_q4_K& x = x_row[i];
     __m128i sc8, mn8;
     q45_K_scales_mins(x.scales, &sc8, &mn8);
@@ -706,12 +713,14 @@ void tile_q4_K(int64_t nb, const block_q4_K* x_row, const KPair* y, int n_tokens
 
 // Prefill: one row of Q6_K against RP pairs of tokens.
 template <int RP>
-void tile_q6_K(int64_t nb, const block_q6_K* x_row, const KPair* y, int n_tokens, float* out, int64_t ys) {
+void tile_q6_K(int64_t nb, const block_q6_K* x_row, const KPair* y, int n_tokens, float* out, int64_t ys,
+               PassPrefetch pf) {
   __m512 acc[RP];
   for (int p = 0; p < RP; ++p) acc[p] = _mm512_setzero_ps();
   const __m256i low4 = _mm256_set1_epi8(0x0F);
   const __m256i bits45 = _mm256_set1_epi8(0x30);
   for (int64_t i = 0; i < nb; ++i) {
+    pf.step();
     const block_q6_K& x = x_row[i];
     const __m512i sc16 = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x.scales))));
     __m512i isum[RP];
@@ -781,8 +790,10 @@ void gemm_k_rows(const Table& tiles, const void* w, int64_t n_in, int64_t n_out,
     for (int64_t p = 0; p < n_pairs; p += kKPairs) {
       const int np = static_cast<int>(std::min<int64_t>(kKPairs, n_pairs - p));
       const int nt = static_cast<int>(std::min<int64_t>(2 * kKPairs, n_tokens - 2 * p));
-      for (int64_t r = rb; r < re; ++r)
-        tiles[np - 1](nb, base + r * nb, pairs + p * nb, nt, y + 2 * p * n_out + r, n_out);
+      for (int64_t r = rb; r < re; ++r) {
+        const PassPrefetch pf = p == 0 ? next_pass(w, nb * sizeof(Block), r + 1, 1, r1, nb) : PassPrefetch{};
+        tiles[np - 1](nb, base + r * nb, pairs + p * nb, nt, y + 2 * p * n_out + r, n_out, pf);
+      }
     }
   }
 }
@@ -798,11 +809,11 @@ bool kquant_gemm(TensorType type, const void* w, int64_t n_in, int64_t n_out, co
   }
   const auto* pairs = static_cast<const KPair*>(prepared);
   if (type == TensorType::Q4_K) {
-    using Fn = void (*)(int64_t, const block_q4_K*, const KPair*, int, float*, int64_t);
+    using Fn = void (*)(int64_t, const block_q4_K*, const KPair*, int, float*, int64_t, PassPrefetch);
     static constexpr Fn tiles[kKPairs] = {tile_q4_K<1>, tile_q4_K<2>, tile_q4_K<3>, tile_q4_K<4>};
     gemm_k_rows<block_q4_K>(tiles, w, n_in, n_out, pairs, n_tokens, y, r0, r1);
   } else {
-    using Fn = void (*)(int64_t, const block_q6_K*, const KPair*, int, float*, int64_t);
+    using Fn = void (*)(int64_t, const block_q6_K*, const KPair*, int, float*, int64_t, PassPrefetch);
     static constexpr Fn tiles[kKPairs] = {tile_q6_K<1>, tile_q6_K<2>, tile_q6_K<3>, tile_q6_K<4>};
     gemm_k_rows<block_q6_K>(tiles, w, n_in, n_out, pairs, n_tokens, y, r0, r1);
   }
