@@ -21,7 +21,7 @@ if [ ! -f "$model" ]; then
 fi
 
 rm -rf "$dir/sessions"
-"$bin" serve -m "$model" --mlock -t "$threads" --port 0 --parallel $((sessions + 1)) --sessions-dir "$dir/sessions" \
+"$bin" serve -m "$model" --no-mmap -t "$threads" --port 0 --parallel $((sessions + 1)) --sessions-dir "$dir/sessions" \
   --snapshot-every 100000000 2>"$dir/serve.log" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT

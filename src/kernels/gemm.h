@@ -66,5 +66,8 @@ bool has_gemm(TensorType w_type, int64_t n_in, int64_t n_tokens);
 
 // Row ranges split between threads are best multiples of this (whole register tiles).
 inline constexpr int64_t kGemmRowAlign = 16;
+// Up to this many tokens, one register tile covers them all, so each weight row is read once
+// per product (no block of rows is kept in cache for further token tiles).
+inline constexpr int64_t kGemmOnePassTokens = 8;
 
 }  // namespace endless::kernels

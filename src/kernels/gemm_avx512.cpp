@@ -462,7 +462,7 @@ void gemm_q32_rows(const void* w, int64_t n_in, int64_t n_out, const PairBlock* 
         const int nr = static_cast<int>(std::min<int64_t>(kQuantRM, re - r));
         // The first token tile reads the block's rows from memory: it prefetches the next rows
         // as decode does (a few tokens, as when sessions are batched, read each row once).
-        const PassPrefetch pf = p == 0 ? next_pass(w, nb * sizeof(Block), r + kQuantRM, kQuantRM, r1, nb) : PassPrefetch{};
+        const PassPrefetch pf = p == 0 ? next_pass(w, nb * sizeof(Block), r + kQuantRM, kQuantRM, n_out, nb) : PassPrefetch{};
         tiles.fn[nr - 1][np - 1](nb, base + r * nb, nb, pairs + p * nb, nt, y + 2 * p * n_out + r, n_out, pf);
       }
     }
@@ -791,7 +791,7 @@ void gemm_k_rows(const Table& tiles, const void* w, int64_t n_in, int64_t n_out,
       const int np = static_cast<int>(std::min<int64_t>(kKPairs, n_pairs - p));
       const int nt = static_cast<int>(std::min<int64_t>(2 * kKPairs, n_tokens - 2 * p));
       for (int64_t r = rb; r < re; ++r) {
-        const PassPrefetch pf = p == 0 ? next_pass(w, nb * sizeof(Block), r + 1, 1, r1, nb) : PassPrefetch{};
+        const PassPrefetch pf = p == 0 ? next_pass(w, nb * sizeof(Block), r + 1, 1, n_out, nb) : PassPrefetch{};
         tiles[np - 1](nb, base + r * nb, pairs + p * nb, nt, y + 2 * p * n_out + r, n_out, pf);
       }
     }

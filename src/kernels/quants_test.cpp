@@ -166,6 +166,29 @@ TEST(ActivationQuantizers, Q8_0MatchesADirectDerivation) {
   EXPECT_EQ(blocks[1].qs[2], -4);
 }
 
+// The AVX-512 quantizer (used when that ISA is active) gives the scalar one's bytes: rows of
+// every magnitude, with ties, zeros, signs and blocks whose amax is negative.
+TEST(ActivationQuantizers, Q8_0IsTheSameOnEveryIsa) {
+  const Isa saved = active_isa();
+  auto x = random_floats(32 * 64, 7, 1.0f);
+  for (int b = 0; b < 64; ++b) {
+    const float scale = std::ldexp(1.0f, b % 40 - 20);
+    for (int j = 0; j < 32; ++j) x[32 * b + j] *= scale;
+  }
+  for (int j = 0; j < 32; ++j) x[32 * 3 + j] = 0.0f;                      // all zero
+  for (int j = 0; j < 32; ++j) x[32 * 4 + j] = static_cast<float>(j) - 15.5f;  // ties after scaling
+  x[32 * 4] = -127.0f;
+  for (int j = 0; j < 32; ++j) x[32 * 5 + j] = j % 2 ? 0.5f : -1.5f;
+  set_isa(Isa::scalar);
+  const auto scalar = quantized(TensorType::Q8_0, x);
+  for (Isa isa : {Isa::avx2, Isa::avx512}) {
+    if (static_cast<int>(isa) > static_cast<int>(best_isa())) continue;
+    set_isa(isa);
+    EXPECT_EQ(quantized(TensorType::Q8_0, x), scalar) << isa_name(isa);
+  }
+  set_isa(saved);
+}
+
 // Weights are written with ggml's reference Q8_0 quantizer, which rounds ties away from zero.
 TEST(WeightQuantizers, Q8_0ReferenceRoundsTiesAwayFromZero) {
   std::vector<float> x(32, 0.0f);

@@ -7,6 +7,7 @@
 //    no horizontal sums;
 //  - the weighted sum of values runs with the head dimension innermost.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 
@@ -175,14 +176,19 @@ void Engine::attention_fast_parts(int layer, std::span<const BatchPart> parts, c
     part_kt_.resize(pool_.size());
     part_vf_.resize(pool_.size());
   }
-  // Whole parts to each thread, each with its own scratch; a part's tokens on that one thread.
+  // Whole parts handed out one at a time (parts differ in length, and a thread may be delayed),
+  // each thread with its own scratch; a part's tokens on that one thread.
+  part_rows_.resize(parts.size());
+  int64_t row = 0;  // each part's first row in q and out
+  for (size_t p = 0; p < parts.size(); ++p) {
+    part_rows_[p] = row;
+    row += static_cast<int64_t>(parts[p].tokens.size());
+  }
+  std::atomic<int64_t> next{0};
   pool_.run([&](int t) {
-    const int64_t np = static_cast<int64_t>(parts.size());
-    const int64_t begin = np * t / pool_.size(), end = np * (t + 1) / pool_.size();
-    int64_t row = 0;  // the part's first row in q and out
-    for (int64_t p = 0; p < end; row += static_cast<int64_t>(parts[p].tokens.size()), ++p) {
-      if (p < begin) continue;
-      attend_part(c, rope_, layer, parts[p], q + row * c.q_dim(), out + row * c.q_dim(), part_kt_[t], part_vf_[t],
+    for (int64_t p; (p = next.fetch_add(1, std::memory_order_relaxed)) < static_cast<int64_t>(parts.size());) {
+      const int64_t r = part_rows_[p];
+      attend_part(c, rope_, layer, parts[p], q + r * c.q_dim(), out + r * c.q_dim(), part_kt_[t], part_vf_[t],
                   [](int64_t n, auto&& fn) {
                     if (n > 0) fn(int64_t{0}, n);
                   });

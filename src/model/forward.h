@@ -71,6 +71,7 @@ class Engine {
   kernels::GemmInput gemm_in_;  // act_ laid out for the tiled products
   std::vector<float> kt_, vf_;  // fast attention: keys transposed, values as floats
   std::vector<std::vector<float>> part_kt_, part_vf_;  // the same, per thread, for parts side by side
+  std::vector<int64_t> part_rows_;                     // each side-by-side part's first row
   bool reference_ = false;
   std::vector<int64_t> slots_;
   std::vector<double> key_pos_;

@@ -22,13 +22,14 @@ void Engine::matmul(const Weight& w, const float* x, int64_t n_tokens, float* y)
     if (!kernels::gemm_rows(w.type, w.data, w.n_in, w.n_out, gemm_in_, y, begin, end))
       kernels::matmul_rows(w.type, w.data, w.n_in, w.n_out, act_.data(), n_tokens, y, begin, end);
   };
-  if (n_tokens > 1) {
+  if (n_tokens > kernels::kGemmOnePassTokens) {
     // Prefill: one contiguous part per thread; the tiles keep a block of rows in cache while all
     // the tokens pass over it, which smaller chunks would cut short.
     pool_.parallel_for_aligned(w.n_out, kernels::kGemmRowAlign, rows);
     return;
   }
-  // Decode: chunks of about 64 KiB of weights, at least one register tile: small enough that a
+  // Decode, or a few tokens (sessions batched together) that one tile covers: every row is read
+  // once, in chunks of about 64 KiB of weights, at least one register tile: small enough that a
   // thread delayed by the machine leaves little for the others to wait for, large enough that
   // handing them out costs nothing measurable.
   const int64_t row_bytes = static_cast<int64_t>(row_size(w.type, w.n_in));
