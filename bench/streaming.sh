@@ -56,13 +56,13 @@ for step in $STEPS; do
                   "$BIN" eval recall -m "$MODEL" -f "$TEXT" -t 1 --cache infllm --sink 4 --window 512 \
                     --block-size 64 --block-topk 2 --mem-distance 150 --gap $gap --passages 40 \
                     --csv "$OUT/recall-g$gap.csv" > "$OUT/recall-g$gap.txt" 2>/dev/null
-                  tail -n 3 "$OUT/recall-g$gap.txt"
+                  tail -n 4 "$OUT/recall-g$gap.txt"
                 done ;;
     # The same with InfLLM's original scoring in every layer (the starting point).
     recall-query) "$BIN" eval recall -m "$MODEL" -f "$TEXT" -t 1 --cache infllm --sink 4 --window 512 \
                     --block-size 64 --block-topk 2 --mem-score query --mem-skip-layers 0 --gap 600 --passages 40 \
                     > "$OUT/recall-query-g600.txt" 2>/dev/null
-                  tail -n 3 "$OUT/recall-query-g600.txt" ;;
+                  tail -n 4 "$OUT/recall-query-g600.txt" ;;
     plot)      gnuplot -e "out='$OUT'" bench/streaming.gp ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac

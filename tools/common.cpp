@@ -58,8 +58,16 @@ void add_memory_policy_options(CLI::App& app, CacheOptions& o) {
       ->check(CLI::IsMember({"keys", "query"}));
   app.add_option("--mem-key-window", o.memory.mem_key_window, "infllm: recent tokens whose mean key scores blocks (--mem-score keys)")
       ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--mem-key-parts", o.memory.mem_key_parts,
+                 "infllm: mean keys per block (--mem-score keys); a block scores as its best part")
+      ->check(CLI::Range(1, 65536));
   app.add_option("--mem-retrieve-every", o.memory.mem_retrieve_every,
                  "infllm: score blocks again only every this many tokens (keeps the last choice between)")
+      ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--mem-index-group", o.memory.mem_index_group,
+                 "infllm: blocks per group of the two-level block index (groups scored first, then their blocks)")
+      ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--mem-index-beam", o.memory.mem_index_beam, "infllm: best groups whose blocks are scored one by one")
       ->check(CLI::Range(1, 1 << 20));
   app.add_option("--mem-distance", o.memory.mem_distance, "infllm: distance of retrieved tokens from the query (default: the window's)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));

@@ -191,8 +191,8 @@ TEST(InfLLMPolicy, RepresentativeIsTheMeanKeyOfEachHeadsMostAttendedTokens) {
   std::vector<float> k(shape.kv_dim());
   for (int64_t b = 0; b < p.n_blocks(); ++b)
     for (int l = 0; l < kLayers; ++l) {
-      const float* rep = p.representative(l, b);
-      ASSERT_NE(rep, nullptr);
+      const std::vector<float> rep = p.representative(l, b);
+      ASSERT_FALSE(rep.empty());
       for (int h = 0; h < shape.n_heads; ++h) {
         std::vector<int64_t> pos(block);
         for (int j = 0; j < block; ++j) pos[j] = p.block_first(b) + j;
@@ -388,7 +388,7 @@ TEST(InfLLMPolicy, StateRoundTrips) {
         EXPECT_EQ(a.retrieved(l), b.retrieved(l));
         for (int64_t blk = a.first_alive_block(); blk < a.n_blocks(); ++blk) {
           if (variant == 2) {  // no representatives; the mean keys instead
-            ASSERT_EQ(a.representative(l, blk), nullptr);
+            ASSERT_TRUE(a.representative(l, blk).empty());
             for (int e = 0; e < shape.kv_dim(); ++e) ASSERT_EQ(a.mean_key(l, blk)[e], b.mean_key(l, blk)[e]);
             continue;
           }
@@ -495,6 +495,93 @@ TEST(InfLLMPolicy, ScoresByKeysWithTheCentredCosineOfMeanKeys) {
     p.end_batch(n);
   }
   EXPECT_GE(compared, 12);
+}
+
+// Deep into a stream the index is searched in two levels: groups of blocks by their mean key,
+// then the blocks of the best groups and of the group being filled; checked against the same
+// search done independently from the keys.
+TEST(InfLLMPolicy, SearchesTheBestGroupsThenTheirBlocks) {
+  const Shape shape;
+  const int n_init = 2, block = 4, top_k = 2, key_window = 5, group = 3, beam = 2;
+  MemoryConfig c = config(n_init, 10, block, 2, top_k, 3);
+  c.mem_score = "keys";
+  c.mem_key_window = key_window;
+  c.mem_index_group = group;
+  c.mem_index_beam = beam;
+  InfLLMPolicy p(c);
+  Driver d(p, shape, 3);
+  std::mt19937 rng(5);
+  while (p.n_seen() < 200) d.feed(1 + static_cast<int>(rng() % 3), nullptr);
+  const int kv = shape.kv_dim(), hd = shape.head_dim;
+  std::vector<float> k(kv);
+  int compared = 0;
+  for (int trial = 0; trial < 30; ++trial) {
+    const int n = 1 + trial % 3;
+    d.begin(n);
+    const int64_t end = p.n_seen() + n;
+    std::vector<float> q(n * shape.q_dim(), 0.25f);
+    for (int l = 0; l < kLayers; ++l) {
+      p.before_attention(l, q.data(), n, d.store);
+      const int64_t nb = p.n_blocks(), groups = nb / group;
+      ASSERT_GT(groups, beam);
+      std::vector<std::vector<double>> mean(nb, std::vector<double>(kv, 0.0));
+      std::vector<double> centre(kv, 0.0), recent(kv, 0.0);
+      for (int64_t b = 0; b < nb; ++b) {
+        for (int j = 0; j < block; ++j) {
+          key_of(p.block_first(b) + j, l, kv, k.data());
+          for (int e = 0; e < kv; ++e) mean[b][e] += k[e] / block;
+        }
+        for (int e = 0; e < kv; ++e) centre[e] += mean[b][e] / static_cast<double>(nb);
+      }
+      const int64_t w = std::max(key_window, n);
+      for (int64_t t = end - w; t < end; ++t) {
+        key_of(t, l, kv, k.data());
+        for (int e = 0; e < kv; ++e) recent[e] += k[e] / static_cast<double>(w);
+      }
+      auto score = [&](const std::vector<double>& m) {
+        double sum = 0;
+        for (int h = 0; h < shape.n_kv_heads; ++h) {
+          double dot = 0, na = 0, nm = 0;
+          for (int e = h * hd; e < (h + 1) * hd; ++e) {
+            const double x = recent[e] - centre[e], y = m[e] - centre[e];
+            dot += x * y;
+            na += x * x;
+            nm += y * y;
+          }
+          sum += dot / std::sqrt(na * nm);
+        }
+        return sum;
+      };
+      std::vector<std::pair<double, int64_t>> by_group;
+      for (int64_t g = 0; g < groups; ++g) {
+        std::vector<double> gm(kv, 0.0);
+        for (int64_t b = g * group; b < (g + 1) * group; ++b)
+          for (int e = 0; e < kv; ++e) gm[e] += mean[b][e] / group;
+        by_group.push_back({score(gm), g});
+      }
+      std::sort(by_group.begin(), by_group.end(), std::greater<>());
+      if (by_group[beam - 1].first - by_group[beam].first < 1e-4) continue;  // a near-tie of groups
+      std::vector<int64_t> candidates;
+      for (int j = 0; j < beam; ++j)
+        for (int64_t b = by_group[j].second * group; b < (by_group[j].second + 1) * group; ++b) candidates.push_back(b);
+      for (int64_t b = groups * group; b < nb; ++b) candidates.push_back(b);  // the open group
+      EXPECT_EQ(p.scored_last(l), static_cast<int64_t>(candidates.size()));
+      std::vector<std::pair<double, int64_t>> by_block;
+      for (int64_t b : candidates) by_block.push_back({score(mean[b]), b});
+      std::sort(by_block.begin(), by_block.end(), std::greater<>());
+      if (by_block[top_k - 1].first - by_block[top_k].first < 1e-4) continue;
+      std::vector<int64_t> want;
+      for (int j = 0; j < top_k; ++j) want.push_back(by_block[j].second);
+      std::sort(want.begin(), want.end());
+      EXPECT_EQ(p.retrieved(l), want) << "trial " << trial << " layer " << l;
+      ++compared;
+    }
+    p.end_batch(n);
+  }
+  EXPECT_GE(compared, 30);
+  // Far fewer blocks scored than held: the cost of a search does not grow with the stream.
+  EXPECT_LE(p.scored_last(1), (beam + 1) * group);
+  EXPECT_GT(p.n_blocks(), 4 * (beam + 1) * group);
 }
 
 TEST(InfLLMPolicy, ScoresAgainOnlyInBatchesHoldingAMultipleOfTheStride) {

@@ -70,11 +70,21 @@ struct MemoryConfig {
   int mem_skip_layers = 1;
   std::string mem_score = "keys";
   int mem_key_window = 32;
+  // Keys scoring with mem_key_parts > 1: a block is represented by the mean keys of its parts of
+  // block_size / mem_key_parts tokens and scores as its best part (a passage that fills part of
+  // a block is found by that part, not diluted by the rest).
+  int mem_key_parts = 1;
   // Blocks are scored again only in batches holding a multiple of mem_retrieve_every (1: every
   // batch, as InfLLM); between, the blocks chosen last are attended again (already in the
   // cache: nothing to copy). Scoring costs O(blocks held) per layer, so in one-token decoding
   // deep into a stream a stride keeps the cost per token bounded.
   int mem_retrieve_every = 1;
+  // The block index (BlockIndex) is searched in two levels: groups of mem_index_group blocks are
+  // scored by their mean entry, then the blocks of the best mem_index_beam groups and of the
+  // group being filled. Its RAM and the cost of a search grow with blocks / mem_index_group
+  // instead of blocks; with at most mem_index_beam complete groups every block is scored.
+  int mem_index_group = 64;
+  int mem_index_beam = 4;
   int64_t mem_distance = 0;
   bool mem_compact = false;
   int64_t mem_ram_mib = 1024;
