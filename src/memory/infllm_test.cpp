@@ -428,73 +428,87 @@ TEST(InfLLMPolicy, LayersBelowTheSkipRetrieveNothing) {
   p.end_batch(1);
 }
 
+// With parts > 1 a block holds the mean key of each part and scores as its best part; the centre
+// is the mean over every part of every block.
 TEST(InfLLMPolicy, ScoresByKeysWithTheCentredCosineOfMeanKeys) {
-  const Shape shape;
-  const int n_init = 2, block = 4, top_k = 2, key_window = 5;
-  MemoryConfig c = config(n_init, 10, block, 2, top_k, 3);
-  c.mem_score = "keys";
-  c.mem_key_window = key_window;
-  InfLLMPolicy p(c);
-  Driver d(p, shape, 3);
-  std::mt19937 rng(4);
-  while (p.n_seen() < 120) d.feed(1 + static_cast<int>(rng() % 3), nullptr);
-  ASSERT_GT(p.n_blocks(), 2 * top_k);
-  const int kv = shape.kv_dim(), hd = shape.head_dim;
-  std::vector<float> k(kv);
-  int compared = 0;
-  for (int trial = 0; trial < 8; ++trial) {
-    const int n = 1 + trial % 3;
-    d.begin(n);
-    const int64_t end = p.n_seen() + n;
-    std::vector<float> q(n * shape.q_dim(), 0.25f);  // not used by this score
-    for (int l = 0; l < kLayers; ++l) {
-      p.before_attention(l, q.data(), n, d.store);
-      // Independently, from the keys themselves: block means, their centre, the recent mean.
-      const int64_t first = p.first_alive_block(), nb = p.n_blocks();
-      std::vector<std::vector<double>> mean(nb - first, std::vector<double>(kv, 0.0));
-      std::vector<double> centre(kv, 0.0), recent(kv, 0.0);
-      for (int64_t b = first; b < nb; ++b) {
-        for (int j = 0; j < block; ++j) {
-          key_of(p.block_first(b) + j, l, kv, k.data());
-          for (int e = 0; e < kv; ++e) mean[b - first][e] += k[e] / block;
-        }
-        for (int e = 0; e < kv; ++e) {
-          EXPECT_NEAR(p.mean_key(l, b)[e], mean[b - first][e], 3e-5);
-          centre[e] += mean[b - first][e] / static_cast<double>(nb - first);
-        }
-      }
-      const int64_t w = std::max(key_window, n);
-      for (int64_t t = end - w; t < end; ++t) {
-        key_of(t, l, kv, k.data());
-        for (int e = 0; e < kv; ++e) recent[e] += k[e] / static_cast<double>(w);
-      }
-      std::vector<std::pair<double, int64_t>> score;
-      for (int64_t b = first; b < nb; ++b) {
-        double sum = 0;
-        for (int h = 0; h < shape.n_kv_heads; ++h) {
-          double dot = 0, na = 0, nm = 0;
-          for (int e = h * hd; e < (h + 1) * hd; ++e) {
-            const double x = recent[e] - centre[e], y = mean[b - first][e] - centre[e];
-            dot += x * y;
-            na += x * x;
-            nm += y * y;
+  for (int parts : {1, 2}) {
+    const Shape shape;
+    const int n_init = 2, block = 4, top_k = 2, key_window = 5, len = block / parts;
+    MemoryConfig c = config(n_init, 10, block, 2, top_k, 3);
+    c.mem_score = "keys";
+    c.mem_key_window = key_window;
+    c.mem_key_parts = parts;
+    InfLLMPolicy p(c);
+    Driver d(p, shape, 3);
+    std::mt19937 rng(4);
+    while (p.n_seen() < 120) d.feed(1 + static_cast<int>(rng() % 3), nullptr);
+    ASSERT_GT(p.n_blocks(), 2 * top_k);
+    const int kv = shape.kv_dim(), hd = shape.head_dim;
+    std::vector<float> k(kv);
+    int compared = 0;
+    for (int trial = 0; trial < 8; ++trial) {
+      const int n = 1 + trial % 3;
+      d.begin(n);
+      const int64_t end = p.n_seen() + n;
+      std::vector<float> q(n * shape.q_dim(), 0.25f);  // not used by this score
+      for (int l = 0; l < kLayers; ++l) {
+        p.before_attention(l, q.data(), n, d.store);
+        // Independently, from the keys themselves: part means, their centre, the recent mean.
+        const int64_t first = p.first_alive_block(), nb = p.n_blocks();
+        std::vector<std::vector<double>> mean((nb - first) * parts, std::vector<double>(kv, 0.0));
+        std::vector<double> centre(kv, 0.0), recent(kv, 0.0);
+        for (int64_t b = first; b < nb; ++b) {
+          const std::vector<float> got = p.mean_key(l, b);
+          ASSERT_EQ(got.size(), static_cast<size_t>(parts * kv));
+          for (int part = 0; part < parts; ++part) {
+            std::vector<double>& m = mean[(b - first) * parts + part];
+            for (int j = part * len; j < (part + 1) * len; ++j) {
+              key_of(p.block_first(b) + j, l, kv, k.data());
+              for (int e = 0; e < kv; ++e) m[e] += k[e] / len;
+            }
+            for (int e = 0; e < kv; ++e) {
+              EXPECT_NEAR(got[part * kv + e], m[e], 3e-5);
+              centre[e] += m[e] / static_cast<double>((nb - first) * parts);
+            }
           }
-          sum += dot / std::sqrt(na * nm);
         }
-        score.push_back({sum, b});
+        const int64_t w = std::max(key_window, n);
+        for (int64_t t = end - w; t < end; ++t) {
+          key_of(t, l, kv, k.data());
+          for (int e = 0; e < kv; ++e) recent[e] += k[e] / static_cast<double>(w);
+        }
+        std::vector<std::pair<double, int64_t>> score;
+        for (int64_t b = first; b < nb; ++b) {
+          double best = -1e300;
+          for (int part = 0; part < parts; ++part) {
+            double sum = 0;
+            for (int h = 0; h < shape.n_kv_heads; ++h) {
+              double dot = 0, na = 0, nm = 0;
+              for (int e = h * hd; e < (h + 1) * hd; ++e) {
+                const double x = recent[e] - centre[e], y = mean[(b - first) * parts + part][e] - centre[e];
+                dot += x * y;
+                na += x * x;
+                nm += y * y;
+              }
+              sum += dot / std::sqrt(na * nm);
+            }
+            best = std::max(best, sum);
+          }
+          score.push_back({best, b});
+        }
+        std::sort(score.begin(), score.end(), std::greater<>());
+        // Only clear winners are compared (float rounding may swap near-ties).
+        if (score[top_k - 1].first - score[top_k].first < 1e-4) continue;
+        std::vector<int64_t> want;
+        for (int j = 0; j < top_k; ++j) want.push_back(score[j].second);
+        std::sort(want.begin(), want.end());
+        EXPECT_EQ(p.retrieved(l), want) << "parts " << parts << " trial " << trial << " layer " << l;
+        ++compared;
       }
-      std::sort(score.begin(), score.end(), std::greater<>());
-      // Only clear winners are compared (float rounding may swap near-ties).
-      if (score[top_k - 1].first - score[top_k].first < 1e-4) continue;
-      std::vector<int64_t> want;
-      for (int j = 0; j < top_k; ++j) want.push_back(score[j].second);
-      std::sort(want.begin(), want.end());
-      EXPECT_EQ(p.retrieved(l), want) << "trial " << trial << " layer " << l;
-      ++compared;
+      p.end_batch(n);
     }
-    p.end_batch(n);
+    EXPECT_GE(compared, 12) << "parts " << parts;
   }
-  EXPECT_GE(compared, 12);
 }
 
 // Deep into a stream the index is searched in two levels: groups of blocks by their mean key,
@@ -655,6 +669,17 @@ TEST(InfLLMPolicy, RejectsBadSettings) {
   c.mem_retrieve_every = 8;
   EXPECT_EQ(make_policy(c)->describe(), "infllm 4+60 top 4x16 r4 from layer 1 keys 32 every 8");
   c.mem_retrieve_every = 1;
+  c.mem_key_parts = 3;  // does not divide the block of 16
+  EXPECT_THROW(make_policy(c), Error);
+  c.mem_key_parts = 4;
+  EXPECT_EQ(make_policy(c)->describe(), "infllm 4+60 top 4x16 r4 from layer 1 keys 32 parts 4");
+  c.mem_key_parts = 1;
+  c.mem_index_group = 0;
+  EXPECT_THROW(make_policy(c), Error);
+  c.mem_index_group = 64;
+  c.mem_index_beam = 0;
+  EXPECT_THROW(make_policy(c), Error);
+  c.mem_index_beam = 4;
   // Capacity: sinks, top-k retrieved blocks, the window with a block's and a batch's slack.
   EXPECT_EQ(make_policy(c)->capacity(), 4 + 4 * 16 + 60 + 16 + 8);
 }
