@@ -47,6 +47,9 @@ void add_memory_policy_options(CLI::App& app, CacheOptions& o) {
   app.add_option("--sir-decay-every", o.memory.sir_decay_every, "sirllm: also end a turn (decay) every this many tokens (0: never)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
   app.add_option("--turn-marker", o.turn_marker, "sirllm: text that ends a turn (its tokens)");
+  app.add_option("--sir-max-nll", o.memory.sir_max_nll,
+                 "sirllm: tokens with a larger NLL score 0 as noise (default: log of the vocabulary size; 0: no ceiling)")
+      ->check(CLI::Range(0.0, 1e9));
   app.add_option("--block-size", o.memory.block_size, "infllm: tokens per memory block")->check(CLI::Range(1, 65536));
   app.add_option("--block-reps", o.memory.block_reps, "infllm: most-attended tokens averaged into a block's representative")
       ->check(CLI::Range(1, 65536));

@@ -46,6 +46,14 @@ struct MemoryConfig {
   // on text with noise (mis-encoded bytes, each surprising) that noise fills the kept set for good
   // (docs/streaming.md). A token-count turn makes old surprise fade as new text comes.
   int64_t sir_decay_every = 0;
+  // sirllm: the most self-information a token can be kept for. A token whose NLL exceeds it was
+  // judged less likely than a uniform guess over the vocabulary would be: the model could not
+  // read it (mis-encoded bytes, foreign script), so it carries no information the model can use
+  // later, and kept forever it is noise in front of every query (on stories260K it made sirllm
+  // 28-35% worse than sink wherever such bytes appear; docs/streaming.md). Such a token scores 0.
+  // -1: the log of the model's vocabulary size (set by Engine::new_sequence; no ceiling for a
+  // policy made without a model); 0: no ceiling (SirLLM as published).
+  double sir_max_nll = -1;
   std::vector<int32_t> turn_marker;
 
   // infllm: evicted tokens in blocks of block_size, each represented per head by the mean key of

@@ -119,6 +119,7 @@ void save_sequence(const Sequence& seq, const ModelConfig& model, const std::str
   o.put<int32_t>(c.mem_index_group);
   o.put<int32_t>(c.mem_index_beam);
   o.put<int32_t>(c.mem_key_parts);
+  o.put<double>(c.sir_max_nll);
   const auto state = seq.policy->save_state();
   o.put<uint32_t>(static_cast<uint32_t>(state.size()));
   for (int64_t v : state) o.put<int64_t>(v);
@@ -187,6 +188,9 @@ std::unique_ptr<Sequence> load_sequence(const Engine& engine, const std::string&
     c.mem_index_group = in.get<int32_t>();
     c.mem_index_beam = in.get<int32_t>();
     c.mem_key_parts = in.get<int32_t>();
+    c.sir_max_nll = in.get<double>();
+  } else {
+    c.sir_max_nll = 0;  // sirllm had no noise ceiling
   }
   if (version < 3) {  // what infllm did before these settings existed
     c.mem_skip_layers = 0;
