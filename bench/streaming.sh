@@ -41,9 +41,12 @@ for step in $STEPS; do
     infllm-10k) rm -rf "$OUT/mem-10k"; mkdir -p "$OUT/mem-10k"
                 run infllm-10k --cache infllm --sink 4 --window 512 --block-size 64 --block-topk 2 --mem-distance 150 \
                   --max-tokens 10000 --segment 1000 --memory-dir "$OUT/mem-10k" --mem-ram 1 ;;
-    sirllm)     run sirllm-200k --cache sirllm --sink 4 --window 512 --repeat 3 --max-tokens 200000 --segment 10000
-                run sirllm-32-200k --cache sirllm --sir-keep 32 --sink 4 --window 512 --repeat 3 --max-tokens 200000 --segment 10000
-                run sirllm-e64-200k --cache sirllm --sir-decay-every 64 --sink 4 --window 512 --repeat 3 --max-tokens 200000 --segment 10000 ;;
+    # sirllm with its noise ceiling (the default: log of the vocabulary size), then without it
+    # (SirLLM as published: --sir-max-nll 0) at the settings tried before the ceiling existed.
+    sirllm)     run sirllm-200k --cache sink,sirllm --sink 4 --window 512 --repeat 3 --max-tokens 200000 --segment 10000
+                run sirllm-nomax-200k --cache sirllm --sir-max-nll 0 --sink 4 --window 512 --repeat 3 --max-tokens 200000 --segment 10000
+                run sirllm-nomax-32-200k --cache sirllm --sir-max-nll 0 --sir-keep 32 --sink 4 --window 512 --repeat 3 --max-tokens 200000 --segment 10000
+                run sirllm-nomax-e64-200k --cache sirllm --sir-max-nll 0 --sir-decay-every 64 --sink 4 --window 512 --repeat 3 --max-tokens 200000 --segment 10000 ;;
     # Decode cost at the same local window, side by side in one run, one token per pass (CPU time
     # per segment in the CSV: tokens_per_cpu_second).
     speed-memory) run speed-memory --cache sink,infllm,sirllm --sink 4 --window 512 --block-size 64 --block-topk 2 --mem-distance 150 \
@@ -56,13 +59,13 @@ for step in $STEPS; do
                   "$BIN" eval recall -m "$MODEL" -f "$TEXT" -t 1 --cache infllm --sink 4 --window 512 \
                     --block-size 64 --block-topk 2 --mem-distance 150 --gap $gap --passages 40 \
                     --csv "$OUT/recall-g$gap.csv" > "$OUT/recall-g$gap.txt" 2>/dev/null
-                  tail -n 4 "$OUT/recall-g$gap.txt"
+                  tail -n 5 "$OUT/recall-g$gap.txt"
                 done ;;
     # The same with InfLLM's original scoring in every layer (the starting point).
     recall-query) "$BIN" eval recall -m "$MODEL" -f "$TEXT" -t 1 --cache infllm --sink 4 --window 512 \
                     --block-size 64 --block-topk 2 --mem-score query --mem-skip-layers 0 --gap 600 --passages 40 \
                     > "$OUT/recall-query-g600.txt" 2>/dev/null
-                  tail -n 4 "$OUT/recall-query-g600.txt" ;;
+                  tail -n 5 "$OUT/recall-query-g600.txt" ;;
     plot)      gnuplot -e "out='$OUT'" bench/streaming.gp ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac

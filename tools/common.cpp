@@ -64,6 +64,8 @@ void add_memory_policy_options(CLI::App& app, CacheOptions& o) {
   app.add_option("--mem-key-parts", o.memory.mem_key_parts,
                  "infllm: mean keys per block (--mem-score keys); a block scores as its best part")
       ->check(CLI::Range(1, 65536));
+  app.add_flag("--mem-consensus", o.memory.mem_consensus,
+               "infllm: every retrieving layer takes the blocks chosen by the sum of their scores (--mem-score keys)");
   app.add_option("--mem-retrieve-every", o.memory.mem_retrieve_every,
                  "infllm: score blocks again only every this many tokens (keeps the last choice between)")
       ->check(CLI::Range(1, 1 << 20));

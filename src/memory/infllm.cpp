@@ -66,6 +66,9 @@ InfLLMPolicy::InfLLMPolicy(const MemoryConfig& c)
   if (c.mem_index_group < 1 || c.mem_index_group > (1 << 20))
     fail("infllm cache: index groups must hold 1 to 1048576 blocks, got ", c.mem_index_group);
   if (c.mem_index_beam < 1) fail("infllm cache: the index search must look into at least one group");
+  if (c.mem_consensus && c.mem_score != "keys")
+    fail("infllm cache: choosing blocks by every layer's scores needs --mem-score keys (queries exist for one layer at a time)");
+  consensus_ = c.mem_consensus;
   l0_ = n_init_ + static_cast<int64_t>(top_k_) * block_;
   region_cap_ = local_ + block_ + max_batch_;
   region_first_ = next_block_ = n_init_;
@@ -78,6 +81,7 @@ std::string InfLLMPolicy::describe() const {
              " from layer ", skip_layers_, by_keys_ ? cat(" keys ", cfg_.mem_key_window, cfg_.mem_key_parts > 1 ? cat(" parts ", cfg_.mem_key_parts) : std::string())
                       : std::string(" query"),
              retrieve_every_ > 1 ? cat(" every ", retrieve_every_) : std::string(),
+             cfg_.mem_consensus ? " consensus" : "",
              cfg_.mem_compact ? " compact" : "",
              cfg_.mem_distance > 0 ? cat(" at ", cfg_.mem_distance) : std::string());
 }
@@ -282,71 +286,83 @@ void InfLLMPolicy::search(int layer, const float* q, int n, const KVStore& store
   BlockIndex& ix = *index_;
   const int W = ix.width();
   const int64_t first = blocks_->first_alive(), nb = blocks_->size();
-  std::vector<double> probe(W, 0.0), centre(W, 0.0);
-  if (by_keys_) {
-    // The last mem_key_window tokens, this chunk's included (its keys are stored before
-    // attention), all in the window.
-    const int64_t end = n_seen_ + n;
+  // The layers whose scores are summed: this one, or with mem_consensus (called in the first
+  // retrieving layer) every retrieving layer.
+  std::vector<int> layers = {layer};
+  if (consensus_)
+    for (int l = layer + 1; l < n_layers_; ++l) layers.push_back(l);
+  const size_t L = layers.size();
+  std::vector<std::vector<double>> probe(L, std::vector<double>(W, 0.0)), centre(L, std::vector<double>(W, 0.0));
+  for (size_t li = 0; li < L; ++li) {
+    const int lay = layers[li];
+    if (!by_keys_) {
+      std::vector<double> acc(W, 0.0);
+      for (int i = 0; i < n; ++i)
+        for (int d = 0; d < W; ++d) acc[d] += q[static_cast<size_t>(i) * W + d];
+      std::vector<float> qm(W);
+      for (int d = 0; d < W; ++d) qm[d] = static_cast<float>(acc[d] / n);
+      rope_.apply(qm.data(), n_heads_, static_cast<double>(cfg_.mem_distance > 0 ? cfg_.mem_distance : local_));
+      for (int d = 0; d < W; ++d) probe[li][d] = qm[d];
+      continue;
+    }
+    // The last mem_key_window tokens, all in the window: this chunk's included where its keys
+    // are stored (this layer: they are stored before attention), the tokens before it in the
+    // layers the forward pass has not reached yet.
+    const int64_t end = lay == layer ? n_seen_ + n : n_seen_;
     const int64_t begin = std::max(
         {end - static_cast<int64_t>(std::max(cfg_.mem_key_window, n)), region_first_, static_cast<int64_t>(n_init_)});
     std::vector<float> u(kv_dim_);
     for (int64_t t = begin; t < end; ++t) {
-      store.read_key(layer, local_slot(t), u.data());
+      store.read_key(lay, local_slot(t), u.data());
       rope_.apply(u.data(), n_kv_heads_, -static_cast<double>(t));
-      for (int d = 0; d < kv_dim_; ++d) probe[d] += u[d];
+      for (int d = 0; d < kv_dim_; ++d) probe[li][d] += u[d];
     }
-    const std::vector<double>& total = ix.total(layer);
+    const std::vector<double>& total = ix.total(lay);
     for (int d = 0; d < kv_dim_; ++d) {
       double sum = 0;  // over the parts (the mean key of every part of every block held)
       for (int part = 0; part < parts_; ++part) sum += total[part * kv_dim_ + d];
-      centre[d] = sum / static_cast<double>((nb - first) * parts_);
-      probe[d] = probe[d] / static_cast<double>(std::max<int64_t>(1, end - begin)) - centre[d];
+      centre[li][d] = sum / static_cast<double>((nb - first) * parts_);
+      probe[li][d] = probe[li][d] / static_cast<double>(std::max<int64_t>(1, end - begin)) - centre[li][d];
     }
-  } else {
-    std::vector<double> acc(W, 0.0);
-    for (int i = 0; i < n; ++i)
-      for (int d = 0; d < W; ++d) acc[d] += q[static_cast<size_t>(i) * W + d];
-    std::vector<float> qm(W);
-    for (int d = 0; d < W; ++d) qm[d] = static_cast<float>(acc[d] / n);
-    rope_.apply(qm.data(), n_heads_, static_cast<double>(cfg_.mem_distance > 0 ? cfg_.mem_distance : local_));
-    for (int d = 0; d < W; ++d) probe[d] = qm[d];
   }
-  // One mean key: the cosines per KV head, summed.
-  auto key_score = [&](const float* e) {
+  // One mean key in layer li: the cosines per KV head, summed.
+  auto key_score = [&](size_t li, const float* e) {
+    const std::vector<double>& p = probe[li];
+    const std::vector<double>& c0 = centre[li];
     double s = 0;
     for (int h = 0; h < n_kv_heads_; ++h) {
       double dot = 0, nr = 0, nm = 0;
       for (int d = h * head_dim_; d < (h + 1) * head_dim_; ++d) {
-        const double c = e[d] - centre[d];
-        dot += probe[d] * c;
-        nr += probe[d] * probe[d];
+        const double c = e[d] - c0[d];
+        dot += p[d] * c;
+        nr += p[d] * p[d];
         nm += c * c;
       }
       if (nr > 0 && nm > 0) s += dot / std::sqrt(nr * nm);
     }
     return s;
   };
-  // A block: its best part.
-  auto score = [&](const float* e) -> float {
+  // A block in layer li: its best part.
+  auto score = [&](size_t li, const float* e) -> double {
     if (!by_keys_) {
       double s = 0;
-      for (int d = 0; d < W; ++d) s += probe[d] * e[d];
-      return static_cast<float>(s);
+      for (int d = 0; d < W; ++d) s += probe[li][d] * e[d];
+      return s;
     }
-    double best = key_score(e);
-    for (int part = 1; part < parts_; ++part) best = std::max(best, key_score(e + part * kv_dim_));
-    return static_cast<float>(best);
+    double best = key_score(li, e);
+    for (int part = 1; part < parts_; ++part) best = std::max(best, key_score(li, e + part * kv_dim_));
+    return best;
   };
   // A group: its mean entry, the parts averaged (a group's best part would say little).
   std::vector<float> folded(kv_dim_);
-  auto group_score = [&](const float* e) -> float {
-    if (!by_keys_ || parts_ == 1) return score(e);
+  auto group_score = [&](size_t li, const float* e) -> double {
+    if (!by_keys_ || parts_ == 1) return score(li, e);
     for (int d = 0; d < kv_dim_; ++d) {
       double sum = 0;
       for (int part = 0; part < parts_; ++part) sum += e[part * kv_dim_ + d];
       folded[d] = static_cast<float>(sum / parts_);
     }
-    return static_cast<float>(key_score(folded.data()));
+    return key_score(li, folded.data());
   };
   // Highest score first; among equals the newer block (or group).
   auto better = [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second > b.second; };
@@ -358,17 +374,26 @@ void InfLLMPolicy::search(int layer, const float* q, int n, const KVStore& store
     for (int64_t g = first_group; g <= open; ++g) groups.push_back(g);
   } else {
     std::vector<std::pair<float, int64_t>> by_group;
-    for (int64_t g = first_group; g < open; ++g) by_group.push_back({group_score(ix.summary(layer, g)), g});
+    for (int64_t g = first_group; g < open; ++g) {
+      double s = 0;
+      for (size_t li = 0; li < L; ++li) s += group_score(li, ix.summary(layers[li], g));
+      by_group.push_back({static_cast<float>(s), g});
+    }
     std::partial_sort(by_group.begin(), by_group.begin() + cfg_.mem_index_beam, by_group.end(), better);
     for (int k = 0; k < cfg_.mem_index_beam; ++k) groups.push_back(by_group[k].second);
     groups.push_back(open);
   }
   std::vector<std::pair<float, int64_t>> scored;
+  std::vector<double> acc;
   for (int64_t g : groups) {
     const int64_t lo = std::max(first, g * G), hi = std::min(nb, (g + 1) * G);
     if (lo >= hi) continue;
-    const float* e = ix.entries(layer, g);
-    for (int64_t b = lo; b < hi; ++b) scored.push_back({score(e + static_cast<size_t>(b - g * G) * W), b});
+    acc.assign(hi - lo, 0.0);
+    for (size_t li = 0; li < L; ++li) {  // one page at a time: entries() is valid until the next call
+      const float* e = ix.entries(layers[li], g);
+      for (int64_t b = lo; b < hi; ++b) acc[b - lo] += score(li, e + static_cast<size_t>(b - g * G) * W);
+    }
+    for (int64_t b = lo; b < hi; ++b) scored.push_back({static_cast<float>(acc[b - lo]), b});
   }
   scored_last_[layer] = static_cast<int64_t>(scored.size());
   const size_t k = std::min<size_t>(top_k_, scored.size());
@@ -386,7 +411,9 @@ void InfLLMPolicy::before_attention(int layer, const float* q, int n, KVStore& s
   const int64_t first = blocks_->first_alive(), nb = blocks_->size();
   // Between scorings the last choice stands, unless it is empty (a restored sequence's first
   // batch, or no block existed then) or holds a block the RAM budget has forgotten since.
-  if (!rescore_ && !chosen.empty() && chosen.front() >= first) return;
+  if (!rescore_ && !chosen.empty() && chosen.front() >= first &&
+      !(consensus_ && layer > skip_layers_ && layer_ready_[skip_layers_] && chosen != retrieved_[skip_layers_]))
+    return;
   chosen.clear();
   chosen_slot.clear();
   if (top_k_ == 0 || nb <= first || n < 1 || layer < skip_layers_) return;
@@ -394,6 +421,8 @@ void InfLLMPolicy::before_attention(int layer, const float* q, int n, KVStore& s
   const int64_t alive = nb - first;
   if (alive <= top_k_) {
     for (int64_t b = first; b < nb; ++b) chosen.push_back(b);
+  } else if (consensus_ && layer > skip_layers_ && layer_ready_[skip_layers_]) {
+    chosen = retrieved_[skip_layers_];  // chosen there by every retrieving layer's scores
   } else {
     search(layer, q, n, store, chosen);
   }

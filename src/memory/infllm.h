@@ -91,6 +91,7 @@ class InfLLMPolicy final : public MemoryPolicy {
   int retrieve_every_;
   bool rescore_ = true;  // this batch scores the blocks again
   int parts_ = 1;  // mean keys per block (by_keys_)
+  bool consensus_ = false;  // mem_consensus
   bool by_keys_;  // mem_score "keys"
   int max_batch_;
   int64_t l0_, region_cap_;

@@ -511,6 +511,75 @@ TEST(InfLLMPolicy, ScoresByKeysWithTheCentredCosineOfMeanKeys) {
   }
 }
 
+// With mem_consensus every retrieving layer takes the same blocks: those with the highest sum of
+// the layers' scores, a layer the forward pass has not reached yet scoring by the keys of the
+// tokens before the chunk.
+TEST(InfLLMPolicy, WithConsensusEveryLayerTakesTheBlocksOfTheSummedScores) {
+  const Shape shape;
+  const int n_init = 2, block = 4, top_k = 2, key_window = 5;
+  MemoryConfig c = config(n_init, 10, block, 2, top_k, 3);
+  c.mem_score = "keys";
+  c.mem_key_window = key_window;
+  c.mem_consensus = true;
+  InfLLMPolicy p(c);
+  Driver d(p, shape, 3);
+  std::mt19937 rng(9);
+  while (p.n_seen() < 120) d.feed(1 + static_cast<int>(rng() % 3), nullptr);
+  const int kv = shape.kv_dim(), hd = shape.head_dim;
+  std::vector<float> k(kv);
+  int compared = 0;
+  for (int trial = 0; trial < 12; ++trial) {
+    const int n = 1 + trial % 3;
+    d.begin(n);
+    const int64_t nb = p.n_blocks();
+    std::vector<double> total(nb, 0.0);
+    for (int l = 0; l < kLayers; ++l) {
+      const int64_t end = l == 0 ? p.n_seen() + n : p.n_seen();  // layer 0 is where the choice is made
+      std::vector<std::vector<double>> mean(nb, std::vector<double>(kv, 0.0));
+      std::vector<double> centre(kv, 0.0), recent(kv, 0.0);
+      for (int64_t b = 0; b < nb; ++b) {
+        for (int j = 0; j < block; ++j) {
+          key_of(p.block_first(b) + j, l, kv, k.data());
+          for (int e = 0; e < kv; ++e) mean[b][e] += k[e] / block;
+        }
+        for (int e = 0; e < kv; ++e) centre[e] += mean[b][e] / static_cast<double>(nb);
+      }
+      const int64_t w = std::max(key_window, n);
+      for (int64_t t = end - w; t < end; ++t) {
+        key_of(t, l, kv, k.data());
+        for (int e = 0; e < kv; ++e) recent[e] += k[e] / static_cast<double>(w);
+      }
+      for (int64_t b = 0; b < nb; ++b)
+        for (int h = 0; h < shape.n_kv_heads; ++h) {
+          double dot = 0, na = 0, nm = 0;
+          for (int e = h * hd; e < (h + 1) * hd; ++e) {
+            const double x = recent[e] - centre[e], y = mean[b][e] - centre[e];
+            dot += x * y;
+            na += x * x;
+            nm += y * y;
+          }
+          total[b] += dot / std::sqrt(na * nm);
+        }
+    }
+    std::vector<float> q(n * shape.q_dim(), 0.25f);
+    for (int l = 0; l < kLayers; ++l) p.before_attention(l, q.data(), n, d.store);
+    EXPECT_EQ(p.retrieved(0), p.retrieved(1));
+    std::vector<std::pair<double, int64_t>> score;
+    for (int64_t b = 0; b < nb; ++b) score.push_back({total[b], b});
+    std::sort(score.begin(), score.end(), std::greater<>());
+    p.end_batch(n);
+    if (score[top_k - 1].first - score[top_k].first < 1e-4) continue;
+    std::vector<int64_t> want;
+    for (int j = 0; j < top_k; ++j) want.push_back(score[j].second);
+    std::sort(want.begin(), want.end());
+    EXPECT_EQ(p.retrieved(0), want) << "trial " << trial;
+    ++compared;
+  }
+  EXPECT_GE(compared, 8);
+  c.mem_score = "query";
+  EXPECT_THROW(InfLLMPolicy{c}, Error);  // queries exist for one layer at a time
+}
+
 // Deep into a stream the index is searched in two levels: groups of blocks by their mean key,
 // then the blocks of the best groups and of the group being filled; checked against the same
 // search done independently from the keys.

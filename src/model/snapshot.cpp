@@ -120,6 +120,7 @@ void save_sequence(const Sequence& seq, const ModelConfig& model, const std::str
   o.put<int32_t>(c.mem_index_beam);
   o.put<int32_t>(c.mem_key_parts);
   o.put<double>(c.sir_max_nll);
+  o.put<uint8_t>(c.mem_consensus ? 1 : 0);
   const auto state = seq.policy->save_state();
   o.put<uint32_t>(static_cast<uint32_t>(state.size()));
   for (int64_t v : state) o.put<int64_t>(v);
@@ -189,6 +190,7 @@ std::unique_ptr<Sequence> load_sequence(const Engine& engine, const std::string&
     c.mem_index_beam = in.get<int32_t>();
     c.mem_key_parts = in.get<int32_t>();
     c.sir_max_nll = in.get<double>();
+    c.mem_consensus = in.get<uint8_t>() != 0;
   } else {
     c.sir_max_nll = 0;  // sirllm had no noise ceiling
   }
