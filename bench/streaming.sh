@@ -41,9 +41,12 @@ for step in $STEPS; do
     infllm-10k) rm -rf "$OUT/mem-10k"; mkdir -p "$OUT/mem-10k"
                 run infllm-10k --cache infllm --sink 4 --window 512 --block-size 64 --block-topk 2 --mem-distance 150 \
                   --max-tokens 10000 --segment 1000 --memory-dir "$OUT/mem-10k" --mem-ram 1 ;;
-    sirllm)     run sirllm-200k --cache sirllm --sink 4 --window 512 --repeat 3 --max-tokens 200000 --segment 10000
-                run sirllm-32-200k --cache sirllm --sir-keep 32 --sink 4 --window 512 --repeat 3 --max-tokens 200000 --segment 10000
-                run sirllm-e64-200k --cache sirllm --sir-decay-every 64 --sink 4 --window 512 --repeat 3 --max-tokens 200000 --segment 10000 ;;
+    # sirllm with its noise ceiling (the default: log of the vocabulary size), then without it
+    # (SirLLM as published: --sir-max-nll 0) at the settings tried before the ceiling existed.
+    sirllm)     run sirllm-200k --cache sink,sirllm --sink 4 --window 512 --repeat 3 --max-tokens 200000 --segment 10000
+                run sirllm-nomax-200k --cache sirllm --sir-max-nll 0 --sink 4 --window 512 --repeat 3 --max-tokens 200000 --segment 10000
+                run sirllm-nomax-32-200k --cache sirllm --sir-max-nll 0 --sir-keep 32 --sink 4 --window 512 --repeat 3 --max-tokens 200000 --segment 10000
+                run sirllm-nomax-e64-200k --cache sirllm --sir-max-nll 0 --sir-decay-every 64 --sink 4 --window 512 --repeat 3 --max-tokens 200000 --segment 10000 ;;
     # Decode cost at the same local window, side by side in one run, one token per pass (CPU time
     # per segment in the CSV: tokens_per_cpu_second).
     speed-memory) run speed-memory --cache sink,infllm,sirllm --sink 4 --window 512 --block-size 64 --block-topk 2 --mem-distance 150 \
@@ -51,18 +54,44 @@ for step in $STEPS; do
     # Deeper one-token decoding: 200,000 tokens, blocks scored every 16 tokens, beside sink.
     speed-memory-deep) run speed-memory-deep --cache sink,infllm --sink 4 --window 512 --block-size 64 --block-topk 2 \
                     --mem-distance 150 --mem-retrieve-every 16 -b 1 --max-tokens 200000 --segment 20000 ;;
+    # One token per pass over 1M tokens beside sink, blocks spilled (the two-level index bounds
+    # the cost of a search); then the same with parts and consensus, scored every 8 tokens.
+    speed-memory-1M) rm -rf "$OUT/mem-b1"; mkdir -p "$OUT/mem-b1"
+                run speed-memory-1M --cache sink,infllm --sink 4 --window 512 --block-size 64 --block-topk 2 --mem-distance 150 \
+                  --repeat 3 -b 1 --max-tokens 1000000 --segment 50000 --memory-dir "$OUT/mem-b1" --mem-ram 1 ;;
+    speed-memory-cons-1M) rm -rf "$OUT/memc-b1"; mkdir -p "$OUT/memc-b1"
+                run speed-memory-cons-1M --cache sink,infllm --sink 4 --window 512 --block-size 64 --block-topk 2 --mem-distance 150 \
+                  --mem-key-parts 4 --mem-consensus --mem-retrieve-every 8 \
+                  --repeat 3 -b 1 --max-tokens 1000000 --segment 50000 --memory-dir "$OUT/memc-b1" --mem-ram 1 ;;
+    # infllm with parts and consensus (the recall benchmark's best setting) over 1M and 10,000 tokens.
+    infllm-cons-1M) rm -rf "$OUT/memc-1M"; mkdir -p "$OUT/memc-1M"
+                run infllm-cons-1M --cache infllm --sink 4 --window 512 --block-size 64 --block-topk 2 --mem-distance 150 \
+                  --mem-key-parts 4 --mem-consensus --repeat 3 --max-tokens 1000000 --segment 10000 --memory-dir "$OUT/memc-1M" --mem-ram 1 ;;
+    infllm-cons-10k) rm -rf "$OUT/memc-10k"; mkdir -p "$OUT/memc-10k"
+                run infllm-cons-10k --cache infllm --sink 4 --window 512 --block-size 64 --block-topk 2 --mem-distance 150 \
+                  --mem-key-parts 4 --mem-consensus --max-tokens 10000 --segment 1000 --memory-dir "$OUT/memc-10k" --mem-ram 1 ;;
+    # Repeat-after-gap with parts and consensus (and scored every 8 tokens).
+    recall-cons) for gap in 600 2000; do
+                  for every in 1 8; do
+                    "$BIN" eval recall -m "$MODEL" -f "$TEXT" -t 1 --cache infllm --sink 4 --window 512 \
+                      --block-size 64 --block-topk 2 --mem-distance 150 --mem-key-parts 4 --mem-consensus \
+                      --mem-retrieve-every $every --gap $gap --passages 40 \
+                      --csv "$OUT/recall-cons-g$gap-e$every.csv" > "$OUT/recall-cons-g$gap-e$every.txt" 2>/dev/null
+                    tail -n 5 "$OUT/recall-cons-g$gap-e$every.txt"
+                  done
+                done ;;
     # Repeat-after-gap (endless eval recall), 40 passages each: infllm vs sink vs a distractor.
     recall)     for gap in 600 2000; do
                   "$BIN" eval recall -m "$MODEL" -f "$TEXT" -t 1 --cache infllm --sink 4 --window 512 \
                     --block-size 64 --block-topk 2 --mem-distance 150 --gap $gap --passages 40 \
                     --csv "$OUT/recall-g$gap.csv" > "$OUT/recall-g$gap.txt" 2>/dev/null
-                  tail -n 3 "$OUT/recall-g$gap.txt"
+                  tail -n 5 "$OUT/recall-g$gap.txt"
                 done ;;
     # The same with InfLLM's original scoring in every layer (the starting point).
     recall-query) "$BIN" eval recall -m "$MODEL" -f "$TEXT" -t 1 --cache infllm --sink 4 --window 512 \
                     --block-size 64 --block-topk 2 --mem-score query --mem-skip-layers 0 --gap 600 --passages 40 \
                     > "$OUT/recall-query-g600.txt" 2>/dev/null
-                  tail -n 3 "$OUT/recall-query-g600.txt" ;;
+                  tail -n 5 "$OUT/recall-query-g600.txt" ;;
     plot)      gnuplot -e "out='$OUT'" bench/streaming.gp ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac

@@ -40,6 +40,10 @@ struct ArmResult {
   double nll = 0;          // mean over the scored tokens
   int64_t retrievals = 0;  // infllm: retrievals (layer x chunk, in layers that retrieve) while the second P was read
   int64_t hits = 0;        // ... that included a block holding part of the first P
+  // The same per quarter of the second P (a retrieval scored by what was just read cannot know
+  // the passage until part of it has been read again).
+  int64_t q_retrievals[4] = {}, q_hits[4] = {};
+  std::vector<int64_t> l_retrievals, l_hits;  // per layer
 };
 
 // Streams `stream` through a new sequence: everything before the second passage in chunks of
@@ -52,6 +56,8 @@ ArmResult run_arm(Engine& engine, const MemoryConfig& mem, const std::vector<int
   const int64_t V = engine.config().n_vocab;
   feed.eval(engine, *seq, std::span(stream).first(p2));
   ArmResult r;
+  r.l_retrievals.assign(engine.config().n_layers, 0);
+  r.l_hits.assign(engine.config().n_layers, 0);
   auto* infllm = dynamic_cast<InfLLMPolicy*>(seq->policy.get());
   double nll = 0;
   for (int64_t at = p2; at < p2 + len - 1; at += chunk) {
@@ -69,6 +75,11 @@ ArmResult run_arm(Engine& engine, const MemoryConfig& mem, const std::vector<int
         }
         ++r.retrievals;
         r.hits += hit;
+        const int quarter = static_cast<int>(std::min<int64_t>(3, 4 * (at - p2) / std::max<int64_t>(1, len - 1)));
+        ++r.q_retrievals[quarter];
+        r.q_hits[quarter] += hit;
+        ++r.l_retrievals[l];
+        r.l_hits[l] += hit;
       }
     }
   }
@@ -126,7 +137,8 @@ int run_recall(RecallOptions& o) {
 
   std::mt19937_64 rng(o.seed);
   std::vector<double> nll_policy, nll_sink, nll_distractor;
-  int64_t retrievals = 0, hits = 0;
+  int64_t retrievals = 0, hits = 0, q_retrievals[4] = {}, q_hits[4] = {};
+  std::vector<int64_t> l_retrievals(l.engine->config().n_layers, 0), l_hits(l.engine->config().n_layers, 0);
   std::FILE* csv = nullptr;
   if (!o.csv.empty()) {
     csv = std::fopen(o.csv.c_str(), "w");
@@ -169,6 +181,14 @@ int run_recall(RecallOptions& o) {
     nll_distractor.push_back(c.nll);
     retrievals += a.retrievals;
     hits += a.hits;
+    for (int j = 0; j < 4; ++j) {
+      q_retrievals[j] += a.q_retrievals[j];
+      q_hits[j] += a.q_hits[j];
+    }
+    for (size_t j = 0; j < l_hits.size(); ++j) {
+      l_retrievals[j] += a.l_retrievals[j];
+      l_hits[j] += a.l_hits[j];
+    }
     if (csv != nullptr)
       std::fprintf(csv, "%d,%lld,%.6f,%.6f,%.6f,%.4f\n", k, static_cast<long long>(at[0]), a.nll, b.nll, c.nll,
                    a.retrievals ? static_cast<double>(a.hits) / a.retrievals : 0.0);
@@ -193,6 +213,15 @@ int run_recall(RecallOptions& o) {
   if (retrievals > 0)
     std::printf("retrieval hit rate:   %.3f (%lld of %lld retrievals, per layer and chunk, included a block holding the first passage)\n",
                 static_cast<double>(hits) / retrievals, static_cast<long long>(hits), static_cast<long long>(retrievals));
+  if (retrievals > 0) {
+    std::printf("  by quarter of the repeat:");
+    for (int j = 0; j < 4; ++j)
+      std::printf(" %.3f", q_retrievals[j] ? static_cast<double>(q_hits[j]) / q_retrievals[j] : 0.0);
+    std::printf("\n  by layer:");
+    for (size_t j = 0; j < l_hits.size(); ++j)
+      if (l_retrievals[j] > 0) std::printf(" %zu: %.3f", j, static_cast<double>(l_hits[j]) / l_retrievals[j]);
+    std::printf("\n");
+  }
   return 0;
 }
 

@@ -49,6 +49,9 @@ void add_memory_policy_options(CLI::App& app, CacheOptions& o) {
   app.add_option("--sir-decay-every", o.memory.sir_decay_every, "sirllm: also end a turn (decay) every this many tokens (0: never)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
   app.add_option("--turn-marker", o.turn_marker, "sirllm: text that ends a turn (its tokens)");
+  app.add_option("--sir-max-nll", o.memory.sir_max_nll,
+                 "sirllm: tokens with a larger NLL score 0 as noise (default: log of the vocabulary size; 0: no ceiling)")
+      ->check(CLI::Range(0.0, 1e9));
   app.add_option("--block-size", o.memory.block_size, "infllm: tokens per memory block")->check(CLI::Range(1, 65536));
   app.add_option("--block-reps", o.memory.block_reps, "infllm: most-attended tokens averaged into a block's representative")
       ->check(CLI::Range(1, 65536));
@@ -60,8 +63,18 @@ void add_memory_policy_options(CLI::App& app, CacheOptions& o) {
       ->check(CLI::IsMember({"keys", "query"}));
   app.add_option("--mem-key-window", o.memory.mem_key_window, "infllm: recent tokens whose mean key scores blocks (--mem-score keys)")
       ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--mem-key-parts", o.memory.mem_key_parts,
+                 "infllm: mean keys per block (--mem-score keys); a block scores as its best part")
+      ->check(CLI::Range(1, 65536));
+  app.add_flag("--mem-consensus", o.memory.mem_consensus,
+               "infllm: every retrieving layer takes the blocks chosen by the sum of their scores (--mem-score keys)");
   app.add_option("--mem-retrieve-every", o.memory.mem_retrieve_every,
                  "infllm: score blocks again only every this many tokens (keeps the last choice between)")
+      ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--mem-index-group", o.memory.mem_index_group,
+                 "infllm: blocks per group of the two-level block index (groups scored first, then their blocks)")
+      ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--mem-index-beam", o.memory.mem_index_beam, "infllm: best groups whose blocks are scored one by one")
       ->check(CLI::Range(1, 1 << 20));
   app.add_option("--mem-distance", o.memory.mem_distance, "infllm: distance of retrieved tokens from the query (default: the window's)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));

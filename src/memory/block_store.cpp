@@ -35,9 +35,9 @@ uint64_t checksum(const uint8_t* p, size_t n) {
 void header_bytes(const BlockGeometry& g, uint8_t* out) {
   std::memset(out, 0, kHeader);
   std::memcpy(out, kMagic, 8);
-  const uint32_t fields[5] = {BlockStore::kVersion, static_cast<uint32_t>(g.n_layers),
+  const uint32_t fields[6] = {BlockStore::kVersion, static_cast<uint32_t>(g.n_layers),
                               static_cast<uint32_t>(g.kv_dim), static_cast<uint32_t>(g.block_size),
-                              static_cast<uint32_t>(g.elem_size)};
+                              static_cast<uint32_t>(g.elem_size), static_cast<uint32_t>(g.planes)};
   std::memcpy(out + 8, fields, sizeof fields);
   const uint64_t h = checksum(out, kHeader - 8);
   std::memcpy(out + kHeader - 8, &h, 8);
@@ -70,9 +70,11 @@ bool read_all(int fd, uint8_t* p, size_t n, uint64_t offset, const std::string& 
 
 }  // namespace
 
-BlockStore::BlockStore(const BlockGeometry& g, size_t ram_bytes, const std::string& dir, int hot)
-    : g_(g), ram_budget_(ram_bytes), dir_(dir), hot_cap_(std::max(1, hot)) {
-  if (g.n_layers < 1 || g.kv_dim < 1 || g.block_size < 1 || (g.elem_size != 2 && g.elem_size != 4))
+BlockStore::BlockStore(const BlockGeometry& g, size_t ram_bytes, const std::string& dir, int hot,
+                       const std::string& ext)
+    : g_(g), ram_budget_(ram_bytes), dir_(dir), ext_(ext), hot_cap_(std::max(1, hot)) {
+  if (g.n_layers < 1 || g.kv_dim < 1 || g.block_size < 1 || (g.elem_size != 2 && g.elem_size != 4) ||
+      (g.planes != 1 && g.planes != 2))
     fail("block store: bad geometry");
 }
 
@@ -113,6 +115,7 @@ BlockStore& BlockStore::operator=(BlockStore&& o) noexcept {
   ram_budget_ = o.ram_budget_;
   dir_ = std::move(o.dir_);
   path_ = std::move(o.path_);
+  ext_ = std::move(o.ext_);
   fd_ = o.fd_;
   keep_file_ = o.keep_file_;
   n_blocks_ = o.n_blocks_;
@@ -153,7 +156,7 @@ void BlockStore::open_file() {
   const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
   for (int attempt = 0; attempt < 100 && fd_ < 0; ++attempt) {
     path_ = (std::filesystem::path(dir_) /
-             cat("infllm-", ::getpid(), "-", counter++, "-", static_cast<uint64_t>(now) % 1000000007, ".mem"))
+             cat("infllm-", ::getpid(), "-", counter++, "-", static_cast<uint64_t>(now) % 1000000007, ".", ext_))
                 .string();
     fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd_ < 0 && errno != EEXIST) break;
@@ -194,6 +197,14 @@ void BlockStore::append(const uint8_t* data) {
 void BlockStore::skip(int64_t n) {
   if (n_blocks_ != 0 || n < 0) fail("block store: skip on a store that holds blocks");
   n_blocks_ = first_alive_ = ram_first_ = n;
+}
+
+void BlockStore::forget_before(int64_t b) {
+  if (fd_ >= 0 || !dir_.empty()) fail("block store: only a store without a file forgets on request");
+  while (!ram_.empty() && ram_first_ < b) {
+    ram_.pop_front();
+    first_alive_ = ++ram_first_;
+  }
 }
 
 void BlockStore::sync() {

@@ -3,7 +3,7 @@
 // directory (or, with none, are forgotten), read back through a small LRU of hot block-layers.
 // RAM stays bounded however long the stream.
 //
-// The file: a 64-byte header (magic "ENDLSMEM", version, geometry, its own checksum), then one
+// The file: a 64-byte header (magic "ENDLSMEM", version, geometry with its planes, its own checksum), then one
 // record per block at a fixed stride; a record holds, per layer, the layer's keys and values and
 // their FNV-1a checksum. A block-layer is checked every time it is read from the file, so a
 // corrupt or truncated file gives an Error naming the file, the block and the layer.
@@ -24,18 +24,23 @@ struct BlockGeometry {
   int kv_dim = 0;
   int block_size = 0;
   int elem_size = 0;  // bytes per key or value element (2: F16, 4: F32)
-  // Bytes of one layer of one block: keys then values, block_size rows of kv_dim each.
-  size_t layer_bytes() const { return static_cast<size_t>(2) * block_size * kv_dim * elem_size; }
+  // 2: a block of keys then values (InfLLM's blocks); 1: one plane of rows (a page of the block
+  // index, BlockIndex: block_size entries of kv_dim floats).
+  int planes = 2;
+  // Bytes of one layer of one block: `planes` planes of block_size rows of kv_dim each.
+  size_t layer_bytes() const { return static_cast<size_t>(planes) * block_size * kv_dim * elem_size; }
   size_t block_bytes() const { return layer_bytes() * n_layers; }
 };
 
 class BlockStore {
  public:
-  static constexpr uint32_t kVersion = 1;
+  static constexpr uint32_t kVersion = 2;  // 2: the geometry names its planes
 
   // ram_bytes: most bytes of blocks held in RAM; dir: where blocks beyond it go ("" = forget
-  // the oldest instead); hot: block-layers read from the file kept in RAM (LRU).
-  BlockStore(const BlockGeometry& g, size_t ram_bytes, const std::string& dir, int hot);
+  // the oldest instead); hot: block-layers read from the file kept in RAM (LRU); ext: the
+  // extension of the file's name.
+  BlockStore(const BlockGeometry& g, size_t ram_bytes, const std::string& dir, int hot,
+             const std::string& ext = "mem");
   // Reopens `path` (a file this class wrote) holding at least `n_blocks` blocks, read-only for
   // them; new blocks are appended after them. Error for a missing, foreign or truncated file.
   static BlockStore reopen(const BlockGeometry& g, size_t ram_bytes, const std::string& path,
@@ -61,6 +66,9 @@ class BlockStore {
 
   // On an empty store: numbers the next block n, as if blocks [0, n) had been forgotten.
   void skip(int64_t n);
+  // Forgets the blocks before b that are still in RAM (a store without a file: the index of
+  // blocks another store has forgotten).
+  void forget_before(int64_t b);
   // Appends a block (geometry().block_bytes(): layer by layer, keys then values).
   void append(const uint8_t* data);
   // Keys (block_size rows) then values of `layer` in block b (first_alive() <= b < size()),
@@ -77,7 +85,7 @@ class BlockStore {
 
   BlockGeometry g_;
   size_t ram_budget_ = 0;
-  std::string dir_, path_;
+  std::string dir_, path_, ext_ = "mem";
   int fd_ = -1;
   bool keep_file_ = false;
   int64_t n_blocks_ = 0, first_alive_ = 0, ram_first_ = 0;

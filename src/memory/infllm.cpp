@@ -14,6 +14,10 @@ namespace {
 
 std::atomic<uint64_t> next_policy_id{1};
 
+// The first element of a saved state: its format (negative, unlike the stream position that began
+// the states of builds before the block index).
+constexpr int64_t kStateFormat = -2;
+
 // Fixed point of the attention-mass sums: weights in [0, 1] times 2^32, truncated. A float
 // times a power of two is exact, so every thread adds exactly the same integers.
 constexpr float kMassScale = 4294967296.0f;
@@ -54,9 +58,17 @@ InfLLMPolicy::InfLLMPolicy(const MemoryConfig& c)
   if (c.mem_skip_layers < 0) fail("infllm cache: the number of layers without retrieval must not be negative");
   if (c.mem_retrieve_every < 1) fail("infllm cache: the retrieval stride must be at least 1 token");
   if (c.mem_key_window < 1) fail("infllm cache: the key window must hold at least one token");
+  if (c.mem_key_parts < 1 || block_ % c.mem_key_parts != 0)
+    fail("infllm cache: the key parts per block (", c.mem_key_parts, ") must divide the block size (", block_, ")");
   if (c.mem_distance < 0) fail("infllm cache: the memory distance must not be negative");
   if (c.mem_ram_mib < 0) fail("infllm cache: the RAM budget must not be negative");
   if (c.mem_hot_blocks < 1) fail("infllm cache: the hot-block cache needs at least one entry");
+  if (c.mem_index_group < 1 || c.mem_index_group > (1 << 20))
+    fail("infllm cache: index groups must hold 1 to 1048576 blocks, got ", c.mem_index_group);
+  if (c.mem_index_beam < 1) fail("infllm cache: the index search must look into at least one group");
+  if (c.mem_consensus && c.mem_score != "keys")
+    fail("infllm cache: choosing blocks by every layer's scores needs --mem-score keys (queries exist for one layer at a time)");
+  consensus_ = c.mem_consensus;
   l0_ = n_init_ + static_cast<int64_t>(top_k_) * block_;
   region_cap_ = local_ + block_ + max_batch_;
   region_first_ = next_block_ = n_init_;
@@ -66,8 +78,10 @@ InfLLMPolicy::~InfLLMPolicy() = default;
 
 std::string InfLLMPolicy::describe() const {
   return cat("infllm ", n_init_, "+", local_, " top ", top_k_, "x", block_, " r", reps_,
-             " from layer ", skip_layers_, by_keys_ ? cat(" keys ", cfg_.mem_key_window) : std::string(" query"),
+             " from layer ", skip_layers_, by_keys_ ? cat(" keys ", cfg_.mem_key_window, cfg_.mem_key_parts > 1 ? cat(" parts ", cfg_.mem_key_parts) : std::string())
+                      : std::string(" query"),
              retrieve_every_ > 1 ? cat(" every ", retrieve_every_) : std::string(),
+             cfg_.mem_consensus ? " consensus" : "",
              cfg_.mem_compact ? " compact" : "",
              cfg_.mem_distance > 0 ? cat(" at ", cfg_.mem_distance) : std::string());
 }
@@ -99,8 +113,11 @@ void InfLLMPolicy::init(int n_layers, int kv_dim, int head_dim, int n_heads) {
   g.block_size = block_;
   g.elem_size = cfg_.kv_type == TensorType::F32 ? 4 : 2;
   blocks_.emplace(g, static_cast<size_t>(cfg_.mem_ram_mib) << 20, cfg_.memory_dir, cfg_.mem_hot_blocks);
-  rep_.assign(n_layers_, {});
-  mean_.assign(n_layers_, {});
+  // A search reads the pages of mem_index_beam groups per retrieving layer: room for two searches.
+  parts_ = by_keys_ ? cfg_.mem_key_parts : 1;
+  index_.emplace(n_layers_, by_keys_ ? parts_ * kv_dim_ : n_heads_ * head_dim_, cfg_.mem_index_group, cfg_.memory_dir,
+                 std::max(16, 2 * cfg_.mem_index_beam * n_layers_));
+  scored_last_.assign(n_layers_, 0);
   slot_block_.assign(n_layers_, std::vector<int64_t>(top_k_, -1));
   retrieved_.assign(n_layers_, {});
   retrieved_slot_.assign(n_layers_, {});
@@ -147,6 +164,8 @@ void InfLLMPolicy::form_block(KVStore& store) {
   std::vector<float> unrot(static_cast<size_t>(block_) * kv_dim_), row(kv_dim_);
   std::vector<int64_t> mass(block_);
   std::vector<int> order(block_);
+  const int W = index_->width();
+  std::vector<float> entries(static_cast<size_t>(n_layers_) * W);
   for (int l = 0; l < n_layers_; ++l) {
     uint8_t* K = data.data() + l * g.layer_bytes();
     uint8_t* V = K + rows;
@@ -167,21 +186,18 @@ void InfLLMPolicy::form_block(KVStore& store) {
       }
       std::memcpy(V + static_cast<size_t>(j) * kv_dim_ * es, store.value(l, slot), kv_dim_ * es);
     }
-    if (by_keys_) {  // the block's mean un-rotated key, for scoring by keys
-      std::vector<float>& m = mean_[l];
-      const size_t mb = m.size();
-      m.resize(mb + kv_dim_);
-      for (int d = 0; d < kv_dim_; ++d) {
-        double sum = 0;
-        for (int j = 0; j < block_; ++j) sum += unrot[static_cast<size_t>(j) * kv_dim_ + d];
-        m[mb + d] = static_cast<float>(sum / block_);
-      }
+    float* entry = entries.data() + static_cast<size_t>(l) * W;
+    if (by_keys_) {  // the mean un-rotated key of each part of the block, for scoring by keys
+      const int len = block_ / parts_;
+      for (int part = 0; part < parts_; ++part)
+        for (int d = 0; d < kv_dim_; ++d) {
+          double sum = 0;
+          for (int j = part * len; j < (part + 1) * len; ++j) sum += unrot[static_cast<size_t>(j) * kv_dim_ + d];
+          entry[part * kv_dim_ + d] = static_cast<float>(sum / len);
+        }
+      continue;
     }
     // Representatives: per query head, the mean un-rotated key of its most-attended tokens.
-    if (by_keys_) continue;  // not used: keep the index small
-    std::vector<float>& rep = rep_[l];
-    const size_t base = rep.size();
-    rep.resize(base + static_cast<size_t>(n_heads_) * head_dim_);
     for (int h = 0; h < n_heads_; ++h) {
       std::fill(mass.begin(), mass.end(), 0);
       for (auto& [tid, buf] : mass_) {
@@ -190,7 +206,7 @@ void InfLLMPolicy::form_block(KVStore& store) {
       }
       std::iota(order.begin(), order.end(), 0);
       std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return mass[a] > mass[b]; });
-      float* r = rep.data() + base + static_cast<size_t>(h) * head_dim_;
+      float* r = entry + static_cast<size_t>(h) * head_dim_;
       const int kvh = h / group;
       for (int d = 0; d < head_dim_; ++d) {
         double sum = 0;
@@ -200,17 +216,10 @@ void InfLLMPolicy::form_block(KVStore& store) {
     }
   }
   blocks_->append(data.data());
+  index_->append(entries.data());
   next_block_ += block_;
-  // Representatives of forgotten blocks are dropped in bulk, once they are half of what is held.
-  const int64_t dead = blocks_->first_alive() - rep_base_;
-  if (dead > 0 && dead * 2 >= blocks_->size() - rep_base_) {
-    const size_t per = static_cast<size_t>(n_heads_) * head_dim_;
-    if (!by_keys_)
-      for (auto& rep : rep_) rep.erase(rep.begin(), rep.begin() + dead * per);
-    if (by_keys_)
-      for (auto& m : mean_) m.erase(m.begin(), m.begin() + dead * kv_dim_);
-    rep_base_ += dead;
-  }
+  // Without a memory file the RAM budget forgets the oldest blocks: their entries go too.
+  if (blocks_->first_alive() > index_->first_alive()) index_->forget_before(blocks_->first_alive());
 }
 
 void InfLLMPolicy::compact(KVStore& store, int64_t keep_from) {
@@ -261,71 +270,137 @@ void InfLLMPolicy::begin_batch(int n, KVStore& store, int64_t* slots, double* ke
   rescore_ = retrieve_every_ <= 1 || next_multiple < n_seen_ + n;
 }
 
-// InfLLM's score: the chunk's mean query, rotated to where the memory sits, against each block's
-// representative.
-void InfLLMPolicy::score_by_query(int layer, const float* q, int n, std::vector<std::pair<float, int64_t>>& scored) const {
-  const int qd = n_heads_ * head_dim_;
-  std::vector<double> acc(qd, 0.0);
-  for (int i = 0; i < n; ++i)
-    for (int d = 0; d < qd; ++d) acc[d] += q[static_cast<size_t>(i) * qd + d];
-  std::vector<float> qm(qd);
-  for (int d = 0; d < qd; ++d) qm[d] = static_cast<float>(acc[d] / n);
-  rope_.apply(qm.data(), n_heads_, static_cast<double>(cfg_.mem_distance > 0 ? cfg_.mem_distance : local_));
-  const int64_t first = blocks_->first_alive();
-  const float* rep = rep_[layer].data();
-  for (size_t k = 0; k < scored.size(); ++k) {
-    const int64_t b = first + static_cast<int64_t>(k);
-    const float* r = rep + static_cast<size_t>(b - rep_base_) * qd;
-    double s = 0;
-    for (int d = 0; d < qd; ++d) s += static_cast<double>(qm[d]) * r[d];
-    scored[k] = {static_cast<float>(s), b};
+// Scores of one block's entry. InfLLM's ("query"): the chunk's mean query, rotated to where the
+// memory sits, dotted with the block's representative. By keys: a 1-token decode chunk's query is
+// one noisy sample of what the text is about, and a representative of 4 tokens another; the mean
+// key of the last tokens read and a block's mean key average that noise away and compare like
+// with like (keys with keys, both un-rotated). Both are centred on the mean of the blocks held,
+// per KV head, and compared by cosine so that no head's scale dominates the sum.
+//
+// The search is in two levels (BlockIndex): each complete group of blocks is scored by its mean
+// entry, and only the blocks of the best mem_index_beam groups, and of the group being filled,
+// are scored one by one. Scoring is linear in the entry for "query" (a group's score is the mean
+// of its blocks' scores) and nearly so for keys, so the groups holding the best blocks tend to
+// score high. With at most mem_index_beam complete groups every block is scored.
+void InfLLMPolicy::search(int layer, const float* q, int n, const KVStore& store, std::vector<int64_t>& chosen) {
+  BlockIndex& ix = *index_;
+  const int W = ix.width();
+  const int64_t first = blocks_->first_alive(), nb = blocks_->size();
+  // The layers whose scores are summed: this one, or with mem_consensus (called in the first
+  // retrieving layer) every retrieving layer.
+  std::vector<int> layers = {layer};
+  if (consensus_)
+    for (int l = layer + 1; l < n_layers_; ++l) layers.push_back(l);
+  const size_t L = layers.size();
+  std::vector<std::vector<double>> probe(L, std::vector<double>(W, 0.0)), centre(L, std::vector<double>(W, 0.0));
+  for (size_t li = 0; li < L; ++li) {
+    const int lay = layers[li];
+    if (!by_keys_) {
+      std::vector<double> acc(W, 0.0);
+      for (int i = 0; i < n; ++i)
+        for (int d = 0; d < W; ++d) acc[d] += q[static_cast<size_t>(i) * W + d];
+      std::vector<float> qm(W);
+      for (int d = 0; d < W; ++d) qm[d] = static_cast<float>(acc[d] / n);
+      rope_.apply(qm.data(), n_heads_, static_cast<double>(cfg_.mem_distance > 0 ? cfg_.mem_distance : local_));
+      for (int d = 0; d < W; ++d) probe[li][d] = qm[d];
+      continue;
+    }
+    // The last mem_key_window tokens, all in the window: this chunk's included where its keys
+    // are stored (this layer: they are stored before attention), the tokens before it in the
+    // layers the forward pass has not reached yet.
+    const int64_t end = lay == layer ? n_seen_ + n : n_seen_;
+    const int64_t begin = std::max(
+        {end - static_cast<int64_t>(std::max(cfg_.mem_key_window, n)), region_first_, static_cast<int64_t>(n_init_)});
+    std::vector<float> u(kv_dim_);
+    for (int64_t t = begin; t < end; ++t) {
+      store.read_key(lay, local_slot(t), u.data());
+      rope_.apply(u.data(), n_kv_heads_, -static_cast<double>(t));
+      for (int d = 0; d < kv_dim_; ++d) probe[li][d] += u[d];
+    }
+    const std::vector<double>& total = ix.total(lay);
+    for (int d = 0; d < kv_dim_; ++d) {
+      double sum = 0;  // over the parts (the mean key of every part of every block held)
+      for (int part = 0; part < parts_; ++part) sum += total[part * kv_dim_ + d];
+      centre[li][d] = sum / static_cast<double>((nb - first) * parts_);
+      probe[li][d] = probe[li][d] / static_cast<double>(std::max<int64_t>(1, end - begin)) - centre[li][d];
+    }
   }
-}
-
-// Scoring by keys: a 1-token decode chunk's query is one noisy sample of what the text is about,
-// and a representative of 4 tokens another; the mean key of the last tokens read and a block's
-// mean key average that noise away and compare like with like (keys with keys, both un-rotated).
-// Both are centred on the mean of the blocks held, per KV head, and compared by cosine so that
-// no head's scale dominates the sum.
-void InfLLMPolicy::score_by_keys(int layer, const KVStore& store, int n, std::vector<std::pair<float, int64_t>>& scored) const {
-  // The last mem_key_window tokens, this chunk's included (its keys are stored before attention),
-  // all in the window.
-  const int64_t end = n_seen_ + n;
-  const int64_t begin =
-      std::max({end - static_cast<int64_t>(std::max(cfg_.mem_key_window, n)), region_first_, static_cast<int64_t>(n_init_)});
-  std::vector<double> recent(kv_dim_, 0.0);
-  std::vector<float> u(kv_dim_);
-  for (int64_t t = begin; t < end; ++t) {
-    store.read_key(layer, local_slot(t), u.data());
-    rope_.apply(u.data(), n_kv_heads_, -static_cast<double>(t));
-    for (int d = 0; d < kv_dim_; ++d) recent[d] += u[d];
-  }
-  const int64_t first = blocks_->first_alive();
-  const int64_t alive = static_cast<int64_t>(scored.size());
-  const float* mean = mean_[layer].data();
-  auto block_mean = [&](int64_t k) { return mean + static_cast<size_t>(first + k - rep_base_) * kv_dim_; };
-  std::vector<double> centre(kv_dim_, 0.0);
-  for (int64_t k = 0; k < alive; ++k)
-    for (int d = 0; d < kv_dim_; ++d) centre[d] += block_mean(k)[d];
-  for (int d = 0; d < kv_dim_; ++d) {
-    centre[d] /= static_cast<double>(alive);
-    recent[d] = recent[d] / static_cast<double>(std::max<int64_t>(1, end - begin)) - centre[d];
-  }
-  for (int64_t k = 0; k < alive; ++k) {
-    const float* m = block_mean(k);
+  // One mean key in layer li: the cosines per KV head, summed.
+  auto key_score = [&](size_t li, const float* e) {
+    const std::vector<double>& p = probe[li];
+    const std::vector<double>& c0 = centre[li];
     double s = 0;
     for (int h = 0; h < n_kv_heads_; ++h) {
       double dot = 0, nr = 0, nm = 0;
       for (int d = h * head_dim_; d < (h + 1) * head_dim_; ++d) {
-        const double c = m[d] - centre[d];
-        dot += recent[d] * c;
-        nr += recent[d] * recent[d];
+        const double c = e[d] - c0[d];
+        dot += p[d] * c;
+        nr += p[d] * p[d];
         nm += c * c;
       }
       if (nr > 0 && nm > 0) s += dot / std::sqrt(nr * nm);
     }
-    scored[k] = {static_cast<float>(s), first + k};
+    return s;
+  };
+  // A block in layer li: its best part.
+  auto score = [&](size_t li, const float* e) -> double {
+    if (!by_keys_) {
+      double s = 0;
+      for (int d = 0; d < W; ++d) s += probe[li][d] * e[d];
+      return s;
+    }
+    double best = key_score(li, e);
+    for (int part = 1; part < parts_; ++part) best = std::max(best, key_score(li, e + part * kv_dim_));
+    return best;
+  };
+  // A group: its mean entry, the parts averaged (a group's best part would say little).
+  std::vector<float> folded(kv_dim_);
+  auto group_score = [&](size_t li, const float* e) -> double {
+    if (!by_keys_ || parts_ == 1) return score(li, e);
+    for (int d = 0; d < kv_dim_; ++d) {
+      double sum = 0;
+      for (int part = 0; part < parts_; ++part) sum += e[part * kv_dim_ + d];
+      folded[d] = static_cast<float>(sum / parts_);
+    }
+    return key_score(li, folded.data());
+  };
+  // Highest score first; among equals the newer block (or group).
+  auto better = [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second > b.second; };
+
+  const int G = ix.group();
+  const int64_t open = nb / G, first_group = first / G;
+  std::vector<int64_t> groups;
+  if (open - first_group <= cfg_.mem_index_beam) {
+    for (int64_t g = first_group; g <= open; ++g) groups.push_back(g);
+  } else {
+    std::vector<std::pair<float, int64_t>> by_group;
+    for (int64_t g = first_group; g < open; ++g) {
+      double s = 0;
+      for (size_t li = 0; li < L; ++li) s += group_score(li, ix.summary(layers[li], g));
+      by_group.push_back({static_cast<float>(s), g});
+    }
+    std::partial_sort(by_group.begin(), by_group.begin() + cfg_.mem_index_beam, by_group.end(), better);
+    for (int k = 0; k < cfg_.mem_index_beam; ++k) groups.push_back(by_group[k].second);
+    groups.push_back(open);
   }
+  std::vector<std::pair<float, int64_t>> scored;
+  std::vector<double> acc;
+  for (int64_t g : groups) {
+    const int64_t lo = std::max(first, g * G), hi = std::min(nb, (g + 1) * G);
+    if (lo >= hi) continue;
+    acc.assign(hi - lo, 0.0);
+    for (size_t li = 0; li < L; ++li) {  // one page at a time: entries() is valid until the next call
+      const float* e = ix.entries(layers[li], g);
+      for (int64_t b = lo; b < hi; ++b) acc[b - lo] += score(li, e + static_cast<size_t>(b - g * G) * W);
+    }
+    for (int64_t b = lo; b < hi; ++b) scored.push_back({static_cast<float>(acc[b - lo]), b});
+  }
+  scored_last_[layer] = static_cast<int64_t>(scored.size());
+  const size_t k = std::min<size_t>(top_k_, scored.size());
+  std::partial_sort(scored.begin(), scored.begin() + k, scored.end(), better);
+  chosen.clear();
+  for (size_t j = 0; j < k; ++j) chosen.push_back(scored[j].second);
+  std::sort(chosen.begin(), chosen.end());
 }
 
 void InfLLMPolicy::before_attention(int layer, const float* q, int n, KVStore& store) {
@@ -336,7 +411,9 @@ void InfLLMPolicy::before_attention(int layer, const float* q, int n, KVStore& s
   const int64_t first = blocks_->first_alive(), nb = blocks_->size();
   // Between scorings the last choice stands, unless it is empty (a restored sequence's first
   // batch, or no block existed then) or holds a block the RAM budget has forgotten since.
-  if (!rescore_ && !chosen.empty() && chosen.front() >= first) return;
+  if (!rescore_ && !chosen.empty() && chosen.front() >= first &&
+      !(consensus_ && layer > skip_layers_ && layer_ready_[skip_layers_] && chosen != retrieved_[skip_layers_]))
+    return;
   chosen.clear();
   chosen_slot.clear();
   if (top_k_ == 0 || nb <= first || n < 1 || layer < skip_layers_) return;
@@ -344,17 +421,10 @@ void InfLLMPolicy::before_attention(int layer, const float* q, int n, KVStore& s
   const int64_t alive = nb - first;
   if (alive <= top_k_) {
     for (int64_t b = first; b < nb; ++b) chosen.push_back(b);
+  } else if (consensus_ && layer > skip_layers_ && layer_ready_[skip_layers_]) {
+    chosen = retrieved_[skip_layers_];  // chosen there by every retrieving layer's scores
   } else {
-    std::vector<std::pair<float, int64_t>> scored(alive);
-    if (by_keys_)
-      score_by_keys(layer, store, n, scored);
-    else
-      score_by_query(layer, q, n, scored);
-    // Highest score first; among equals the newer block.
-    std::partial_sort(scored.begin(), scored.begin() + top_k_, scored.end(),
-                      [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second > b.second; });
-    for (int k = 0; k < top_k_; ++k) chosen.push_back(scored[k].second);
-    std::sort(chosen.begin(), chosen.end());
+    search(layer, q, n, store, chosen);
   }
 
   // Blocks already in a retrieval slot stay; the others are copied into the slots freed.
@@ -384,14 +454,19 @@ const std::vector<int64_t>& InfLLMPolicy::retrieved(int layer) const {
   return ready_ && layer_ready_[layer] ? retrieved_[layer] : none;
 }
 
-const float* InfLLMPolicy::mean_key(int layer, int64_t b) const {
-  if (!ready_ || !by_keys_ || b < std::max(rep_base_, first_alive_block()) || b >= n_blocks()) return nullptr;
-  return mean_[layer].data() + static_cast<size_t>(b - rep_base_) * kv_dim_;
+std::vector<float> InfLLMPolicy::entry(int layer, int64_t b) const {
+  if (!ready_ || b < first_alive_block() || b >= n_blocks()) return {};
+  BlockIndex& ix = const_cast<BlockIndex&>(*index_);  // reading may fill its page cache
+  const float* e = ix.entries(layer, b / ix.group()) + static_cast<size_t>(b % ix.group()) * ix.width();
+  return std::vector<float>(e, e + ix.width());
 }
 
-const float* InfLLMPolicy::representative(int layer, int64_t b) const {
-  if (!ready_ || by_keys_ || b < std::max(rep_base_, first_alive_block()) || b >= n_blocks()) return nullptr;
-  return rep_[layer].data() + static_cast<size_t>(b - rep_base_) * n_heads_ * head_dim_;
+std::vector<float> InfLLMPolicy::mean_key(int layer, int64_t b) const {
+  return by_keys_ ? entry(layer, b) : std::vector<float>();
+}
+
+std::vector<float> InfLLMPolicy::representative(int layer, int64_t b) const {
+  return by_keys_ ? std::vector<float>() : entry(layer, b);
 }
 
 void InfLLMPolicy::spans(int layer, int i, std::vector<Span>& out) const {
@@ -436,10 +511,10 @@ void InfLLMPolicy::spans(int layer, int i, std::vector<Span>& out) const {
   out.push_back({local_slot(start), local_slot(t) + 1, static_cast<double>(t)});
 }
 
-// State: counters, then (once blocks exist) the memory file's name and block count, the blocks
-// still in RAM, the representatives, the retrieval slots and the window's attention mass.
+// State: its format, counters, then (once blocks exist) the memory file's name and block count,
+// the blocks still in RAM, the block index, the retrieval slots and the window's attention mass.
 std::vector<int64_t> InfLLMPolicy::save_state() const {
-  std::vector<int64_t> s = {n_seen_, region_first_, region_used_, next_block_, ready_ ? 1 : 0};
+  std::vector<int64_t> s = {kStateFormat, n_seen_, region_first_, region_used_, next_block_, ready_ ? 1 : 0};
   if (!ready_) return s;
   auto* self = const_cast<InfLLMPolicy*>(this);
   BlockStore& bs = *self->blocks_;
@@ -453,10 +528,8 @@ std::vector<int64_t> InfLLMPolicy::save_state() const {
   put_bytes(s, reinterpret_cast<const uint8_t*>(bs.path().data()), bs.on_disk() > 0 ? bs.path().size() : 0);
   for (int64_t b = bs.first_alive() + bs.on_disk(); b < bs.size(); ++b)
     for (int l = 0; l < n_layers_; ++l) put_bytes(s, self->blocks_->layer(b, l), bs.geometry().layer_bytes());
-  s.push_back(rep_base_);
+  self->index_->save(s);
   for (int l = 0; l < n_layers_; ++l) {
-    put_bytes(s, reinterpret_cast<const uint8_t*>(rep_[l].data()), rep_[l].size() * sizeof(float));
-    if (by_keys_) put_bytes(s, reinterpret_cast<const uint8_t*>(mean_[l].data()), mean_[l].size() * sizeof(float));
     for (int64_t b : slot_block_[l]) s.push_back(b);
     s.push_back(static_cast<int64_t>(retrieved_[l].size()));  // the last choice, reused between scorings
     s.insert(s.end(), retrieved_[l].begin(), retrieved_[l].end());
@@ -484,6 +557,11 @@ void InfLLMPolicy::load_state(const std::vector<int64_t>& s) {
       std::memcpy(out.data() + k, &w, std::min<int64_t>(8, n - k));
     }
   };
+  const int64_t format = next();
+  if (format >= 0)  // states before the format tag began with the stream position
+    fail("snapshot: the infllm state was written by an older build (its block index is kept differently); "
+         "feed the stream again");
+  if (format != kStateFormat) bad();
   n_seen_ = next();
   region_first_ = next();
   region_used_ = next();
@@ -522,20 +600,11 @@ void InfLLMPolicy::load_state(const std::vector<int64_t>& s) {
     blocks_->append(block.data());
   }
   if (blocks_->size() != n_blocks) bad();
-  rep_base_ = next();
-  const size_t per = static_cast<size_t>(n_heads_) * head_dim_;
+  index_.emplace(n_layers_, index_->width(), cfg_.mem_index_group, cfg_.memory_dir,
+                 std::max(16, 2 * cfg_.mem_index_beam * n_layers_));
+  index_->load(s, i);
+  if (index_->size() != n_blocks || index_->first_alive() != first_alive) bad();
   for (int l = 0; l < n_layers_; ++l) {
-    bytes(buf);
-    const size_t want_reps = by_keys_ ? 0 : static_cast<size_t>(n_blocks - rep_base_);
-    if (buf.size() % (per * sizeof(float)) != 0 || buf.size() / (per * sizeof(float)) != want_reps) bad();
-    rep_[l].resize(buf.size() / sizeof(float));
-    if (!buf.empty()) std::memcpy(rep_[l].data(), buf.data(), buf.size());  // empty: data() may be null
-    if (by_keys_) {
-      bytes(buf);
-      if (buf.size() != static_cast<size_t>(n_blocks - rep_base_) * kv_dim_ * sizeof(float)) bad();
-      mean_[l].resize(buf.size() / sizeof(float));
-      if (!buf.empty()) std::memcpy(mean_[l].data(), buf.data(), buf.size());
-    }
     for (int64_t& b : slot_block_[l]) {
       b = next();
       if (b < -1 || b >= n_blocks) bad();

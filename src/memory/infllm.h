@@ -6,6 +6,7 @@
 #include <optional>
 #include <thread>
 
+#include "memory/block_index.h"
 #include "memory/block_store.h"
 #include "memory/policy.h"
 
@@ -30,7 +31,10 @@ namespace endless {
 // Slots: [0, n_init) sinks; then top_k block-sized slots holding this layer's retrieved blocks
 // (a block already there from the previous chunk is not copied again); then the local region of
 // window + block_size + max_batch slots, compacted like `sink`'s. Blocks themselves live in a
-// BlockStore (RAM up to a budget, then a file).
+// BlockStore (RAM up to a budget, then a file); what they are scored by (a mean key or a
+// representative per block and layer) in a BlockIndex, searched in two levels: the summaries of
+// groups of mem_index_group blocks, then the blocks of the mem_index_beam best groups and of the
+// group being filled. With at most mem_index_beam complete groups every block is scored.
 class InfLLMPolicy final : public MemoryPolicy {
  public:
   explicit InfLLMPolicy(const MemoryConfig& c);
@@ -55,19 +59,26 @@ class InfLLMPolicy final : public MemoryPolicy {
   int64_t block_first(int64_t b) const { return n_init_ + b * block_; }
   // The blocks retrieved in `layer` for the current batch, in stream order.
   const std::vector<int64_t>& retrieved(int layer) const;
-  // The representative of block b in `layer`: n_heads * head_dim floats (mem_score "query" only).
-  const float* representative(int layer, int64_t b) const;
-  // The mean un-rotated key of block b in `layer` (kv_dim floats; mem_score "keys" only).
-  const float* mean_key(int layer, int64_t b) const;
+  // The representative of block b in `layer`: n_heads * head_dim floats (mem_score "query" only;
+  // empty otherwise or for a block not held).
+  std::vector<float> representative(int layer, int64_t b) const;
+  // The mean un-rotated keys of block b in `layer`: mem_key_parts * kv_dim floats, part by part
+  // (mem_score "keys" only).
+  std::vector<float> mean_key(int layer, int64_t b) const;
   const BlockStore* block_store() const { return blocks_ ? &*blocks_ : nullptr; }
+  const BlockIndex* block_index() const { return index_ ? &*index_ : nullptr; }
+  // Blocks whose entry the last search in `layer` scored (all alive blocks without the index's
+  // second level).
+  int64_t scored_last(int layer) const { return ready_ ? scored_last_[layer] : 0; }
   int64_t blocks_loaded() const { return loads_; }  // block-layers copied into the cache
 
  private:
   int64_t local_slot(int64_t t) const { return l0_ + (t - region_first_); }
   void init(int n_layers, int kv_dim, int head_dim, int n_heads);
   void form_block(KVStore& store);
-  void score_by_query(int layer, const float* q, int n, std::vector<std::pair<float, int64_t>>& scored) const;
-  void score_by_keys(int layer, const KVStore& store, int n, std::vector<std::pair<float, int64_t>>& scored) const;
+  // The top_k blocks by score in `layer`, in stream order (index_ searched in two levels).
+  void search(int layer, const float* q, int n, const KVStore& store, std::vector<int64_t>& chosen);
+  std::vector<float> entry(int layer, int64_t b) const;
   void compact(KVStore& store, int64_t keep_from);
   int64_t* mass_buffer();  // this thread's attention-mass sums
   size_t mass_size() const { return static_cast<size_t>(n_layers_) * n_heads_ * region_cap_; }
@@ -79,6 +90,8 @@ class InfLLMPolicy final : public MemoryPolicy {
   int skip_layers_;
   int retrieve_every_;
   bool rescore_ = true;  // this batch scores the blocks again
+  int parts_ = 1;  // mean keys per block (by_keys_)
+  bool consensus_ = false;  // mem_consensus
   bool by_keys_;  // mem_score "keys"
   int max_batch_;
   int64_t l0_, region_cap_;
@@ -92,9 +105,10 @@ class InfLLMPolicy final : public MemoryPolicy {
   int64_t next_block_ = 0;  // stream position of the next block's first token
 
   std::optional<BlockStore> blocks_;
-  std::vector<std::vector<float>> rep_;  // per layer: (blocks - rep_base_) * n_heads * head_dim
-  std::vector<std::vector<float>> mean_;  // per layer, by_keys_: (blocks - rep_base_) * kv_dim
-  int64_t rep_base_ = 0;                 // block id of rep_[l][0] and mean_[l][0]
+  // Per block and layer: its mean un-rotated key (by_keys_, kv_dim floats) or its representative
+  // (n_heads * head_dim floats).
+  std::optional<BlockIndex> index_;
+  std::vector<int64_t> scored_last_;
 
   // Per layer: the block in each retrieval slot (-1: none), the retrieved blocks in stream order
   // with the slot of each, and whether retrieval ran for the current batch.

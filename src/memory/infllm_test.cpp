@@ -191,8 +191,8 @@ TEST(InfLLMPolicy, RepresentativeIsTheMeanKeyOfEachHeadsMostAttendedTokens) {
   std::vector<float> k(shape.kv_dim());
   for (int64_t b = 0; b < p.n_blocks(); ++b)
     for (int l = 0; l < kLayers; ++l) {
-      const float* rep = p.representative(l, b);
-      ASSERT_NE(rep, nullptr);
+      const std::vector<float> rep = p.representative(l, b);
+      ASSERT_FALSE(rep.empty());
       for (int h = 0; h < shape.n_heads; ++h) {
         std::vector<int64_t> pos(block);
         for (int j = 0; j < block; ++j) pos[j] = p.block_first(b) + j;
@@ -388,7 +388,7 @@ TEST(InfLLMPolicy, StateRoundTrips) {
         EXPECT_EQ(a.retrieved(l), b.retrieved(l));
         for (int64_t blk = a.first_alive_block(); blk < a.n_blocks(); ++blk) {
           if (variant == 2) {  // no representatives; the mean keys instead
-            ASSERT_EQ(a.representative(l, blk), nullptr);
+            ASSERT_TRUE(a.representative(l, blk).empty());
             for (int e = 0; e < shape.kv_dim(); ++e) ASSERT_EQ(a.mean_key(l, blk)[e], b.mean_key(l, blk)[e]);
             continue;
           }
@@ -428,73 +428,243 @@ TEST(InfLLMPolicy, LayersBelowTheSkipRetrieveNothing) {
   p.end_batch(1);
 }
 
+// With parts > 1 a block holds the mean key of each part and scores as its best part; the centre
+// is the mean over every part of every block.
 TEST(InfLLMPolicy, ScoresByKeysWithTheCentredCosineOfMeanKeys) {
+  for (int parts : {1, 2}) {
+    const Shape shape;
+    const int n_init = 2, block = 4, top_k = 2, key_window = 5, len = block / parts;
+    MemoryConfig c = config(n_init, 10, block, 2, top_k, 3);
+    c.mem_score = "keys";
+    c.mem_key_window = key_window;
+    c.mem_key_parts = parts;
+    InfLLMPolicy p(c);
+    Driver d(p, shape, 3);
+    std::mt19937 rng(4);
+    while (p.n_seen() < 120) d.feed(1 + static_cast<int>(rng() % 3), nullptr);
+    ASSERT_GT(p.n_blocks(), 2 * top_k);
+    const int kv = shape.kv_dim(), hd = shape.head_dim;
+    std::vector<float> k(kv);
+    int compared = 0;
+    for (int trial = 0; trial < 8; ++trial) {
+      const int n = 1 + trial % 3;
+      d.begin(n);
+      const int64_t end = p.n_seen() + n;
+      std::vector<float> q(n * shape.q_dim(), 0.25f);  // not used by this score
+      for (int l = 0; l < kLayers; ++l) {
+        p.before_attention(l, q.data(), n, d.store);
+        // Independently, from the keys themselves: part means, their centre, the recent mean.
+        const int64_t first = p.first_alive_block(), nb = p.n_blocks();
+        std::vector<std::vector<double>> mean((nb - first) * parts, std::vector<double>(kv, 0.0));
+        std::vector<double> centre(kv, 0.0), recent(kv, 0.0);
+        for (int64_t b = first; b < nb; ++b) {
+          const std::vector<float> got = p.mean_key(l, b);
+          ASSERT_EQ(got.size(), static_cast<size_t>(parts * kv));
+          for (int part = 0; part < parts; ++part) {
+            std::vector<double>& m = mean[(b - first) * parts + part];
+            for (int j = part * len; j < (part + 1) * len; ++j) {
+              key_of(p.block_first(b) + j, l, kv, k.data());
+              for (int e = 0; e < kv; ++e) m[e] += k[e] / len;
+            }
+            for (int e = 0; e < kv; ++e) {
+              EXPECT_NEAR(got[part * kv + e], m[e], 3e-5);
+              centre[e] += m[e] / static_cast<double>((nb - first) * parts);
+            }
+          }
+        }
+        const int64_t w = std::max(key_window, n);
+        for (int64_t t = end - w; t < end; ++t) {
+          key_of(t, l, kv, k.data());
+          for (int e = 0; e < kv; ++e) recent[e] += k[e] / static_cast<double>(w);
+        }
+        std::vector<std::pair<double, int64_t>> score;
+        for (int64_t b = first; b < nb; ++b) {
+          double best = -1e300;
+          for (int part = 0; part < parts; ++part) {
+            double sum = 0;
+            for (int h = 0; h < shape.n_kv_heads; ++h) {
+              double dot = 0, na = 0, nm = 0;
+              for (int e = h * hd; e < (h + 1) * hd; ++e) {
+                const double x = recent[e] - centre[e], y = mean[(b - first) * parts + part][e] - centre[e];
+                dot += x * y;
+                na += x * x;
+                nm += y * y;
+              }
+              sum += dot / std::sqrt(na * nm);
+            }
+            best = std::max(best, sum);
+          }
+          score.push_back({best, b});
+        }
+        std::sort(score.begin(), score.end(), std::greater<>());
+        // Only clear winners are compared (float rounding may swap near-ties).
+        if (score[top_k - 1].first - score[top_k].first < 1e-4) continue;
+        std::vector<int64_t> want;
+        for (int j = 0; j < top_k; ++j) want.push_back(score[j].second);
+        std::sort(want.begin(), want.end());
+        EXPECT_EQ(p.retrieved(l), want) << "parts " << parts << " trial " << trial << " layer " << l;
+        ++compared;
+      }
+      p.end_batch(n);
+    }
+    EXPECT_GE(compared, 12) << "parts " << parts;
+  }
+}
+
+// With mem_consensus every retrieving layer takes the same blocks: those with the highest sum of
+// the layers' scores, a layer the forward pass has not reached yet scoring by the keys of the
+// tokens before the chunk.
+TEST(InfLLMPolicy, WithConsensusEveryLayerTakesTheBlocksOfTheSummedScores) {
   const Shape shape;
   const int n_init = 2, block = 4, top_k = 2, key_window = 5;
   MemoryConfig c = config(n_init, 10, block, 2, top_k, 3);
   c.mem_score = "keys";
   c.mem_key_window = key_window;
+  c.mem_consensus = true;
   InfLLMPolicy p(c);
   Driver d(p, shape, 3);
-  std::mt19937 rng(4);
+  std::mt19937 rng(9);
   while (p.n_seen() < 120) d.feed(1 + static_cast<int>(rng() % 3), nullptr);
-  ASSERT_GT(p.n_blocks(), 2 * top_k);
   const int kv = shape.kv_dim(), hd = shape.head_dim;
   std::vector<float> k(kv);
   int compared = 0;
-  for (int trial = 0; trial < 8; ++trial) {
+  for (int trial = 0; trial < 12; ++trial) {
     const int n = 1 + trial % 3;
     d.begin(n);
-    const int64_t end = p.n_seen() + n;
-    std::vector<float> q(n * shape.q_dim(), 0.25f);  // not used by this score
+    const int64_t nb = p.n_blocks();
+    std::vector<double> total(nb, 0.0);
     for (int l = 0; l < kLayers; ++l) {
-      p.before_attention(l, q.data(), n, d.store);
-      // Independently, from the keys themselves: block means, their centre, the recent mean.
-      const int64_t first = p.first_alive_block(), nb = p.n_blocks();
-      std::vector<std::vector<double>> mean(nb - first, std::vector<double>(kv, 0.0));
+      const int64_t end = l == 0 ? p.n_seen() + n : p.n_seen();  // layer 0 is where the choice is made
+      std::vector<std::vector<double>> mean(nb, std::vector<double>(kv, 0.0));
       std::vector<double> centre(kv, 0.0), recent(kv, 0.0);
-      for (int64_t b = first; b < nb; ++b) {
+      for (int64_t b = 0; b < nb; ++b) {
         for (int j = 0; j < block; ++j) {
           key_of(p.block_first(b) + j, l, kv, k.data());
-          for (int e = 0; e < kv; ++e) mean[b - first][e] += k[e] / block;
+          for (int e = 0; e < kv; ++e) mean[b][e] += k[e] / block;
         }
-        for (int e = 0; e < kv; ++e) {
-          EXPECT_NEAR(p.mean_key(l, b)[e], mean[b - first][e], 3e-5);
-          centre[e] += mean[b - first][e] / static_cast<double>(nb - first);
-        }
+        for (int e = 0; e < kv; ++e) centre[e] += mean[b][e] / static_cast<double>(nb);
       }
       const int64_t w = std::max(key_window, n);
       for (int64_t t = end - w; t < end; ++t) {
         key_of(t, l, kv, k.data());
         for (int e = 0; e < kv; ++e) recent[e] += k[e] / static_cast<double>(w);
       }
-      std::vector<std::pair<double, int64_t>> score;
-      for (int64_t b = first; b < nb; ++b) {
+      for (int64_t b = 0; b < nb; ++b)
+        for (int h = 0; h < shape.n_kv_heads; ++h) {
+          double dot = 0, na = 0, nm = 0;
+          for (int e = h * hd; e < (h + 1) * hd; ++e) {
+            const double x = recent[e] - centre[e], y = mean[b][e] - centre[e];
+            dot += x * y;
+            na += x * x;
+            nm += y * y;
+          }
+          total[b] += dot / std::sqrt(na * nm);
+        }
+    }
+    std::vector<float> q(n * shape.q_dim(), 0.25f);
+    for (int l = 0; l < kLayers; ++l) p.before_attention(l, q.data(), n, d.store);
+    EXPECT_EQ(p.retrieved(0), p.retrieved(1));
+    std::vector<std::pair<double, int64_t>> score;
+    for (int64_t b = 0; b < nb; ++b) score.push_back({total[b], b});
+    std::sort(score.begin(), score.end(), std::greater<>());
+    p.end_batch(n);
+    if (score[top_k - 1].first - score[top_k].first < 1e-4) continue;
+    std::vector<int64_t> want;
+    for (int j = 0; j < top_k; ++j) want.push_back(score[j].second);
+    std::sort(want.begin(), want.end());
+    EXPECT_EQ(p.retrieved(0), want) << "trial " << trial;
+    ++compared;
+  }
+  EXPECT_GE(compared, 8);
+  c.mem_score = "query";
+  EXPECT_THROW(InfLLMPolicy{c}, Error);  // queries exist for one layer at a time
+}
+
+// Deep into a stream the index is searched in two levels: groups of blocks by their mean key,
+// then the blocks of the best groups and of the group being filled; checked against the same
+// search done independently from the keys.
+TEST(InfLLMPolicy, SearchesTheBestGroupsThenTheirBlocks) {
+  const Shape shape;
+  const int n_init = 2, block = 4, top_k = 2, key_window = 5, group = 3, beam = 2;
+  MemoryConfig c = config(n_init, 10, block, 2, top_k, 3);
+  c.mem_score = "keys";
+  c.mem_key_window = key_window;
+  c.mem_index_group = group;
+  c.mem_index_beam = beam;
+  InfLLMPolicy p(c);
+  Driver d(p, shape, 3);
+  std::mt19937 rng(5);
+  while (p.n_seen() < 200) d.feed(1 + static_cast<int>(rng() % 3), nullptr);
+  const int kv = shape.kv_dim(), hd = shape.head_dim;
+  std::vector<float> k(kv);
+  int compared = 0;
+  for (int trial = 0; trial < 30; ++trial) {
+    const int n = 1 + trial % 3;
+    d.begin(n);
+    const int64_t end = p.n_seen() + n;
+    std::vector<float> q(n * shape.q_dim(), 0.25f);
+    for (int l = 0; l < kLayers; ++l) {
+      p.before_attention(l, q.data(), n, d.store);
+      const int64_t nb = p.n_blocks(), groups = nb / group;
+      ASSERT_GT(groups, beam);
+      std::vector<std::vector<double>> mean(nb, std::vector<double>(kv, 0.0));
+      std::vector<double> centre(kv, 0.0), recent(kv, 0.0);
+      for (int64_t b = 0; b < nb; ++b) {
+        for (int j = 0; j < block; ++j) {
+          key_of(p.block_first(b) + j, l, kv, k.data());
+          for (int e = 0; e < kv; ++e) mean[b][e] += k[e] / block;
+        }
+        for (int e = 0; e < kv; ++e) centre[e] += mean[b][e] / static_cast<double>(nb);
+      }
+      const int64_t w = std::max(key_window, n);
+      for (int64_t t = end - w; t < end; ++t) {
+        key_of(t, l, kv, k.data());
+        for (int e = 0; e < kv; ++e) recent[e] += k[e] / static_cast<double>(w);
+      }
+      auto score = [&](const std::vector<double>& m) {
         double sum = 0;
         for (int h = 0; h < shape.n_kv_heads; ++h) {
           double dot = 0, na = 0, nm = 0;
           for (int e = h * hd; e < (h + 1) * hd; ++e) {
-            const double x = recent[e] - centre[e], y = mean[b - first][e] - centre[e];
+            const double x = recent[e] - centre[e], y = m[e] - centre[e];
             dot += x * y;
             na += x * x;
             nm += y * y;
           }
           sum += dot / std::sqrt(na * nm);
         }
-        score.push_back({sum, b});
+        return sum;
+      };
+      std::vector<std::pair<double, int64_t>> by_group;
+      for (int64_t g = 0; g < groups; ++g) {
+        std::vector<double> gm(kv, 0.0);
+        for (int64_t b = g * group; b < (g + 1) * group; ++b)
+          for (int e = 0; e < kv; ++e) gm[e] += mean[b][e] / group;
+        by_group.push_back({score(gm), g});
       }
-      std::sort(score.begin(), score.end(), std::greater<>());
-      // Only clear winners are compared (float rounding may swap near-ties).
-      if (score[top_k - 1].first - score[top_k].first < 1e-4) continue;
+      std::sort(by_group.begin(), by_group.end(), std::greater<>());
+      if (by_group[beam - 1].first - by_group[beam].first < 1e-4) continue;  // a near-tie of groups
+      std::vector<int64_t> candidates;
+      for (int j = 0; j < beam; ++j)
+        for (int64_t b = by_group[j].second * group; b < (by_group[j].second + 1) * group; ++b) candidates.push_back(b);
+      for (int64_t b = groups * group; b < nb; ++b) candidates.push_back(b);  // the open group
+      EXPECT_EQ(p.scored_last(l), static_cast<int64_t>(candidates.size()));
+      std::vector<std::pair<double, int64_t>> by_block;
+      for (int64_t b : candidates) by_block.push_back({score(mean[b]), b});
+      std::sort(by_block.begin(), by_block.end(), std::greater<>());
+      if (by_block[top_k - 1].first - by_block[top_k].first < 1e-4) continue;
       std::vector<int64_t> want;
-      for (int j = 0; j < top_k; ++j) want.push_back(score[j].second);
+      for (int j = 0; j < top_k; ++j) want.push_back(by_block[j].second);
       std::sort(want.begin(), want.end());
       EXPECT_EQ(p.retrieved(l), want) << "trial " << trial << " layer " << l;
       ++compared;
     }
     p.end_batch(n);
   }
-  EXPECT_GE(compared, 12);
+  EXPECT_GE(compared, 30);
+  // Far fewer blocks scored than held: the cost of a search does not grow with the stream.
+  EXPECT_LE(p.scored_last(1), (beam + 1) * group);
+  EXPECT_GT(p.n_blocks(), 4 * (beam + 1) * group);
 }
 
 TEST(InfLLMPolicy, ScoresAgainOnlyInBatchesHoldingAMultipleOfTheStride) {
@@ -568,6 +738,17 @@ TEST(InfLLMPolicy, RejectsBadSettings) {
   c.mem_retrieve_every = 8;
   EXPECT_EQ(make_policy(c)->describe(), "infllm 4+60 top 4x16 r4 from layer 1 keys 32 every 8");
   c.mem_retrieve_every = 1;
+  c.mem_key_parts = 3;  // does not divide the block of 16
+  EXPECT_THROW(make_policy(c), Error);
+  c.mem_key_parts = 4;
+  EXPECT_EQ(make_policy(c)->describe(), "infllm 4+60 top 4x16 r4 from layer 1 keys 32 parts 4");
+  c.mem_key_parts = 1;
+  c.mem_index_group = 0;
+  EXPECT_THROW(make_policy(c), Error);
+  c.mem_index_group = 64;
+  c.mem_index_beam = 0;
+  EXPECT_THROW(make_policy(c), Error);
+  c.mem_index_beam = 4;
   // Capacity: sinks, top-k retrieved blocks, the window with a block's and a batch's slack.
   EXPECT_EQ(make_policy(c)->capacity(), 4 + 4 * 16 + 60 + 16 + 8);
 }

@@ -29,7 +29,7 @@ std::unique_ptr<MemoryPolicy> make_policy(const MemoryConfig& c) {
   if (c.policy == "sirllm") {
     const int64_t keep = c.sir_keep >= 0 ? c.sir_keep : std::max<int64_t>(0, (c.window - c.n_sink) / 4);
     return std::make_unique<SirLLMPolicy>(c.n_sink, c.window, keep, c.sir_decay, c.turn_marker, c.max_batch,
-                                          c.sir_decay_every);
+                                          c.sir_decay_every, std::max(0.0, c.sir_max_nll));
   }
   if (c.policy == "infllm") return std::make_unique<InfLLMPolicy>(c);
   fail("unknown cache policy '", c.policy, "' (known: full, window, sink, shift, sirllm, infllm)");

@@ -46,6 +46,14 @@ struct MemoryConfig {
   // on text with noise (mis-encoded bytes, each surprising) that noise fills the kept set for good
   // (docs/streaming.md). A token-count turn makes old surprise fade as new text comes.
   int64_t sir_decay_every = 0;
+  // sirllm: the most self-information a token can be kept for. A token whose NLL exceeds it was
+  // judged less likely than a uniform guess over the vocabulary would be: the model could not
+  // read it (mis-encoded bytes, foreign script), so it carries no information the model can use
+  // later, and kept forever it is noise in front of every query (on stories260K it made sirllm
+  // 28-35% worse than sink wherever such bytes appear; docs/streaming.md). Such a token scores 0.
+  // -1: the log of the model's vocabulary size (set by Engine::new_sequence; no ceiling for a
+  // policy made without a model); 0: no ceiling (SirLLM as published).
+  double sir_max_nll = -1;
   std::vector<int32_t> turn_marker;
 
   // infllm: evicted tokens in blocks of block_size, each represented per head by the mean key of
@@ -70,11 +78,26 @@ struct MemoryConfig {
   int mem_skip_layers = 1;
   std::string mem_score = "keys";
   int mem_key_window = 32;
+  // Keys scoring with mem_key_parts > 1: a block is represented by the mean keys of its parts of
+  // block_size / mem_key_parts tokens and scores as its best part (a passage that fills part of
+  // a block is found by that part, not diluted by the rest).
+  int mem_key_parts = 1;
+  // Keys scoring with mem_consensus: every retrieving layer takes the same blocks, chosen in the
+  // first of them by the sum of every retrieving layer's scores (the layers the forward pass has
+  // not reached yet score by the keys of the tokens before the chunk). One layer's choice is
+  // noisy; on the recall benchmark each layer alone found the passage 67-72% of the time.
+  bool mem_consensus = false;
   // Blocks are scored again only in batches holding a multiple of mem_retrieve_every (1: every
   // batch, as InfLLM); between, the blocks chosen last are attended again (already in the
   // cache: nothing to copy). Scoring costs O(blocks held) per layer, so in one-token decoding
   // deep into a stream a stride keeps the cost per token bounded.
   int mem_retrieve_every = 1;
+  // The block index (BlockIndex) is searched in two levels: groups of mem_index_group blocks are
+  // scored by their mean entry, then the blocks of the best mem_index_beam groups and of the
+  // group being filled. Its RAM and the cost of a search grow with blocks / mem_index_group
+  // instead of blocks; with at most mem_index_beam complete groups every block is scored.
+  int mem_index_group = 64;
+  int mem_index_beam = 4;
   int64_t mem_distance = 0;
   bool mem_compact = false;
   int64_t mem_ram_mib = 1024;

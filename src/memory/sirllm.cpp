@@ -11,12 +11,13 @@
 namespace endless {
 
 SirLLMPolicy::SirLLMPolicy(int n_sink, int64_t window, int64_t keep, double decay,
-                           std::vector<int32_t> marker, int max_batch, int64_t decay_every)
+                           std::vector<int32_t> marker, int max_batch, int64_t decay_every, double max_nll)
     : n_sink_(n_sink),
       keep_(keep),
       recent_(window - n_sink - keep),
       decay_(decay),
       decay_every_(decay_every),
+      max_nll_(max_nll),
       marker_(std::move(marker)),
       max_batch_(max_batch) {
   if (n_sink < 0) fail("sirllm cache: the number of sink tokens must not be negative");
@@ -27,6 +28,7 @@ SirLLMPolicy::SirLLMPolicy(int n_sink, int64_t window, int64_t keep, double deca
   if (!(decay > 0 && decay <= 1)) fail("sirllm cache: the decay must be in (0, 1], got ", decay);
   if (max_batch < 1) fail("sirllm cache: batch size must be positive");
   if (decay_every < 0) fail("sirllm cache: the decay interval must not be negative");
+  if (!(max_nll >= 0)) fail("sirllm cache: the noise ceiling must not be negative");
   k0_ = n_sink_;
   l0_ = k0_ + 2 * keep_;
   region_first_ = next_candidate_ = n_sink_;
@@ -37,7 +39,8 @@ SirLLMPolicy::SirLLMPolicy(int n_sink, int64_t window, int64_t keep, double deca
 
 std::string SirLLMPolicy::describe() const {
   return cat("sirllm ", n_sink_, "+", keep_, "+", recent_, " decay ", decay_,
-             decay_every_ > 0 ? cat(" every ", decay_every_) : std::string());
+             decay_every_ > 0 ? cat(" every ", decay_every_) : std::string(),
+             max_nll_ > 0 ? cat(" max nll ", std::round(max_nll_ * 100) / 100) : std::string());
 }
 
 int64_t SirLLMPolicy::retained() const {
@@ -207,6 +210,7 @@ void SirLLMPolicy::observe_nll(int64_t first, const float* nll, int n) {
     float v = nll[j];
     if (std::isnan(v) || v < 0) v = 0;
     if (std::isinf(v)) v = std::numeric_limits<float>::max();
+    if (max_nll_ > 0 && v > max_nll_) v = 0;  // noise, not information (MemoryConfig::sir_max_nll)
     if (p >= n_seen_) {
       if (p >= n_seen_ + max_batch_) continue;
       std::erase_if(pending_, [&](const auto& e) { return e.first == p; });

@@ -17,9 +17,11 @@ namespace endless {
 // region of recent + max_batch slots, compacted like `sink`'s.
 class SirLLMPolicy final : public MemoryPolicy {
  public:
-  // decay_every > 0: a turn also ends after every decay_every tokens of the stream.
+  // decay_every > 0: a turn also ends after every decay_every tokens of the stream. max_nll > 0:
+  // a token whose self-information exceeds it scores 0 (noise the model could not read; see
+  // MemoryConfig::sir_max_nll).
   SirLLMPolicy(int n_sink, int64_t window, int64_t keep, double decay, std::vector<int32_t> marker,
-               int max_batch, int64_t decay_every = 0);
+               int max_batch, int64_t decay_every = 0, double max_nll = 0);
   std::string describe() const override;
   int64_t capacity() const override { return k0_ + 2 * keep_ + recent_ + max_batch_; }
   int64_t retained() const override;
@@ -49,6 +51,7 @@ class SirLLMPolicy final : public MemoryPolicy {
   int64_t keep_, recent_;
   double decay_;
   int64_t decay_every_;
+  double max_nll_;
   std::vector<int32_t> marker_;
   int max_batch_;
   int64_t k0_, l0_;  // first slot of the kept and of the recent region

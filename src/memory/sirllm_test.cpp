@@ -20,6 +20,7 @@ struct Stream {
   int64_t window = 40, keep = 8;
   int max_batch = 7;
   double decay = 0.5;
+  double max_nll = 0;  // noise ceiling (0: none)
   // Raw self-information of each position (reported after the batch that predicted it), and
   // whether a turn ends just before the batch starting at t0.
   std::function<float(int64_t)> raw = [](int64_t) { return 0.0f; };
@@ -36,7 +37,8 @@ std::vector<int64_t> expected_kept(const Stream& s, int64_t t0, const std::vecto
   for (int64_t p = s.n_sink; p < frontier; ++p) cand.push_back(p);
   // raw * decay^(turns - turn) ordered as raw * (1/decay)^turn: with decay 1/2 and small integer
   // scores both sides are exact.
-  auto eff = [&](int64_t p) { return (s.report ? s.raw(p) : 0.0) * std::pow(1.0 / s.decay, turn_of[p]); };
+  auto raw = [&](int64_t p) { return !s.report || (s.max_nll > 0 && s.raw(p) > s.max_nll) ? 0.0 : s.raw(p); };
+  auto eff = [&](int64_t p) { return raw(p) * std::pow(1.0 / s.decay, turn_of[p]); };
   std::stable_sort(cand.begin(), cand.end(), [&](int64_t a, int64_t b) {
     if (eff(a) != eff(b)) return eff(a) > eff(b);
     return a > b;
@@ -50,7 +52,7 @@ std::vector<int64_t> expected_kept(const Stream& s, int64_t t0, const std::vecto
 // sees (sinks, kept set, recent window) and that their RoPE distances are those of consecutive
 // cache positions.
 void run_stream(const Stream& s, int64_t total, uint32_t seed) {
-  SirLLMPolicy p(s.n_sink, s.window, s.keep, s.decay, {}, s.max_batch);
+  SirLLMPolicy p(s.n_sink, s.window, s.keep, s.decay, {}, s.max_batch, 0, s.max_nll);
   KVStore store(1, 2, p.capacity(), TensorType::F32);
   std::mt19937 rng(seed);
   std::vector<int64_t> slots(s.max_batch), turn_of;
@@ -133,6 +135,28 @@ TEST(SirLLMPolicy, ScoresDecayAtTurnBoundaries) {
   s.raw = [](int64_t p) { return static_cast<float>(1 + (p * 31) % 7); };
   s.turn_before = [](int64_t t0) { return t0 > 0 && t0 % 3 == 0; };
   for (uint32_t seed : {5u, 6u}) run_stream(s, 500, seed);
+}
+
+// A token less likely than a uniform guess (NLL above the ceiling) is noise to the model: it
+// scores 0, so the kept set holds the most surprising tokens below the ceiling.
+TEST(SirLLMPolicy, TokensAboveTheNoiseCeilingScoreZero) {
+  Stream s;
+  s.max_nll = 6;
+  s.raw = [](int64_t p) { return static_cast<float>((p * 7919) % 11); };  // 0..10: some above 6
+  s.turn_before = [](int64_t t0) { return t0 > 0 && t0 % 5 == 0; };
+  for (uint32_t seed : {7u, 8u}) run_stream(s, 500, seed);
+  SirLLMPolicy p(1, 10, 2, 0.5, {}, 4, 0, 6.0);
+  KVStore store(1, 2, p.capacity(), TensorType::F32);
+  int64_t slots[4];
+  double pos[4];
+  p.begin_batch(4, store, slots, pos);
+  p.end_batch(4);
+  const float nll[3] = {6.0f, 6.5f, 25.0f};
+  p.observe_nll(1, nll, 3);
+  EXPECT_FLOAT_EQ(p.score(1), 6.0f);  // at the ceiling: kept for its information
+  EXPECT_FLOAT_EQ(p.score(2), 0.0f);
+  EXPECT_FLOAT_EQ(p.score(3), 0.0f);
+  EXPECT_NE(p.describe().find("max nll 6"), std::string::npos) << p.describe();
 }
 
 TEST(SirLLMPolicy, ScoresDecayByTheFactor) {

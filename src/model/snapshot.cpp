@@ -14,7 +14,7 @@ namespace endless {
 namespace {
 
 constexpr char kMagic[8] = {'E', 'N', 'D', 'L', 'S', 'N', 'A', 'P'};
-constexpr uint32_t kVersion = 3;  // 2: the sirllm and infllm settings; 3: infllm's scoring; 1 and 2 are still read
+constexpr uint32_t kVersion = 4;  // 2: the sirllm and infllm settings; 3: infllm's scoring; 4: infllm's index search; 1 to 3 are still read
 
 uint64_t fnv1a(const uint8_t* p, size_t n, uint64_t h = 1469598103934665603ull) {
   for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
@@ -116,6 +116,11 @@ void save_sequence(const Sequence& seq, const ModelConfig& model, const std::str
   o.put<int32_t>(c.mem_key_window);
   o.put<int32_t>(c.mem_retrieve_every);
   o.put<int64_t>(c.sir_decay_every);
+  o.put<int32_t>(c.mem_index_group);
+  o.put<int32_t>(c.mem_index_beam);
+  o.put<int32_t>(c.mem_key_parts);
+  o.put<double>(c.sir_max_nll);
+  o.put<uint8_t>(c.mem_consensus ? 1 : 0);
   const auto state = seq.policy->save_state();
   o.put<uint32_t>(static_cast<uint32_t>(state.size()));
   for (int64_t v : state) o.put<int64_t>(v);
@@ -179,7 +184,17 @@ std::unique_ptr<Sequence> load_sequence(const Engine& engine, const std::string&
     c.mem_key_window = in.get<int32_t>();
     c.mem_retrieve_every = in.get<int32_t>();
     c.sir_decay_every = in.get<int64_t>();
-  } else {  // what infllm did before these settings existed
+  }
+  if (version >= 4) {
+    c.mem_index_group = in.get<int32_t>();
+    c.mem_index_beam = in.get<int32_t>();
+    c.mem_key_parts = in.get<int32_t>();
+    c.sir_max_nll = in.get<double>();
+    c.mem_consensus = in.get<uint8_t>() != 0;
+  } else {
+    c.sir_max_nll = 0;  // sirllm had no noise ceiling
+  }
+  if (version < 3) {  // what infllm did before these settings existed
     c.mem_skip_layers = 0;
     c.mem_score = "query";
   }

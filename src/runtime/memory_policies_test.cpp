@@ -5,6 +5,7 @@
 // RAM budget with the rest on disk.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <random>
 
@@ -78,6 +79,21 @@ TEST(MemoryPolicies, KeepingNothingExtraIsSink) {
   // Blocks form once a token has left the window: from about window + block on.
   EXPECT_TRUE(std::equal(sink.begin(), sink.begin() + 40 * V, with.begin()));
   EXPECT_NE(with, sink);
+}
+
+// sirllm's noise ceiling is the self-information of a uniform guess over the model's vocabulary
+// unless set; 0 keeps SirLLM's published behaviour (no ceiling).
+TEST(MemoryPolicies, SirllmNoiseCeilingDefaultsToTheLogOfTheVocabulary) {
+  TinyModelSpec spec;
+  Engine engine(tiny_model(spec, "policies-sir-ceiling"), 1);
+  auto seq = engine.new_sequence(memory("sirllm"));
+  EXPECT_DOUBLE_EQ(seq->config.sir_max_nll, std::log(static_cast<double>(spec.vocab)));
+  EXPECT_NE(seq->policy->describe().find("max nll"), std::string::npos) << seq->policy->describe();
+  MemoryConfig none = memory("sirllm");
+  none.sir_max_nll = 0;
+  seq = engine.new_sequence(none);
+  EXPECT_EQ(seq->config.sir_max_nll, 0);
+  EXPECT_EQ(seq->policy->describe().find("max nll"), std::string::npos) << seq->policy->describe();
 }
 
 TEST(MemoryPolicies, FastAttentionEqualsReference) {
