@@ -40,7 +40,8 @@ std::unique_ptr<Sequence> Engine::new_sequence(const MemoryConfig& memory) const
   auto seq = std::make_unique<Sequence>();
   seq->config = memory;
   // sirllm's noise ceiling by default: the self-information of a uniform guess over the vocabulary.
-  if (seq->config.sir_max_nll < 0) seq->config.sir_max_nll = std::log(static_cast<double>(config().n_vocab));
+  if (memory.policy == "sirllm" && seq->config.sir_max_nll < 0)
+    seq->config.sir_max_nll = std::log(static_cast<double>(config().n_vocab));
   seq->policy = make_policy(seq->config);
   seq->policy->set_model(config().rope, config().n_layers, config().n_heads, config().n_kv_heads);
   seq->config.max_batch = std::min(seq->config.max_batch, seq->policy->batch_limit());
