@@ -416,7 +416,7 @@ TEST_F(ServerTest, InterruptionStopsTheModelMidReply) {
   Reply queued = post(c, "/v1/sessions/talk/append", {{"text", "(a noise)"}});
   ASSERT_EQ(queued.status, 200);
   EXPECT_EQ(get(c, "/v1/sessions/talk").body["state"], "generating");
-  Reply barge = post(c, "/v1/sessions/talk/generate", {{"prompt", "Wait!"}, {"interrupt", true}, {"max_tokens", 3}});
+  Reply barge = post(c, "/v1/sessions/talk/generate", {{"prompt", "Wait!"}, {"interrupt", true}, {"max_tokens", 3}, {"ignore_eos", true}});
   ASSERT_EQ(barge.status, 200) << barge.raw;
   speaker.join();
   EXPECT_TRUE(sse.done);
