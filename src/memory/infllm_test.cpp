@@ -44,6 +44,50 @@ void value_of(int64_t p, int layer, int kv_dim, float* v) {
   for (int d = 0; d < kv_dim; ++d) v[d] = static_cast<float>(p) + 0.25f * d + 1000.0f * layer;
 }
 
+// Independent references for `keys` scoring, in double from key_of: the mean key of positions
+// [end - w, end) in a layer, and a block's score, the sum over KV heads of the cosine between
+// (recent - centre) and (m - centre).
+std::vector<double> recent_mean_key(int layer, int kv, int64_t end, int64_t w) {
+  std::vector<double> recent(kv, 0.0);
+  std::vector<float> k(kv);
+  for (int64_t t = end - w; t < end; ++t) {
+    key_of(t, layer, kv, k.data());
+    for (int e = 0; e < kv; ++e) recent[e] += k[e] / static_cast<double>(w);
+  }
+  return recent;
+}
+double centred_cosines(const Shape& shape, const std::vector<double>& recent, const std::vector<double>& centre,
+                       const std::vector<double>& m) {
+  const int hd = shape.head_dim;
+  double sum = 0;
+  for (int h = 0; h < shape.n_kv_heads; ++h) {
+    double dot = 0, na = 0, nm = 0;
+    for (int e = h * hd; e < (h + 1) * hd; ++e) {
+      const double x = recent[e] - centre[e], y = m[e] - centre[e];
+      dot += x * y;
+      na += x * x;
+      nm += y * y;
+    }
+    sum += dot / std::sqrt(na * nm);
+  }
+  return sum;
+}
+// The mean key of each of a policy's first nb blocks in a layer, and their centre.
+std::vector<std::vector<double>> block_mean_keys(const InfLLMPolicy& p, int layer, int kv, int block, int64_t nb,
+                                                 std::vector<double>* centre) {
+  std::vector<std::vector<double>> mean(nb, std::vector<double>(kv, 0.0));
+  std::vector<float> k(kv);
+  centre->assign(kv, 0.0);
+  for (int64_t b = 0; b < nb; ++b) {
+    for (int j = 0; j < block; ++j) {
+      key_of(p.block_first(b) + j, layer, kv, k.data());
+      for (int e = 0; e < kv; ++e) mean[b][e] += k[e] / block;
+    }
+    for (int e = 0; e < kv; ++e) (*centre)[e] += mean[b][e] / static_cast<double>(nb);
+  }
+  return mean;
+}
+
 // Feeds a policy the way Engine::forward does: begin_batch, keys rotated at their key position
 // and stored, then per layer the queries (before_attention) and, optionally, attention weights.
 // The value's first element encodes the stream position (plus 1000 per layer).
@@ -443,7 +487,7 @@ TEST(InfLLMPolicy, ScoresByKeysWithTheCentredCosineOfMeanKeys) {
     std::mt19937 rng(4);
     while (p.n_seen() < 120) d.feed(1 + static_cast<int>(rng() % 3), nullptr);
     ASSERT_GT(p.n_blocks(), 2 * top_k);
-    const int kv = shape.kv_dim(), hd = shape.head_dim;
+    const int kv = shape.kv_dim();
     std::vector<float> k(kv);
     int compared = 0;
     for (int trial = 0; trial < 8; ++trial) {
@@ -456,7 +500,7 @@ TEST(InfLLMPolicy, ScoresByKeysWithTheCentredCosineOfMeanKeys) {
         // Independently, from the keys themselves: part means, their centre, the recent mean.
         const int64_t first = p.first_alive_block(), nb = p.n_blocks();
         std::vector<std::vector<double>> mean((nb - first) * parts, std::vector<double>(kv, 0.0));
-        std::vector<double> centre(kv, 0.0), recent(kv, 0.0);
+        std::vector<double> centre(kv, 0.0);
         for (int64_t b = first; b < nb; ++b) {
           const std::vector<float> got = p.mean_key(l, b);
           ASSERT_EQ(got.size(), static_cast<size_t>(parts * kv));
@@ -472,28 +516,12 @@ TEST(InfLLMPolicy, ScoresByKeysWithTheCentredCosineOfMeanKeys) {
             }
           }
         }
-        const int64_t w = std::max(key_window, n);
-        for (int64_t t = end - w; t < end; ++t) {
-          key_of(t, l, kv, k.data());
-          for (int e = 0; e < kv; ++e) recent[e] += k[e] / static_cast<double>(w);
-        }
+        const std::vector<double> recent = recent_mean_key(l, kv, end, std::max(key_window, n));
         std::vector<std::pair<double, int64_t>> score;
         for (int64_t b = first; b < nb; ++b) {
           double best = -1e300;
-          for (int part = 0; part < parts; ++part) {
-            double sum = 0;
-            for (int h = 0; h < shape.n_kv_heads; ++h) {
-              double dot = 0, na = 0, nm = 0;
-              for (int e = h * hd; e < (h + 1) * hd; ++e) {
-                const double x = recent[e] - centre[e], y = mean[(b - first) * parts + part][e] - centre[e];
-                dot += x * y;
-                na += x * x;
-                nm += y * y;
-              }
-              sum += dot / std::sqrt(na * nm);
-            }
-            best = std::max(best, sum);
-          }
+          for (int part = 0; part < parts; ++part)
+            best = std::max(best, centred_cosines(shape, recent, centre, mean[(b - first) * parts + part]));
           score.push_back({best, b});
         }
         std::sort(score.begin(), score.end(), std::greater<>());
@@ -525,8 +553,7 @@ TEST(InfLLMPolicy, WithConsensusEveryLayerTakesTheBlocksOfTheSummedScores) {
   Driver d(p, shape, 3);
   std::mt19937 rng(9);
   while (p.n_seen() < 120) d.feed(1 + static_cast<int>(rng() % 3), nullptr);
-  const int kv = shape.kv_dim(), hd = shape.head_dim;
-  std::vector<float> k(kv);
+  const int kv = shape.kv_dim();
   int compared = 0;
   for (int trial = 0; trial < 12; ++trial) {
     const int n = 1 + trial % 3;
@@ -535,31 +562,10 @@ TEST(InfLLMPolicy, WithConsensusEveryLayerTakesTheBlocksOfTheSummedScores) {
     std::vector<double> total(nb, 0.0);
     for (int l = 0; l < kLayers; ++l) {
       const int64_t end = l == 0 ? p.n_seen() + n : p.n_seen();  // layer 0 is where the choice is made
-      std::vector<std::vector<double>> mean(nb, std::vector<double>(kv, 0.0));
-      std::vector<double> centre(kv, 0.0), recent(kv, 0.0);
-      for (int64_t b = 0; b < nb; ++b) {
-        for (int j = 0; j < block; ++j) {
-          key_of(p.block_first(b) + j, l, kv, k.data());
-          for (int e = 0; e < kv; ++e) mean[b][e] += k[e] / block;
-        }
-        for (int e = 0; e < kv; ++e) centre[e] += mean[b][e] / static_cast<double>(nb);
-      }
-      const int64_t w = std::max(key_window, n);
-      for (int64_t t = end - w; t < end; ++t) {
-        key_of(t, l, kv, k.data());
-        for (int e = 0; e < kv; ++e) recent[e] += k[e] / static_cast<double>(w);
-      }
-      for (int64_t b = 0; b < nb; ++b)
-        for (int h = 0; h < shape.n_kv_heads; ++h) {
-          double dot = 0, na = 0, nm = 0;
-          for (int e = h * hd; e < (h + 1) * hd; ++e) {
-            const double x = recent[e] - centre[e], y = mean[b][e] - centre[e];
-            dot += x * y;
-            na += x * x;
-            nm += y * y;
-          }
-          total[b] += dot / std::sqrt(na * nm);
-        }
+      std::vector<double> centre;
+      const auto mean = block_mean_keys(p, l, kv, block, nb, &centre);
+      const std::vector<double> recent = recent_mean_key(l, kv, end, std::max(key_window, n));
+      for (int64_t b = 0; b < nb; ++b) total[b] += centred_cosines(shape, recent, centre, mean[b]);
     }
     std::vector<float> q(n * shape.q_dim(), 0.25f);
     for (int l = 0; l < kLayers; ++l) p.before_attention(l, q.data(), n, d.store);
@@ -595,8 +601,7 @@ TEST(InfLLMPolicy, SearchesTheBestGroupsThenTheirBlocks) {
   Driver d(p, shape, 3);
   std::mt19937 rng(5);
   while (p.n_seen() < 200) d.feed(1 + static_cast<int>(rng() % 3), nullptr);
-  const int kv = shape.kv_dim(), hd = shape.head_dim;
-  std::vector<float> k(kv);
+  const int kv = shape.kv_dim();
   int compared = 0;
   for (int trial = 0; trial < 30; ++trial) {
     const int n = 1 + trial % 3;
@@ -607,34 +612,10 @@ TEST(InfLLMPolicy, SearchesTheBestGroupsThenTheirBlocks) {
       p.before_attention(l, q.data(), n, d.store);
       const int64_t nb = p.n_blocks(), groups = nb / group;
       ASSERT_GT(groups, beam);
-      std::vector<std::vector<double>> mean(nb, std::vector<double>(kv, 0.0));
-      std::vector<double> centre(kv, 0.0), recent(kv, 0.0);
-      for (int64_t b = 0; b < nb; ++b) {
-        for (int j = 0; j < block; ++j) {
-          key_of(p.block_first(b) + j, l, kv, k.data());
-          for (int e = 0; e < kv; ++e) mean[b][e] += k[e] / block;
-        }
-        for (int e = 0; e < kv; ++e) centre[e] += mean[b][e] / static_cast<double>(nb);
-      }
-      const int64_t w = std::max(key_window, n);
-      for (int64_t t = end - w; t < end; ++t) {
-        key_of(t, l, kv, k.data());
-        for (int e = 0; e < kv; ++e) recent[e] += k[e] / static_cast<double>(w);
-      }
-      auto score = [&](const std::vector<double>& m) {
-        double sum = 0;
-        for (int h = 0; h < shape.n_kv_heads; ++h) {
-          double dot = 0, na = 0, nm = 0;
-          for (int e = h * hd; e < (h + 1) * hd; ++e) {
-            const double x = recent[e] - centre[e], y = m[e] - centre[e];
-            dot += x * y;
-            na += x * x;
-            nm += y * y;
-          }
-          sum += dot / std::sqrt(na * nm);
-        }
-        return sum;
-      };
+      std::vector<double> centre;
+      const auto mean = block_mean_keys(p, l, kv, block, nb, &centre);
+      const std::vector<double> recent = recent_mean_key(l, kv, end, std::max(key_window, n));
+      auto score = [&](const std::vector<double>& m) { return centred_cosines(shape, recent, centre, m); };
       std::vector<std::pair<double, int64_t>> by_group;
       for (int64_t g = 0; g < groups; ++g) {
         std::vector<double> gm(kv, 0.0);
