@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <utility>
 #include <vector>
 
 #include "kernels/gemm.h"
@@ -135,20 +136,24 @@ void tile_bf16(int64_t n, const uint16_t* w, int64_t ws, const uint16_t* x, int6
     for (int t = 0; t < RN; ++t) y[t * ys + r] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
+// 4 rows x 6 tokens: 24 accumulators, and each step loads 4 weight vectors (from L2) for 24 FMAs.
+// Against 4 x 4 this measured +17% (F32) and +22% (BF16) on the 254M model's 1024 x 2816
+// product with 512 tokens, one thread (bench/gemm_bench.cpp); 5 x 5 was close, 6 x 4 and the
+// narrower shapes slower.
 constexpr int kFloatRM = 4;
-constexpr int kFloatRN = 4;
+constexpr int kFloatRN = 6;
 
 template <typename Elem, typename XElem>
 using FloatTileFn = void (*)(int64_t, const Elem*, int64_t, const XElem*, int64_t, float*, int64_t);
 
 template <typename Elem, typename XElem, template <int, int> class T>
 struct FloatTiles {
-  FloatTileFn<Elem, XElem> fn[kFloatRM][kFloatRN] = {
-      {T<1, 1>::run, T<1, 2>::run, T<1, 3>::run, T<1, 4>::run},
-      {T<2, 1>::run, T<2, 2>::run, T<2, 3>::run, T<2, 4>::run},
-      {T<3, 1>::run, T<3, 2>::run, T<3, 3>::run, T<3, 4>::run},
-      {T<4, 1>::run, T<4, 2>::run, T<4, 3>::run, T<4, 4>::run},
-  };
+  FloatTileFn<Elem, XElem> fn[kFloatRM][kFloatRN];
+  FloatTiles() { fill(std::make_index_sequence<kFloatRM * kFloatRN>{}); }
+  template <size_t... I>
+  void fill(std::index_sequence<I...>) {
+    ((fn[I / kFloatRN][I % kFloatRN] = T<I / kFloatRN + 1, I % kFloatRN + 1>::run), ...);
+  }
 };
 
 template <int RM, int RN>
