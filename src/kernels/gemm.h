@@ -70,4 +70,8 @@ inline constexpr int64_t kGemmRowAlign = 16;
 // per product (no block of rows is kept in cache for further token tiles).
 inline constexpr int64_t kGemmOnePassTokens = 8;
 
+// The tiles of a product of more tokens than that take the rows in blocks of about this many
+// bytes of weights, which stay in the L2 cache while every token tile passes over them.
+inline constexpr size_t kGemmRowBlockBytes = 256 * 1024;
+
 }  // namespace endless::kernels

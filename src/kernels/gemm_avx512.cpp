@@ -43,7 +43,7 @@ namespace {
 
 // Rows of a row block are chosen so that the block's weights stay in the L2 cache while every
 // token tile passes over them.
-constexpr size_t kRowBlockBytes = 256 * 1024;
+constexpr size_t kRowBlockBytes = kGemmRowBlockBytes;
 
 int64_t row_block(size_t row_bytes, int rm) {
   const int64_t rows = static_cast<int64_t>(kRowBlockBytes / std::max<size_t>(row_bytes, 1));

@@ -3,14 +3,16 @@
 //  - the keys and values a batch can see are converted to float once per layer and batch, not
 //    once per token and head;
 //  - keys are transposed to [kv head][dim][slot], so a query's scores against a run of slots are
-//    computed dimension by dimension with the slot index innermost: contiguous, vectorizable,
-//    no horizontal sums;
-//  - the weighted sum of values runs with the head dimension innermost.
+//    computed dimension by dimension with the slot index innermost: many keys' chains of fused
+//    multiply-adds side by side, no horizontal sums (kernels::attention_scores);
+//  - the weighted sum of values runs with the head dimension innermost, the heads of a KV group
+//    together (kernels::attention_values).
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
 
+#include "kernels/attention.h"
 #include "kernels/kernels.h"
 #include "model/forward.h"
 #include "util/fp16.h"
@@ -26,16 +28,15 @@ namespace {
 struct TokenScratch {
   std::vector<Span> spans;
   std::vector<float> qr, scores;
-  std::vector<double> acc;
   std::vector<uint16_t> half;
 };
 
-// One token's attention over its spans, given the batch's transposed keys kt ([kv_dim][m]) and
-// values vf ([m][kv_dim]) for slots [lo, lo + m). Compiled for several instruction sets; with
+// One token's attention over its spans, given the batch's transposed keys kt ([kv_dim][kt_stride],
+// slot j at column j) and values vf ([m][kv_dim]) for slots [lo, lo + m). Compiled for several instruction sets; with
 // floating-point contraction off, every version computes exactly the same numbers.
 __attribute__((target_clones("avx512f", "avx2", "default")))
 void attend_token(const ModelConfig& c, const Rope& rope, TokenScratch& t, const float* q,
-                  const float* kt_all, const float* vf, int64_t m, int64_t lo, bool f16,
+                  const float* kt_all, const float* vf, int64_t kt_stride, int64_t lo, bool f16,
                   float* o, MemoryPolicy* observer, int layer, int token) {
   const int group = c.n_heads / c.n_kv_heads;
   const int hd = c.head_dim;
@@ -56,21 +57,10 @@ void attend_token(const ModelConfig& c, const Rope& rope, TokenScratch& t, const
       kernels::fp32_to_fp16_row(t.qr.data(), t.half.data(), c.q_dim());
       kernels::fp16_to_fp32_row(t.half.data(), t.qr.data(), c.q_dim());
     }
-    for (int h = 0; h < c.n_heads; ++h) {
-      const float* qh = t.qr.data() + h * hd;
-      const float* kt = kt_all + static_cast<size_t>((h / group) * hd) * m + (s.begin - lo);
-      float* sh = t.scores.data() + h * n_keys + j0;
-      // Float products summed in double, dimension by dimension: the reference's arithmetic
-      // exactly, so both paths give the same scores bit for bit.
-      t.acc.assign(len, 0.0);
-      double* acc = t.acc.data();
-      for (int d = 0; d < hd; ++d) {
-        const float qd = qh[d];
-        const float* kd = kt + static_cast<size_t>(d) * m;
-        for (int64_t j = 0; j < len; ++j) acc[j] += qd * kd[j];
-      }
-      for (int64_t j = 0; j < len; ++j) sh[j] = static_cast<float>(acc[j]) * scale;
-    }
+    for (int g = 0; g < c.n_kv_heads; ++g)
+      kernels::attention_scores(t.qr.data() + g * group * hd, group, hd,
+                                kt_all + static_cast<size_t>(g * hd) * kt_stride + (s.begin - lo), kt_stride, len, scale,
+                                t.scores.data() + g * group * n_keys + j0, n_keys);
     j0 += len;
   }
   for (int h = 0; h < c.n_heads; ++h) {
@@ -92,16 +82,9 @@ void attend_token(const ModelConfig& c, const Rope& rope, TokenScratch& t, const
   j0 = 0;
   for (const Span& s : t.spans) {
     const int64_t len = s.end - s.begin;
-    for (int h = 0; h < c.n_heads; ++h) {
-      const float* sh = t.scores.data() + h * n_keys + j0;
-      const float* v = vf + (s.begin - lo) * kv_dim + (h / group) * hd;
-      float* oh = o + h * hd;
-      for (int64_t j = 0; j < len; ++j) {
-        const float p = sh[j];
-        const float* vj = v + j * kv_dim;
-        for (int d = 0; d < hd; ++d) oh[d] += p * vj[d];
-      }
-    }
+    for (int g = 0; g < c.n_kv_heads; ++g)
+      kernels::attention_values(t.scores.data() + g * group * n_keys + j0, n_keys, group, len,
+                                vf + (s.begin - lo) * kv_dim + g * hd, kv_dim, hd, o + g * group * hd);
     j0 += len;
   }
 }
@@ -133,9 +116,13 @@ void attend_part(const ModelConfig& c, const Rope& rope, int layer, const BatchP
   }
   if (hi <= lo) lo = hi = 0;
   const int64_t m = hi - lo;
+  // A score reads one run of each of the head's rows of kt, so rows a power of two apart would
+  // all fall into the same few sets of the L1 cache (rows of 512 slots did, and every load went
+  // to L2); one extra cache line per row spreads them.
+  const int64_t kt_stride = (m + 15) / 16 * 16 + 16;
 
   // Keys transposed and values converted, once for the whole batch.
-  if (kt.size() < static_cast<size_t>(m * kv_dim)) kt.resize(m * kv_dim);
+  if (kt.size() < static_cast<size_t>(kt_stride * kv_dim)) kt.resize(kt_stride * kv_dim);
   if (vf.size() < static_cast<size_t>(m * kv_dim)) vf.resize(m * kv_dim);
   for_range(m, [&](int64_t begin, int64_t end) {
     std::vector<float> row(kv_dim);
@@ -149,7 +136,7 @@ void attend_part(const ModelConfig& c, const Rope& rope, int layer, const BatchP
         std::memcpy(row.data(), store.key(layer, slot), kv_dim * sizeof(float));
         std::memcpy(vf.data() + j * kv_dim, store.value(layer, slot), kv_dim * sizeof(float));
       }
-      for (int d = 0; d < kv_dim; ++d) kt[static_cast<size_t>(d) * m + j] = row[d];
+      for (int d = 0; d < kv_dim; ++d) kt[static_cast<size_t>(d) * kt_stride + j] = row[d];
     }
   });
 
@@ -157,7 +144,7 @@ void attend_part(const ModelConfig& c, const Rope& rope, int layer, const BatchP
     TokenScratch scratch;
     for (int64_t i = begin; i < end; ++i) {
       policy.spans(layer, static_cast<int>(i), scratch.spans);
-      attend_token(c, rope, scratch, q + i * c.q_dim(), kt.data(), vf.data(), m, lo, f16,
+      attend_token(c, rope, scratch, q + i * c.q_dim(), kt.data(), vf.data(), kt_stride, lo, f16,
                    out + i * c.q_dim(), observer, layer, static_cast<int>(i));
     }
   });
@@ -166,8 +153,11 @@ void attend_part(const ModelConfig& c, const Rope& rope, int layer, const BatchP
 }  // namespace
 
 void Engine::attention_fast(int layer, const BatchPart& part, const float* q, float* out) {
-  attend_part(config(), rope_, layer, part, q, out, kt_, vf_,
-              [&](int64_t n, auto&& fn) { pool_.parallel_for(n, fn); });
+  // In chunks, each thread its own part first, then what is left of the others': a causal
+  // batch's later tokens see more keys, so equal halves of the tokens are not equal work.
+  attend_part(config(), rope_, layer, part, q, out, kt_, vf_, [&](int64_t n, auto&& fn) {
+    pool_.parallel_for_balanced(n, 1, std::max<int64_t>(1, n / (8 * pool_.size())), fn);
+  });
 }
 
 void Engine::attention_fast_parts(int layer, std::span<const BatchPart> parts, const float* q, float* out) {

@@ -1,0 +1,51 @@
+// Scalar attention loops and the choice between them and the AVX-512 ones (attention.h).
+#include "kernels/attention.h"
+
+#include "kernels/internal.h"
+#include "kernels/kernels.h"
+
+// Every multiply and add as written: no contraction into fused multiply-adds.
+#pragma GCC optimize("fp-contract=off")
+
+namespace endless::kernels {
+
+namespace detail {
+
+void attention_scores_scalar(const float* q, int n_q, int hd, const float* kt, int64_t kt_stride, int64_t len,
+                             float scale, float* s, int64_t s_stride) {
+  for (int h = 0; h < n_q; ++h)
+    for (int64_t j = 0; j < len; ++j) {
+      double dot = 0;
+      for (int d = 0; d < hd; ++d) dot += q[h * hd + d] * kt[d * kt_stride + j];
+      s[h * s_stride + j] = static_cast<float>(dot) * scale;
+    }
+}
+
+void attention_values_scalar(const float* p, int64_t p_stride, int n_q, int64_t len, const float* v,
+                             int64_t v_stride, int hd, float* o) {
+  for (int h = 0; h < n_q; ++h)
+    for (int64_t j = 0; j < len; ++j) {
+      const float w = p[h * p_stride + j];
+      for (int d = 0; d < hd; ++d) o[h * hd + d] += w * v[j * v_stride + d];
+    }
+}
+
+}  // namespace detail
+
+void attention_scores(const float* q, int n_q, int hd, const float* kt, int64_t kt_stride, int64_t len,
+                      float scale, float* s, int64_t s_stride) {
+  if (active_isa() == Isa::avx512)
+    detail::avx512_attention_scores(q, n_q, hd, kt, kt_stride, len, scale, s, s_stride);
+  else
+    detail::attention_scores_scalar(q, n_q, hd, kt, kt_stride, len, scale, s, s_stride);
+}
+
+void attention_values(const float* p, int64_t p_stride, int n_q, int64_t len, const float* v,
+                      int64_t v_stride, int hd, float* o) {
+  if (active_isa() == Isa::avx512)
+    detail::avx512_attention_values(p, p_stride, n_q, len, v, v_stride, hd, o);
+  else
+    detail::attention_values_scalar(p, p_stride, n_q, len, v, v_stride, hd, o);
+}
+
+}  // namespace endless::kernels

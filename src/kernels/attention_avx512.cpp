@@ -1,0 +1,149 @@
+// AVX-512 attention loops (attention.h): the same arithmetic as the scalar loops, many sums side
+// by side, so the numbers are identical.
+//  - Scores: keys lie transposed, so sixteen keys' dimension d are one vector; up to eight vectors
+//    (128 keys) of one query head advance together: per dimension a float multiply, widened to
+//    two vectors of doubles, each added to its running sum (sixteen in registers).
+//  - Weighted values: a head's output lives in registers (16 dimensions each, the last one masked
+//    when the head dimension is not a multiple of 16) while the keys go by in order; two heads of
+//    a group go together, so each value vector loaded serves both and eight chains are in flight.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "kernels/attention.h"
+
+// GCC 12's own intrinsics headers warn about their undefined-upper-half idiom.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")
+
+namespace endless::kernels::detail {
+
+namespace {
+
+inline __mmask16 tail_mask(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1); }
+
+// Keys [j0, j0 + 16 * NB) clipped to len, for one query head.
+template <int NB, bool kTail>
+void scores_run(const float* qh, int hd, const float* kt, int64_t stride, int64_t j0, int64_t len, float scale,
+                float* s) {
+  __m512d lo[NB], hi[NB];  // keys 0-7 and 8-15 of each vector
+  for (int b = 0; b < NB; ++b) lo[b] = hi[b] = _mm512_setzero_pd();
+  // Only the last vector of a run may be partial (kTail); the others are loaded whole.
+  const __mmask16 last = kTail ? tail_mask(len - (j0 + 16 * (NB - 1))) : __mmask16(0xFFFF);
+  for (int d = 0; d < hd; ++d) {
+    const __m512 qd = _mm512_set1_ps(qh[d]);
+    const float* row = kt + d * stride + j0;
+    for (int b = 0; b < NB; ++b) {
+      const __m512 k = kTail && b == NB - 1 ? _mm512_maskz_loadu_ps(last, row + 16 * b) : _mm512_loadu_ps(row + 16 * b);
+      const __m512 p = _mm512_mul_ps(qd, k);
+      lo[b] = _mm512_add_pd(lo[b], _mm512_cvtps_pd(_mm512_castps512_ps256(p)));
+      hi[b] = _mm512_add_pd(hi[b], _mm512_cvtps_pd(_mm512_extractf32x8_ps(p, 1)));
+    }
+  }
+  const __m512 sc = _mm512_set1_ps(scale);
+  for (int b = 0; b < NB; ++b) {
+    const __m512 f = _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(lo[b])), _mm512_cvtpd_ps(hi[b]), 1);
+    if (kTail && b == NB - 1)
+      _mm512_mask_storeu_ps(s + j0 + 16 * b, last, _mm512_mul_ps(f, sc));
+    else
+      _mm512_storeu_ps(s + j0 + 16 * b, _mm512_mul_ps(f, sc));
+  }
+}
+
+// H heads' output dimensions [16 * c0, 16 * (c0 + C)) clipped to hd, over every key in order.
+// Only the last register may be partial (kTail: hd not a multiple of 16, and this run reaches its
+// end); the others are loaded and stored whole.
+template <int H, int C, bool kTail>
+void values_run(const float* p, int64_t p_stride, int64_t len, const float* v, int64_t v_stride, int hd, int c0,
+                float* o) {
+  const __mmask16 last = kTail ? tail_mask(hd - 16 * (c0 + C - 1)) : __mmask16(0xFFFF);
+  auto load = [&](const float* x, int c) {
+    return kTail && c == C - 1 ? _mm512_maskz_loadu_ps(last, x) : _mm512_loadu_ps(x);
+  };
+  __m512 acc[H][C];
+  for (int h = 0; h < H; ++h)
+    for (int c = 0; c < C; ++c) acc[h][c] = load(o + h * hd + 16 * (c0 + c), c);
+  for (int64_t j = 0; j < len; ++j) {
+    __m512 vj[C];
+    for (int c = 0; c < C; ++c) vj[c] = load(v + j * v_stride + 16 * (c0 + c), c);
+    for (int h = 0; h < H; ++h) {
+      const __m512 w = _mm512_set1_ps(p[h * p_stride + j]);
+      for (int c = 0; c < C; ++c) acc[h][c] = _mm512_add_ps(acc[h][c], _mm512_mul_ps(w, vj[c]));
+    }
+  }
+  for (int h = 0; h < H; ++h)
+    for (int c = 0; c < C; ++c) {
+      float* dst = o + h * hd + 16 * (c0 + c);
+      if (kTail && c == C - 1)
+        _mm512_mask_storeu_ps(dst, last, acc[h][c]);
+      else
+        _mm512_storeu_ps(dst, acc[h][c]);
+    }
+}
+
+template <int H, int C>
+void values_run_any(const float* p, int64_t p_stride, int64_t len, const float* v, int64_t v_stride, int hd,
+                    int c0, float* o) {
+  if (16 * (c0 + C) > hd)
+    values_run<H, C, true>(p, p_stride, len, v, v_stride, hd, c0, o);
+  else
+    values_run<H, C, false>(p, p_stride, len, v, v_stride, hd, c0, o);
+}
+
+template <int H>
+void values_heads(const float* p, int64_t p_stride, int64_t len, const float* v, int64_t v_stride, int hd, float* o) {
+  constexpr int kMaxC = 8 / H;
+  const int regs = (hd + 15) / 16;
+  for (int c0 = 0; c0 < regs; c0 += kMaxC) {
+    switch (std::min(kMaxC, regs - c0)) {
+      case 1: values_run_any<H, 1>(p, p_stride, len, v, v_stride, hd, c0, o); break;
+      case 2: values_run_any<H, 2>(p, p_stride, len, v, v_stride, hd, c0, o); break;
+      case 3: values_run_any<H, 3>(p, p_stride, len, v, v_stride, hd, c0, o); break;
+      case 4: values_run_any<H, 4>(p, p_stride, len, v, v_stride, hd, c0, o); break;
+      case 5: values_run_any<H, 5>(p, p_stride, len, v, v_stride, hd, c0, o); break;
+      case 6: values_run_any<H, 6>(p, p_stride, len, v, v_stride, hd, c0, o); break;
+      case 7: values_run_any<H, 7>(p, p_stride, len, v, v_stride, hd, c0, o); break;
+      default: values_run_any<H, 8>(p, p_stride, len, v, v_stride, hd, c0, o); break;
+    }
+  }
+}
+
+}  // namespace
+
+void avx512_attention_scores(const float* q, int n_q, int hd, const float* kt, int64_t kt_stride, int64_t len,
+                             float scale, float* s, int64_t s_stride) {
+  for (int h = 0; h < n_q; ++h) {
+    const float* qh = q + h * hd;
+    float* sh = s + h * s_stride;
+    int64_t j0 = 0;
+    for (; j0 + 128 <= len; j0 += 128) scores_run<8, false>(qh, hd, kt, kt_stride, j0, len, scale, sh);
+    switch ((len - j0 + 15) / 16) {
+      case 0: break;
+      case 1: scores_run<1, true>(qh, hd, kt, kt_stride, j0, len, scale, sh); break;
+      case 2: scores_run<2, true>(qh, hd, kt, kt_stride, j0, len, scale, sh); break;
+      case 3: scores_run<3, true>(qh, hd, kt, kt_stride, j0, len, scale, sh); break;
+      case 4: scores_run<4, true>(qh, hd, kt, kt_stride, j0, len, scale, sh); break;
+      case 5: scores_run<5, true>(qh, hd, kt, kt_stride, j0, len, scale, sh); break;
+      case 6: scores_run<6, true>(qh, hd, kt, kt_stride, j0, len, scale, sh); break;
+      case 7: scores_run<7, true>(qh, hd, kt, kt_stride, j0, len, scale, sh); break;
+      default: scores_run<8, true>(qh, hd, kt, kt_stride, j0, len, scale, sh); break;  // 113..127 keys
+    }
+  }
+}
+
+void avx512_attention_values(const float* p, int64_t p_stride, int n_q, int64_t len, const float* v,
+                             int64_t v_stride, int hd, float* o) {
+  int h = 0;
+  for (; h + 2 <= n_q; h += 2) values_heads<2>(p + h * p_stride, p_stride, len, v, v_stride, hd, o + h * hd);
+  if (h < n_q) values_heads<1>(p + h * p_stride, p_stride, len, v, v_stride, hd, o + h * hd);
+}
+
+}  // namespace endless::kernels::detail
+
+#pragma GCC pop_options
+#pragma GCC diagnostic pop

@@ -1,0 +1,96 @@
+#include "kernels/attention.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "kernels/internal.h"
+
+namespace endless::kernels {
+namespace {
+
+struct Shape {
+  int n_q, hd;
+  int64_t len;
+};
+
+std::vector<Shape> shapes() {
+  std::vector<Shape> out;
+  for (int n_q : {1, 2, 3, 4})
+    for (int hd : {8, 16, 24, 64, 128, 256})
+      for (int64_t len : {1, 15, 16, 17, 127, 128, 129, 300}) out.push_back({n_q, hd, len});
+  return out;
+}
+
+std::vector<float> random_floats(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.f, 1.f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+
+// The scalar loops against sums in double (they compute the documented quantities), then the
+// AVX-512 loops against the scalar ones, bit for bit.
+TEST(Attention, ScoresMatchTheScalarChainsBitForBit) {
+  uint32_t seed = 1;
+  for (const Shape& sh : shapes()) {
+    const int64_t kt_stride = sh.len + 5, s_stride = sh.len + 3;  // padding: nothing past len is read or written
+    const auto q = random_floats(sh.n_q * sh.hd, ++seed);
+    const auto kt = random_floats(sh.hd * kt_stride, ++seed);
+    const float scale = 0.125f;
+    std::vector<float> ref(sh.n_q * s_stride, -7.f);
+    detail::attention_scores_scalar(q.data(), sh.n_q, sh.hd, kt.data(), kt_stride, sh.len, scale, ref.data(), s_stride);
+    for (int h = 0; h < sh.n_q; ++h)
+      for (int64_t j = 0; j < s_stride; ++j) {
+        if (j >= sh.len) {
+          ASSERT_EQ(ref[h * s_stride + j], -7.f);
+          continue;
+        }
+        double dot = 0;
+        for (int d = 0; d < sh.hd; ++d) dot += double(q[h * sh.hd + d]) * kt[d * kt_stride + j];
+        ASSERT_NEAR(ref[h * s_stride + j], dot * scale, 1e-4 * (1 + std::fabs(dot)));
+      }
+    if (!detail::cpu_has_avx512()) continue;
+    std::vector<float> got(sh.n_q * s_stride, -7.f);
+    detail::avx512_attention_scores(q.data(), sh.n_q, sh.hd, kt.data(), kt_stride, sh.len, scale, got.data(), s_stride);
+    for (size_t i = 0; i < got.size(); ++i)
+      ASSERT_TRUE(same_bits(got[i], ref[i])) << "n_q " << sh.n_q << " hd " << sh.hd << " len " << sh.len
+                                             << " at " << i << ": " << got[i] << " vs " << ref[i];
+  }
+  if (!detail::cpu_has_avx512()) GTEST_SKIP() << "scalar loops checked; no AVX-512 on this CPU";
+}
+
+TEST(Attention, ValuesMatchTheScalarChainsBitForBit) {
+  uint32_t seed = 1000;
+  for (const Shape& sh : shapes()) {
+    const int64_t p_stride = sh.len + 2, v_stride = sh.hd + 16;
+    const auto p = random_floats(sh.n_q * p_stride, ++seed);
+    const auto v = random_floats(sh.len * v_stride, ++seed);
+    const auto o0 = random_floats(sh.n_q * sh.hd + 16, ++seed);  // accumulated into; 16 past the end untouched
+    std::vector<float> ref = o0;
+    detail::attention_values_scalar(p.data(), p_stride, sh.n_q, sh.len, v.data(), v_stride, sh.hd, ref.data());
+    for (int h = 0; h < sh.n_q; ++h)
+      for (int d = 0; d < sh.hd; ++d) {
+        double sum = o0[h * sh.hd + d];
+        for (int64_t j = 0; j < sh.len; ++j) sum += double(p[h * p_stride + j]) * v[j * v_stride + d];
+        ASSERT_NEAR(ref[h * sh.hd + d], sum, 1e-3 * (1 + std::fabs(sum)));
+      }
+    for (size_t i = sh.n_q * sh.hd; i < ref.size(); ++i) ASSERT_TRUE(same_bits(ref[i], o0[i]));
+    if (!detail::cpu_has_avx512()) continue;
+    std::vector<float> got = o0;
+    detail::avx512_attention_values(p.data(), p_stride, sh.n_q, sh.len, v.data(), v_stride, sh.hd, got.data());
+    for (size_t i = 0; i < got.size(); ++i)
+      ASSERT_TRUE(same_bits(got[i], ref[i])) << "n_q " << sh.n_q << " hd " << sh.hd << " len " << sh.len
+                                             << " at " << i << ": " << got[i] << " vs " << ref[i];
+  }
+  if (!detail::cpu_has_avx512()) GTEST_SKIP() << "scalar loops checked; no AVX-512 on this CPU";
+}
+
+}  // namespace
+}  // namespace endless::kernels
