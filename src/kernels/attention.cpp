@@ -1,6 +1,8 @@
 // Scalar attention loops and the choice between them and the AVX-512 ones (attention.h).
 #include "kernels/attention.h"
 
+#include <algorithm>
+
 #include "kernels/internal.h"
 #include "kernels/kernels.h"
 
@@ -11,23 +13,38 @@ namespace endless::kernels {
 
 namespace detail {
 
+// Written so the compiler can vectorize them (keys innermost for the scores, dimensions for the
+// values) and cloned for AVX2: the AVX2 path runs these. Contraction is off, so every clone
+// computes the same numbers.
+__attribute__((target_clones("avx2", "default")))
 void attention_scores_scalar(const float* q, int n_q, int hd, const float* kt, int64_t kt_stride, int64_t len,
                              float scale, float* s, int64_t s_stride) {
+  constexpr int64_t kBlock = 64;
+  double acc[kBlock];
   for (int h = 0; h < n_q; ++h)
-    for (int64_t j = 0; j < len; ++j) {
-      double dot = 0;
-      for (int d = 0; d < hd; ++d) dot += q[h * hd + d] * kt[d * kt_stride + j];
-      s[h * s_stride + j] = static_cast<float>(dot) * scale;
+    for (int64_t j0 = 0; j0 < len; j0 += kBlock) {
+      const int64_t nj = std::min(kBlock, len - j0);
+      for (int64_t j = 0; j < nj; ++j) acc[j] = 0;
+      for (int d = 0; d < hd; ++d) {
+        const float qd = q[h * hd + d];
+        const float* row = kt + d * kt_stride + j0;
+        for (int64_t j = 0; j < nj; ++j) acc[j] += qd * row[j];
+      }
+      for (int64_t j = 0; j < nj; ++j) s[h * s_stride + j0 + j] = static_cast<float>(acc[j]) * scale;
     }
 }
 
+__attribute__((target_clones("avx2", "default")))
 void attention_values_scalar(const float* p, int64_t p_stride, int n_q, int64_t len, const float* v,
                              int64_t v_stride, int hd, float* o) {
-  for (int h = 0; h < n_q; ++h)
+  for (int h = 0; h < n_q; ++h) {
+    float* oh = o + h * hd;
     for (int64_t j = 0; j < len; ++j) {
       const float w = p[h * p_stride + j];
-      for (int d = 0; d < hd; ++d) o[h * hd + d] += w * v[j * v_stride + d];
+      const float* vj = v + j * v_stride;
+      for (int d = 0; d < hd; ++d) oh[d] += w * vj[d];
     }
+  }
 }
 
 }  // namespace detail

@@ -3,9 +3,9 @@
 // tiles (kernels::GemmInput); each thread then computes output rows (whole register tiles,
 // kernels::kGemmRowAlign), in chunks (in prefill one row block of the tiles, in decode about
 // 64 KiB of weights): its own part first, then what is left of the others'
-// (ThreadPool::parallel_for_balanced). The
-// tiled kernels where there are some (kernels::gemm_rows), else one dot product per output
-// (kernels::matmul_rows): both give the same bits.
+// (ThreadPool::parallel_for_balanced). The tiled kernels where there are some
+// (kernels::gemm_rows), else one dot product per output (kernels::matmul_rows): both give the
+// same bits.
 #include <algorithm>
 
 #include "kernels/gemm.h"
