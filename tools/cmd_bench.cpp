@@ -21,6 +21,7 @@
 #include <random>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "common.h"
 #include "convert/synth.h"
@@ -88,6 +89,7 @@ struct BenchOptions {
   std::vector<std::string> synth;
   std::vector<int> n_prompt{512};
   std::vector<int> n_gen{128};
+  std::vector<int> sequences{1};
   std::vector<int> threads;
   int reps = 5;
   int batch = 512;
@@ -255,27 +257,38 @@ double time_prefill(Engine& engine, const BenchOptions& o, std::mt19937_64& rng,
   return s;
 }
 
-double time_decode(Engine& engine, const BenchOptions& o, std::mt19937_64& rng, int n) {
-  auto seq = engine.new_sequence(bench_memory(o, n + 1));
-  const auto tokens = random_tokens(rng, engine.config().n_vocab, n + 1);
-  g_sink = engine.eval(*seq, std::span(tokens.data(), 1), false)[0];
+// tgN with S sequences: S fresh sequences decode together, one token each per step (one forward
+// pass of S parts, weights read once for all, as the server batches its sessions).
+double time_decode(Engine& engine, const BenchOptions& o, std::mt19937_64& rng, int n, int n_seq) {
+  std::vector<std::unique_ptr<Sequence>> seqs;
+  std::vector<std::vector<int32_t>> tokens;
+  for (int s = 0; s < n_seq; ++s) {
+    seqs.push_back(engine.new_sequence(bench_memory(o, n + 1)));
+    tokens.push_back(random_tokens(rng, engine.config().n_vocab, n + 1));
+  }
+  std::vector<BatchPart> parts(n_seq);
+  auto step = [&](int i) {
+    for (int s = 0; s < n_seq; ++s) parts[s] = BatchPart{seqs[s].get(), std::span(tokens[s].data() + i, 1)};
+    g_sink = engine.forward(parts)[0];
+  };
+  step(0);
   const auto t0 = Clock::now();
-  for (int i = 1; i <= n; ++i) g_sink = engine.eval(*seq, std::span(tokens.data() + i, 1), false)[0];
+  for (int i = 1; i <= n; ++i) step(i);
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-Result measure(Engine& engine, const BenchOptions& o, bool prefill, int n) {
+Result measure(Engine& engine, const BenchOptions& o, bool prefill, int n, int n_seq) {
   Result r;
-  r.test = (prefill ? "pp" : "tg") + std::to_string(n);
+  r.test = (prefill ? "pp" : "tg") + std::to_string(n) + (n_seq > 1 ? "x" + std::to_string(n_seq) : "");
   (prefill ? r.n_prompt : r.n_gen) = n;
   std::mt19937_64 rng(o.seed);
-  auto once = [&] { return prefill ? time_prefill(engine, o, rng, n) : time_decode(engine, o, rng, n); };
+  auto once = [&] { return prefill ? time_prefill(engine, o, rng, n) : time_decode(engine, o, rng, n, n_seq); };
   if (prefill) once();
-  else time_decode(engine, o, rng, std::min(n, 4));  // warm-up
+  else time_decode(engine, o, rng, std::min(n, 4), n_seq);  // warm-up
   for (int i = 0; i < o.reps; ++i) {
     const double s = once();
     r.seconds.push_back(s);
-    r.tps.push_back(n / std::max(s, 1e-12));
+    r.tps.push_back(double(n) * n_seq / std::max(s, 1e-12));
   }
   return r;
 }
@@ -477,13 +490,14 @@ int run_bench(BenchOptions& o) {
   for (const auto& m : models) {
     for (int t : o.threads) {
       Engine engine(m.model, t);
-      std::vector<std::pair<bool, int>> tests;
+      std::vector<std::tuple<bool, int, int>> tests;  // prefill, tokens, sequences
       for (int n : o.n_prompt)
-        if (n > 0) tests.emplace_back(true, n);
+        if (n > 0) tests.emplace_back(true, n, 1);
       for (int n : o.n_gen)
-        if (n > 0) tests.emplace_back(false, n);
-      for (const auto& [prefill, n] : tests) {
-        const Result r = measure(engine, o, prefill, n);
+        if (n > 0)
+          for (int n_seq : o.sequences) tests.emplace_back(false, n, n_seq);
+      for (const auto& [prefill, n, n_seq] : tests) {
+        const Result r = measure(engine, o, prefill, n, n_seq);
         const Stats s = stats(r.tps);
         if (o.json) {
           std::vector<double> ns;
@@ -498,6 +512,7 @@ int run_bench(BenchOptions& o) {
                              .add("test", r.test)
                              .add("n_prompt", r.n_prompt)
                              .add("n_gen", r.n_gen)
+                             .add("n_seq", n_seq)
                              .add("n_batch", o.batch)
                              .add("kv_type", o.kv_type)
                              .add("avg_ts", s.mean)
@@ -539,6 +554,10 @@ Registration reg(
           ->delimiter(',')->check(CLI::Range(0, 1 << 20));
       sub.add_option("-n,--n-gen", o->n_gen, "Decode lengths to measure (0: none)")
           ->delimiter(',')->check(CLI::Range(0, 1 << 20));
+      sub.add_option("-s,--sequences", o->sequences,
+                     "Sequences decoding together in tgN (one token each per forward pass, as the server "
+                     "batches sessions): tgNxS, aggregate tokens/s")
+          ->delimiter(',')->check(CLI::Range(1, 256));
       sub.add_option("-t,--threads", o->threads, "Thread counts (default: all cores, at most 8)")
           ->delimiter(',')->check(CLI::Range(1, 1024));
       sub.add_option("-r,--repetitions", o->reps, "Timed runs per test")->check(CLI::Range(1, 1000));

@@ -20,11 +20,26 @@ void attention_scores(const float* q, int n_q, int hd, const float* kt, int64_t 
 void attention_values(const float* p, int64_t p_stride, int n_q, int64_t len, const float* v,
                       int64_t v_stride, int hd, float* o);
 
+// The same with half-precision values (an F16 cache), read in place: each is widened to float
+// (exactly) as it is used.
+void attention_values_f16(const float* p, int64_t p_stride, int n_q, int64_t len, const uint16_t* v,
+                          int64_t v_stride, int hd, float* o);
+
+// Rows to columns, as floats: dst[c * dst_stride + r] = rows[r * n_cols + c] for r < n_rows,
+// c < n_cols; rows are F32 or (f16) half precision. Lays keys out for attention_scores.
+void transpose_to_f32(const void* rows, bool f16, int64_t n_rows, int n_cols, float* dst, int64_t dst_stride);
+
 namespace detail {
 void attention_scores_scalar(const float* q, int n_q, int hd, const float* kt, int64_t kt_stride, int64_t len,
                              float scale, float* s, int64_t s_stride);
 void attention_values_scalar(const float* p, int64_t p_stride, int n_q, int64_t len, const float* v,
                              int64_t v_stride, int hd, float* o);
+void attention_values_f16_scalar(const float* p, int64_t p_stride, int n_q, int64_t len, const uint16_t* v,
+                                 int64_t v_stride, int hd, float* o);
+void transpose_to_f32_scalar(const void* rows, bool f16, int64_t n_rows, int n_cols, float* dst, int64_t dst_stride);
+void avx512_attention_values_f16(const float* p, int64_t p_stride, int n_q, int64_t len, const uint16_t* v,
+                                 int64_t v_stride, int hd, float* o);
+void avx512_transpose_to_f32(const void* rows, bool f16, int64_t n_rows, int n_cols, float* dst, int64_t dst_stride);
 void avx512_attention_scores(const float* q, int n_q, int hd, const float* kt, int64_t kt_stride, int64_t len,
                              float scale, float* s, int64_t s_stride);
 void avx512_attention_values(const float* p, int64_t p_stride, int n_q, int64_t len, const float* v,

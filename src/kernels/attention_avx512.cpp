@@ -58,13 +58,18 @@ void scores_run(const float* qh, int hd, const float* kt, int64_t stride, int64_
 // H heads' output dimensions [16 * c0, 16 * (c0 + C)) clipped to hd, over every key in order.
 // Only the last register may be partial (kTail: hd not a multiple of 16, and this run reaches its
 // end); the others are loaded and stored whole.
-template <int H, int C, bool kTail>
-void values_run(const float* p, int64_t p_stride, int64_t len, const float* v, int64_t v_stride, int hd, int c0,
+inline __m512 load16(const float* x, bool masked, __mmask16 m) {
+  return masked ? _mm512_maskz_loadu_ps(m, x) : _mm512_loadu_ps(x);
+}
+inline __m512 load16(const uint16_t* x, bool masked, __mmask16 m) {
+  return _mm512_cvtph_ps(masked ? _mm256_maskz_loadu_epi16(m, x) : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)));
+}
+
+template <int H, int C, bool kTail, typename V>
+void values_run(const float* p, int64_t p_stride, int64_t len, const V* v, int64_t v_stride, int hd, int c0,
                 float* o) {
   const __mmask16 last = kTail ? tail_mask(hd - 16 * (c0 + C - 1)) : __mmask16(0xFFFF);
-  auto load = [&](const float* x, int c) {
-    return kTail && c == C - 1 ? _mm512_maskz_loadu_ps(last, x) : _mm512_loadu_ps(x);
-  };
+  auto load = [&](const auto* x, int c) { return load16(x, kTail && c == C - 1, last); };
   __m512 acc[H][C];
   for (int h = 0; h < H; ++h)
     for (int c = 0; c < C; ++c) acc[h][c] = load(o + h * hd + 16 * (c0 + c), c);
@@ -86,8 +91,8 @@ void values_run(const float* p, int64_t p_stride, int64_t len, const float* v, i
     }
 }
 
-template <int H, int C>
-void values_run_any(const float* p, int64_t p_stride, int64_t len, const float* v, int64_t v_stride, int hd,
+template <int H, int C, typename V>
+void values_run_any(const float* p, int64_t p_stride, int64_t len, const V* v, int64_t v_stride, int hd,
                     int c0, float* o) {
   if (16 * (c0 + C) > hd)
     values_run<H, C, true>(p, p_stride, len, v, v_stride, hd, c0, o);
@@ -95,8 +100,8 @@ void values_run_any(const float* p, int64_t p_stride, int64_t len, const float* 
     values_run<H, C, false>(p, p_stride, len, v, v_stride, hd, c0, o);
 }
 
-template <int H>
-void values_heads(const float* p, int64_t p_stride, int64_t len, const float* v, int64_t v_stride, int hd, float* o) {
+template <int H, typename V>
+void values_heads(const float* p, int64_t p_stride, int64_t len, const V* v, int64_t v_stride, int hd, float* o) {
   constexpr int kMaxC = 8 / H;
   const int regs = (hd + 15) / 16;
   for (int c0 = 0; c0 < regs; c0 += kMaxC) {
@@ -136,11 +141,76 @@ void avx512_attention_scores(const float* q, int n_q, int hd, const float* kt, i
   }
 }
 
-void avx512_attention_values(const float* p, int64_t p_stride, int n_q, int64_t len, const float* v,
-                             int64_t v_stride, int hd, float* o) {
+namespace {
+
+template <typename V>
+void values(const float* p, int64_t p_stride, int n_q, int64_t len, const V* v, int64_t v_stride, int hd, float* o) {
   int h = 0;
   for (; h + 2 <= n_q; h += 2) values_heads<2>(p + h * p_stride, p_stride, len, v, v_stride, hd, o + h * hd);
   if (h < n_q) values_heads<1>(p + h * p_stride, p_stride, len, v, v_stride, hd, o + h * hd);
+}
+
+// 16 rows of 16 floats to 16 columns in registers: pairs of rows interleaved, then pairs of
+// pairs, then 128-bit lanes gathered (after the second step, x[4i + c] holds in its lane L the
+// column 4L + c of rows 4i..4i+3).
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+    const __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+    u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  for (int c = 0; c < 4; ++c) {
+    const __m512 v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44), v1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xEE);
+    const __m512 v2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x44), v3 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xEE);
+    r[c] = _mm512_shuffle_f32x4(v0, v2, 0x88);
+    r[4 + c] = _mm512_shuffle_f32x4(v0, v2, 0xDD);
+    r[8 + c] = _mm512_shuffle_f32x4(v1, v3, 0x88);
+    r[12 + c] = _mm512_shuffle_f32x4(v1, v3, 0xDD);
+  }
+}
+
+template <typename T>
+void transpose(const T* rows, int64_t n_rows, int n_cols, float* dst, int64_t dst_stride) {
+  for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
+    const int64_t nr = std::min<int64_t>(16, n_rows - r0);
+    const __mmask16 row_mask = tail_mask(nr);
+    for (int c0 = 0; c0 < n_cols; c0 += 16) {
+      const int nc = std::min(16, n_cols - c0);
+      const __mmask16 col_mask = tail_mask(nc);
+      __m512 x[16];
+      for (int r = 0; r < 16; ++r)
+        x[r] = r < nr ? load16(rows + (r0 + r) * n_cols + c0, nc < 16, col_mask) : _mm512_setzero_ps();
+      transpose16(x);
+      for (int c = 0; c < nc; ++c) _mm512_mask_storeu_ps(dst + (c0 + c) * dst_stride + r0, row_mask, x[c]);
+    }
+  }
+}
+
+}  // namespace
+
+void avx512_attention_values(const float* p, int64_t p_stride, int n_q, int64_t len, const float* v,
+                             int64_t v_stride, int hd, float* o) {
+  values(p, p_stride, n_q, len, v, v_stride, hd, o);
+}
+
+void avx512_attention_values_f16(const float* p, int64_t p_stride, int n_q, int64_t len, const uint16_t* v,
+                                 int64_t v_stride, int hd, float* o) {
+  values(p, p_stride, n_q, len, v, v_stride, hd, o);
+}
+
+void avx512_transpose_to_f32(const void* rows, bool f16, int64_t n_rows, int n_cols, float* dst, int64_t dst_stride) {
+  if (f16)
+    transpose(static_cast<const uint16_t*>(rows), n_rows, n_cols, dst, dst_stride);
+  else
+    transpose(static_cast<const float*>(rows), n_rows, n_cols, dst, dst_stride);
 }
 
 }  // namespace endless::kernels::detail

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/internal.h"
+#include "util/fp16.h"
 
 namespace endless::kernels {
 namespace {
@@ -90,6 +91,59 @@ TEST(Attention, ValuesMatchTheScalarChainsBitForBit) {
                                              << " at " << i << ": " << got[i] << " vs " << ref[i];
   }
   if (!detail::cpu_has_avx512()) GTEST_SKIP() << "scalar loops checked; no AVX-512 on this CPU";
+}
+
+std::vector<uint16_t> to_halves(const std::vector<float>& x) {
+  std::vector<uint16_t> h(x.size());
+  for (size_t i = 0; i < x.size(); ++i) h[i] = fp32_to_fp16(x[i]);
+  return h;
+}
+
+// Half-precision values read in place give what their float widening gives.
+TEST(Attention, HalfValuesInPlaceMatchTheirFloatWideningBitForBit) {
+  uint32_t seed = 2000;
+  for (const Shape& sh : shapes()) {
+    const int64_t p_stride = sh.len + 2, v_stride = sh.hd + 16;
+    const auto p = random_floats(sh.n_q * p_stride, ++seed);
+    const auto vh = to_halves(random_floats(sh.len * v_stride, ++seed));
+    std::vector<float> vf(vh.size());
+    for (size_t i = 0; i < vh.size(); ++i) vf[i] = fp16_to_fp32(vh[i]);
+    const auto o0 = random_floats(sh.n_q * sh.hd + 16, ++seed);
+    std::vector<float> ref = o0, scalar = o0;
+    detail::attention_values_scalar(p.data(), p_stride, sh.n_q, sh.len, vf.data(), v_stride, sh.hd, ref.data());
+    detail::attention_values_f16_scalar(p.data(), p_stride, sh.n_q, sh.len, vh.data(), v_stride, sh.hd, scalar.data());
+    for (size_t i = 0; i < ref.size(); ++i) ASSERT_TRUE(same_bits(scalar[i], ref[i])) << "scalar at " << i;
+    if (!detail::cpu_has_avx512()) continue;
+    std::vector<float> got = o0;
+    detail::avx512_attention_values_f16(p.data(), p_stride, sh.n_q, sh.len, vh.data(), v_stride, sh.hd, got.data());
+    for (size_t i = 0; i < ref.size(); ++i)
+      ASSERT_TRUE(same_bits(got[i], ref[i])) << "n_q " << sh.n_q << " hd " << sh.hd << " len " << sh.len << " at " << i;
+  }
+  if (!detail::cpu_has_avx512()) GTEST_SKIP() << "scalar loops checked; no AVX-512 on this CPU";
+}
+
+TEST(Attention, TransposeToFloatColumns) {
+  uint32_t seed = 3000;
+  for (int64_t n_rows : {1, 5, 16, 17, 40, 300})
+    for (int n_cols : {8, 16, 20, 64, 512})
+      for (bool f16 : {false, true}) {
+        const int64_t stride = n_rows + 7;
+        const auto rf = random_floats(n_rows * n_cols, ++seed);
+        const auto rh = to_halves(rf);
+        const void* rows = f16 ? static_cast<const void*>(rh.data()) : static_cast<const void*>(rf.data());
+        std::vector<float> want(n_cols * stride, -9.f);
+        for (int64_t r = 0; r < n_rows; ++r)
+          for (int c = 0; c < n_cols; ++c)
+            want[c * stride + r] = f16 ? fp16_to_fp32(rh[r * n_cols + c]) : rf[r * n_cols + c];
+        std::vector<float> scalar(want.size(), -9.f);
+        detail::transpose_to_f32_scalar(rows, f16, n_rows, n_cols, scalar.data(), stride);
+        ASSERT_EQ(scalar, want) << n_rows << " x " << n_cols << (f16 ? " f16" : " f32");
+        if (!detail::cpu_has_avx512()) continue;
+        std::vector<float> got(want.size(), -9.f);
+        detail::avx512_transpose_to_f32(rows, f16, n_rows, n_cols, got.data(), stride);
+        ASSERT_EQ(got, want) << n_rows << " x " << n_cols << (f16 ? " f16" : " f32");
+      }
+  if (!detail::cpu_has_avx512()) GTEST_SKIP() << "scalar transposition checked; no AVX-512 on this CPU";
 }
 
 }  // namespace

@@ -1,12 +1,12 @@
 // The fast attention path: the same arithmetic as Engine::attention_reference (forward.cpp), in
 // the same order, so the results are identical; only the memory layout differs:
-//  - the keys and values a batch can see are converted to float once per layer and batch, not
-//    once per token and head;
-//  - keys are transposed to [kv head][dim][slot], so a query's scores against a run of slots are
+//  - the keys a batch can see are converted to float once per layer and batch, not once per
+//    token and head, and transposed (kernels::transpose_to_f32, sixteen keys at a time in
+//    registers) to [kv head][dim][slot], so a query's scores against a run of slots are
 //    computed dimension by dimension with the slot index innermost: many keys' chains of fused
 //    multiply-adds side by side, no horizontal sums (kernels::attention_scores);
 //  - the weighted sum of values runs with the head dimension innermost, the heads of a KV group
-//    together (kernels::attention_values).
+//    together, on the cache's values in place (kernels::attention_values, _f16).
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -32,11 +32,11 @@ struct TokenScratch {
 };
 
 // One token's attention over its spans, given the batch's transposed keys kt ([kv_dim][kt_stride],
-// slot j at column j) and values vf ([m][kv_dim]) for slots [lo, lo + m). Compiled for several instruction sets; with
+// slot lo + j at column j) and the cache's values from slot lo on (v_lo, rows of kv_dim). Compiled for several instruction sets; with
 // floating-point contraction off, every version computes exactly the same numbers.
 __attribute__((target_clones("avx512f", "avx2", "default")))
 void attend_token(const ModelConfig& c, const Rope& rope, TokenScratch& t, const float* q,
-                  const float* kt_all, const float* vf, int64_t kt_stride, int64_t lo, bool f16,
+                  const float* kt_all, const uint8_t* v_lo, int64_t kt_stride, int64_t lo, bool f16,
                   float* o, MemoryPolicy* observer, int layer, int token) {
   const int group = c.n_heads / c.n_kv_heads;
   const int hd = c.head_dim;
@@ -82,9 +82,16 @@ void attend_token(const ModelConfig& c, const Rope& rope, TokenScratch& t, const
   j0 = 0;
   for (const Span& s : t.spans) {
     const int64_t len = s.end - s.begin;
-    for (int g = 0; g < c.n_kv_heads; ++g)
-      kernels::attention_values(t.scores.data() + g * group * n_keys + j0, n_keys, group, len,
-                                vf + (s.begin - lo) * kv_dim + g * hd, kv_dim, hd, o + g * group * hd);
+    for (int g = 0; g < c.n_kv_heads; ++g) {
+      const float* p = t.scores.data() + g * group * n_keys + j0;
+      const int64_t v_off = (s.begin - lo) * kv_dim + g * hd;
+      if (f16)
+        kernels::attention_values_f16(p, n_keys, group, len, reinterpret_cast<const uint16_t*>(v_lo) + v_off, kv_dim,
+                                      hd, o + g * group * hd);
+      else
+        kernels::attention_values(p, n_keys, group, len, reinterpret_cast<const float*>(v_lo) + v_off, kv_dim, hd,
+                                  o + g * group * hd);
+    }
     j0 += len;
   }
 }
@@ -94,7 +101,7 @@ void attend_token(const ModelConfig& c, const Rope& rope, TokenScratch& t, const
 // way every token's numbers are the same (attend_token does not depend on who runs it).
 template <typename ForRange>
 void attend_part(const ModelConfig& c, const Rope& rope, int layer, const BatchPart& part, const float* q,
-                 float* out, std::vector<float>& kt, std::vector<float>& vf, ForRange&& for_range) {
+                 float* out, std::vector<float>& kt, ForRange&& for_range) {
   const int n = static_cast<int>(part.tokens.size());
   const int kv_dim = c.kv_dim();
   const KVStore& store = part.seq->store;
@@ -121,30 +128,18 @@ void attend_part(const ModelConfig& c, const Rope& rope, int layer, const BatchP
   // to L2); one extra cache line per row spreads them.
   const int64_t kt_stride = (m + 15) / 16 * 16 + 16;
 
-  // Keys transposed and values converted, once for the whole batch.
+  // Keys transposed, once for the whole batch, sixteen slots at a time.
   if (kt.size() < static_cast<size_t>(kt_stride * kv_dim)) kt.resize(kt_stride * kv_dim);
-  if (vf.size() < static_cast<size_t>(m * kv_dim)) vf.resize(m * kv_dim);
-  for_range(m, [&](int64_t begin, int64_t end) {
-    std::vector<float> row(kv_dim);
-    for (int64_t j = begin; j < end; ++j) {
-      const int64_t slot = lo + j;
-      if (f16) {
-        kernels::fp16_to_fp32_row(reinterpret_cast<const uint16_t*>(store.key(layer, slot)), row.data(), kv_dim);
-        kernels::fp16_to_fp32_row(reinterpret_cast<const uint16_t*>(store.value(layer, slot)),
-                                  vf.data() + j * kv_dim, kv_dim);
-      } else {
-        std::memcpy(row.data(), store.key(layer, slot), kv_dim * sizeof(float));
-        std::memcpy(vf.data() + j * kv_dim, store.value(layer, slot), kv_dim * sizeof(float));
-      }
-      for (int d = 0; d < kv_dim; ++d) kt[static_cast<size_t>(d) * kt_stride + j] = row[d];
-    }
+  for_range((m + 15) / 16, [&](int64_t begin, int64_t end) {
+    const int64_t j0 = 16 * begin, j1 = std::min(m, 16 * end);
+    kernels::transpose_to_f32(store.key(layer, lo + j0), f16, j1 - j0, kv_dim, kt.data() + j0, kt_stride);
   });
 
   for_range(n, [&](int64_t begin, int64_t end) {
     TokenScratch scratch;
     for (int64_t i = begin; i < end; ++i) {
       policy.spans(layer, static_cast<int>(i), scratch.spans);
-      attend_token(c, rope, scratch, q + i * c.q_dim(), kt.data(), vf.data(), kt_stride, lo, f16,
+      attend_token(c, rope, scratch, q + i * c.q_dim(), kt.data(), store.value(layer, lo), kt_stride, lo, f16,
                    out + i * c.q_dim(), observer, layer, static_cast<int>(i));
     }
   });
@@ -155,7 +150,7 @@ void attend_part(const ModelConfig& c, const Rope& rope, int layer, const BatchP
 void Engine::attention_fast(int layer, const BatchPart& part, const float* q, float* out) {
   // In chunks, each thread its own part first, then what is left of the others': a causal
   // batch's later tokens see more keys, so equal halves of the tokens are not equal work.
-  attend_part(config(), rope_, layer, part, q, out, kt_, vf_, [&](int64_t n, auto&& fn) {
+  attend_part(config(), rope_, layer, part, q, out, kt_, [&](int64_t n, auto&& fn) {
     pool_.parallel_for_balanced(n, 1, std::max<int64_t>(1, n / (8 * pool_.size())), fn);
   });
 }
@@ -164,7 +159,6 @@ void Engine::attention_fast_parts(int layer, std::span<const BatchPart> parts, c
   const ModelConfig& c = config();
   if (part_kt_.size() < static_cast<size_t>(pool_.size())) {
     part_kt_.resize(pool_.size());
-    part_vf_.resize(pool_.size());
   }
   // Whole parts handed out one at a time (parts differ in length, and a thread may be delayed),
   // each thread with its own scratch; a part's tokens on that one thread.
@@ -178,7 +172,7 @@ void Engine::attention_fast_parts(int layer, std::span<const BatchPart> parts, c
   pool_.run([&](int t) {
     for (int64_t p; (p = next.fetch_add(1, std::memory_order_relaxed)) < static_cast<int64_t>(parts.size());) {
       const int64_t r = part_rows_[p];
-      attend_part(c, rope_, layer, parts[p], q + r * c.q_dim(), out + r * c.q_dim(), part_kt_[t], part_vf_[t],
+      attend_part(c, rope_, layer, parts[p], q + r * c.q_dim(), out + r * c.q_dim(), part_kt_[t],
                   [](int64_t n, auto&& fn) {
                     if (n > 0) fn(int64_t{0}, n);
                   });

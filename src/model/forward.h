@@ -69,8 +69,8 @@ class Engine {
   std::vector<float> x_, xb_, q_, k_, v_, att_, ffa_, ffb_, logits_, all_logits_;
   std::vector<uint8_t> act_;
   kernels::GemmInput gemm_in_;  // act_ laid out for the tiled products
-  std::vector<float> kt_, vf_;  // fast attention: keys transposed, values as floats
-  std::vector<std::vector<float>> part_kt_, part_vf_;  // the same, per thread, for parts side by side
+  std::vector<float> kt_;  // fast attention: keys transposed, as floats
+  std::vector<std::vector<float>> part_kt_;  // the same, per thread, for parts side by side
   std::vector<int64_t> part_rows_;                     // each side-by-side part's first row
   bool reference_ = false;
   std::vector<int64_t> slots_;
