@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# `endless bench` on a small random-weight model: one row per test (ppN, tgN, and tgNxS for S
+# sequences decoding together), JSON fields as documented, and bad options refused.
+source "$(dirname "$0")/lib.sh"
+
+spec="dim=128,layers=2,heads=4,kv_heads=2,ff=256,vocab=300,type=q8_0"
+"$ENDLESS_BIN" bench --synth "$spec" -p 16 -n 4 -s 1,3 -t 1 -r 1 --json >"$TMP/out.json" 2>"$TMP/err" ||
+  fail "bench exited non-zero: $(cat "$TMP/err")"
+python3 - "$TMP/out.json" <<'PY' || exit 1
+import json, sys
+rows = {r["test"]: r for r in json.load(open(sys.argv[1]))}
+want = {"pp16": (16, 0, 1), "tg4": (0, 4, 1), "tg4x3": (0, 4, 3)}
+if set(rows) != set(want):
+    sys.exit(f"FAIL: tests {sorted(rows)}, expected {sorted(want)}")
+for test, (n_prompt, n_gen, n_seq) in want.items():
+    r = rows[test]
+    if (r["n_prompt"], r["n_gen"], r["n_seq"]) != (n_prompt, n_gen, n_seq):
+        sys.exit(f"FAIL: {test}: n_prompt/n_gen/n_seq {r['n_prompt']}/{r['n_gen']}/{r['n_seq']}")
+    if not (r["avg_ts"] > 0 and len(r["samples_ts"]) == 1):
+        sys.exit(f"FAIL: {test}: avg_ts {r['avg_ts']}, samples {r['samples_ts']}")
+PY
+
+"$ENDLESS_BIN" bench --synth "$spec" -p 0 -n 2 -s 1,2 -t 1 -r 1 >"$TMP/table" 2>&1 || fail "table run failed"
+grep -q '| tg2 |' "$TMP/table" || fail "no tg2 row: $(cat "$TMP/table")"
+grep -q '| tg2x2 |' "$TMP/table" || fail "no tg2x2 row: $(cat "$TMP/table")"
+
+if "$ENDLESS_BIN" bench --synth "$spec" -s 0 >"$TMP/bad" 2>&1; then fail "-s 0 was accepted"; fi
+grep -qi 'sequences' "$TMP/bad" || fail "-s 0: message does not name the option: $(cat "$TMP/bad")"
+echo "ok"
