@@ -11,6 +11,7 @@ STEPS=${*:-"sink-1M sink-10k window shift full recompute speed plot"}
 MODEL=$SHARED/models/stories260K.gguf
 TEXT=$SHARED/text/tinystories-valid-prefix.txt
 mkdir -p "$OUT"
+WHITEN="--mem-key-parts 4 --mem-consensus --mem-consensus-from 0 --mem-key-halflife 16 --mem-key-window 64 --mem-key-whiten"
 run() {  # name, then perplexity arguments
   local name=$1; shift
   /usr/bin/time -v "$BIN" perplexity --stream -m "$MODEL" -f "$TEXT" -t 1 "$@" \
@@ -80,6 +81,19 @@ for step in $STEPS; do
                     tail -n 5 "$OUT/recall-cons-g$gap-e$every.txt"
                   done
                 done ;;
+    # infllm, 3x64 with the key half-life, whitening and layer 0 in the consensus (2026-11-29):
+    # recall at both gaps, 1M tokens batched, 200,000 one-token decodes beside sink.
+    recall-whiten) for gap in 600 2000; do
+                  "$BIN" eval recall -m "$MODEL" -f "$TEXT" -t 1 --cache infllm --sink 4 --window 512 \
+                    --block-size 64 --block-topk 3 --mem-distance 150 $WHITEN --gap $gap --passages 40 \
+                    --csv "$OUT/recall-whiten-g$gap.csv" > "$OUT/recall-whiten-g$gap.txt" 2>/dev/null
+                  tail -n 6 "$OUT/recall-whiten-g$gap.txt"
+                done ;;
+    infllm-whiten-1M) rm -rf "$OUT/memw-1M"; mkdir -p "$OUT/memw-1M"
+                run infllm-whiten-1M --cache infllm --sink 4 --window 512 --block-size 64 --block-topk 3 --mem-distance 150 \
+                  $WHITEN --repeat 3 --max-tokens 1000000 --segment 10000 --memory-dir "$OUT/memw-1M" --mem-ram 1 ;;
+    speed-memory-whiten) run speed-memory-whiten --cache sink,infllm --sink 4 --window 512 --block-size 64 --block-topk 3 \
+                  --mem-distance 150 $WHITEN -b 1 --max-tokens 200000 --segment 20000 ;;
     # Repeat-after-gap (endless eval recall), 40 passages each: infllm vs sink vs a distractor.
     recall)     for gap in 600 2000; do
                   "$BIN" eval recall -m "$MODEL" -f "$TEXT" -t 1 --cache infllm --sink 4 --window 512 \

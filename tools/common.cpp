@@ -63,11 +63,19 @@ void add_memory_policy_options(CLI::App& app, CacheOptions& o) {
       ->check(CLI::IsMember({"keys", "query"}));
   app.add_option("--mem-key-window", o.memory.mem_key_window, "infllm: recent tokens whose mean key scores blocks (--mem-score keys)")
       ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--mem-key-halflife", o.memory.mem_key_halflife,
+                 "infllm: recent keys weigh 2^(-age/this) in the mean that scores blocks (0: flat mean over --mem-key-window)")
+      ->check(CLI::Range(0.0, 1e9));
+  app.add_flag("--mem-key-whiten", o.memory.mem_key_whiten,
+               "infllm: scale each key dimension by 1/its standard deviation over the blocks scored before the cosines (--mem-score keys)");
   app.add_option("--mem-key-parts", o.memory.mem_key_parts,
                  "infllm: mean keys per block (--mem-score keys); a block scores as its best part")
       ->check(CLI::Range(1, 65536));
   app.add_flag("--mem-consensus", o.memory.mem_consensus,
                "infllm: every retrieving layer takes the blocks chosen by the sum of their scores (--mem-score keys)");
+  app.add_option("--mem-consensus-from", o.memory.mem_consensus_from,
+                 "infllm: with --mem-consensus, sum the scores of the layers from this one (-1: the first retrieving layer)")
+      ->check(CLI::Range(-1, 1 << 16));
   app.add_option("--mem-retrieve-every", o.memory.mem_retrieve_every,
                  "infllm: score blocks again only every this many tokens (keeps the last choice between)")
       ->check(CLI::Range(1, 1 << 20));

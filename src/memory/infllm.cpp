@@ -58,6 +58,9 @@ InfLLMPolicy::InfLLMPolicy(const MemoryConfig& c)
   if (c.mem_skip_layers < 0) fail("infllm cache: the number of layers without retrieval must not be negative");
   if (c.mem_retrieve_every < 1) fail("infllm cache: the retrieval stride must be at least 1 token");
   if (c.mem_key_window < 1) fail("infllm cache: the key window must hold at least one token");
+  if (!(c.mem_key_halflife >= 0) || !std::isfinite(c.mem_key_halflife))
+    fail("infllm cache: the key half-life must be a finite number of tokens, 0 or more");
+  if (c.mem_consensus_from < -1) fail("infllm cache: the first layer of the consensus must be a layer (or -1)");
   if (c.mem_key_parts < 1 || block_ % c.mem_key_parts != 0)
     fail("infllm cache: the key parts per block (", c.mem_key_parts, ") must divide the block size (", block_, ")");
   if (c.mem_distance < 0) fail("infllm cache: the memory distance must not be negative");
@@ -69,6 +72,10 @@ InfLLMPolicy::InfLLMPolicy(const MemoryConfig& c)
   if (c.mem_consensus && c.mem_score != "keys")
     fail("infllm cache: choosing blocks by every layer's scores needs --mem-score keys (queries exist for one layer at a time)");
   consensus_ = c.mem_consensus;
+  if (c.mem_consensus_from >= 0 && !c.mem_consensus)
+    fail("infllm cache: --mem-consensus-from needs --mem-consensus");
+  if ((c.mem_key_whiten || c.mem_key_halflife > 0) && c.mem_score != "keys")
+    fail("infllm cache: the key half-life and whitening apply to --mem-score keys only");
   l0_ = n_init_ + static_cast<int64_t>(top_k_) * block_;
   region_cap_ = local_ + block_ + max_batch_;
   region_first_ = next_block_ = n_init_;
@@ -81,7 +88,10 @@ std::string InfLLMPolicy::describe() const {
              " from layer ", skip_layers_, by_keys_ ? cat(" keys ", cfg_.mem_key_window, cfg_.mem_key_parts > 1 ? cat(" parts ", cfg_.mem_key_parts) : std::string())
                       : std::string(" query"),
              retrieve_every_ > 1 ? cat(" every ", retrieve_every_) : std::string(),
+             cfg_.mem_key_halflife > 0 ? cat(" half-life ", cfg_.mem_key_halflife) : std::string(),
+             cfg_.mem_key_whiten ? " whiten" : "",
              cfg_.mem_consensus ? " consensus" : "",
+             cfg_.mem_consensus_from >= 0 ? cat(" from ", cfg_.mem_consensus_from) : std::string(),
              cfg_.mem_compact ? " compact" : "",
              cfg_.mem_distance > 0 ? cat(" at ", cfg_.mem_distance) : std::string());
 }
@@ -118,6 +128,9 @@ void InfLLMPolicy::init(int n_layers, int kv_dim, int head_dim, int n_heads) {
   index_.emplace(n_layers_, by_keys_ ? parts_ * kv_dim_ : n_heads_ * head_dim_, cfg_.mem_index_group, cfg_.memory_dir,
                  std::max(16, 2 * cfg_.mem_index_beam * n_layers_));
   scored_last_.assign(n_layers_, 0);
+  unrot_.assign(static_cast<size_t>(n_layers_) * cfg_.mem_key_window * kv_dim_, 0.0f);
+  unrot_pos_.assign(static_cast<size_t>(n_layers_) * cfg_.mem_key_window, -1);
+  unrot_chunk_.assign(kv_dim_, 0.0f);
   slot_block_.assign(n_layers_, std::vector<int64_t>(top_k_, -1));
   retrieved_.assign(n_layers_, {});
   retrieved_slot_.assign(n_layers_, {});
@@ -282,15 +295,29 @@ void InfLLMPolicy::begin_batch(int n, KVStore& store, int64_t* slots, double* ke
 // are scored one by one. Scoring is linear in the entry for "query" (a group's score is the mean
 // of its blocks' scores) and nearly so for keys, so the groups holding the best blocks tend to
 // score high. With at most mem_index_beam complete groups every block is scored.
+const float* InfLLMPolicy::unrotated(int layer, int64_t t, const KVStore& store) {
+  // Tokens of finished batches are un-rotated once per layer and kept while they may still be
+  // among the last mem_key_window read; the chunk's own (not final until end_batch) every time.
+  const int64_t R = cfg_.mem_key_window;
+  const size_t row = static_cast<size_t>(layer) * R + static_cast<size_t>(t % R);
+  float* u = t < n_seen_ ? unrot_.data() + row * kv_dim_ : unrot_chunk_.data();
+  if (t < n_seen_ && unrot_pos_[row] == t) return u;
+  store.read_key(layer, local_slot(t), u);
+  rope_.apply(u, n_kv_heads_, -static_cast<double>(t));
+  if (t < n_seen_) unrot_pos_[row] = t;
+  return u;
+}
+
 void InfLLMPolicy::search(int layer, const float* q, int n, const KVStore& store, std::vector<int64_t>& chosen) {
   BlockIndex& ix = *index_;
   const int W = ix.width();
   const int64_t first = blocks_->first_alive(), nb = blocks_->size();
   // The layers whose scores are summed: this one, or with mem_consensus (called in the first
-  // retrieving layer) every retrieving layer.
+  // retrieving layer) every retrieving layer (from mem_consensus_from, if set).
   std::vector<int> layers = {layer};
-  if (consensus_)
-    for (int l = layer + 1; l < n_layers_; ++l) layers.push_back(l);
+  if (consensus_)  // and, with mem_consensus_from, layers before it that score without retrieving
+    for (int l = cfg_.mem_consensus_from >= 0 ? cfg_.mem_consensus_from : layer; l < n_layers_; ++l)
+      if (l != layer) layers.push_back(l);
   const size_t L = layers.size();
   std::vector<std::vector<double>> probe(L, std::vector<double>(W, 0.0)), centre(L, std::vector<double>(W, 0.0));
   for (size_t li = 0; li < L; ++li) {
@@ -306,36 +333,46 @@ void InfLLMPolicy::search(int layer, const float* q, int n, const KVStore& store
       continue;
     }
     // The last mem_key_window tokens, all in the window: this chunk's included where its keys
-    // are stored (this layer: they are stored before attention), the tokens before it in the
-    // layers the forward pass has not reached yet.
-    const int64_t end = lay == layer ? n_seen_ + n : n_seen_;
+    // are stored (this layer and those before it: they are stored before attention), the tokens
+    // before it in the layers the forward pass has not reached yet. With a half-life, token t
+    // weighs 2^(-age / half-life), age 0 for the chunk's tokens (or, where the chunk's keys are
+    // not there yet, for the last token before it).
+    const int64_t end = lay <= layer ? n_seen_ + n : n_seen_;
     const int64_t begin = std::max(
         {end - static_cast<int64_t>(std::max(cfg_.mem_key_window, n)), region_first_, static_cast<int64_t>(n_init_)});
-    std::vector<float> u(kv_dim_);
+    const int64_t newest = std::min(end - 1, n_seen_);
+    double weights = 0;
     for (int64_t t = begin; t < end; ++t) {
-      store.read_key(lay, local_slot(t), u.data());
-      rope_.apply(u.data(), n_kv_heads_, -static_cast<double>(t));
-      for (int d = 0; d < kv_dim_; ++d) probe[li][d] += u[d];
+      const float* u = unrotated(lay, t, store);
+      const double w = cfg_.mem_key_halflife > 0
+                           ? std::exp2(-static_cast<double>(std::max<int64_t>(0, newest - t)) / cfg_.mem_key_halflife)
+                           : 1.0;
+      weights += w;
+      for (int d = 0; d < kv_dim_; ++d) probe[li][d] += w * u[d];
     }
     const std::vector<double>& total = ix.total(lay);
     for (int d = 0; d < kv_dim_; ++d) {
       double sum = 0;  // over the parts (the mean key of every part of every block held)
       for (int part = 0; part < parts_; ++part) sum += total[part * kv_dim_ + d];
       centre[li][d] = sum / static_cast<double>((nb - first) * parts_);
-      probe[li][d] = probe[li][d] / static_cast<double>(std::max<int64_t>(1, end - begin)) - centre[li][d];
+      probe[li][d] = (weights > 0 ? probe[li][d] / weights : 0.0) - centre[li][d];
     }
   }
   // One mean key in layer li: the cosines per KV head, summed.
+  // With mem_key_whiten every dimension is scaled by wscale (1 / its standard deviation over the
+  // parts scored; set below once the blocks to score are known; 1 before, for the groups).
+  std::vector<std::vector<double>> wscale(L, std::vector<double>(kv_dim_, 1.0));
   auto key_score = [&](size_t li, const float* e) {
     const std::vector<double>& p = probe[li];
     const std::vector<double>& c0 = centre[li];
+    const std::vector<double>& w = wscale[li];
     double s = 0;
     for (int h = 0; h < n_kv_heads_; ++h) {
       double dot = 0, nr = 0, nm = 0;
       for (int d = h * head_dim_; d < (h + 1) * head_dim_; ++d) {
-        const double c = e[d] - c0[d];
-        dot += p[d] * c;
-        nr += p[d] * p[d];
+        const double c = (e[d] - c0[d]) * w[d], x = p[d] * w[d];
+        dot += x * c;
+        nr += x * x;
         nm += c * c;
       }
       if (nr > 0 && nm > 0) s += dot / std::sqrt(nr * nm);
@@ -382,6 +419,24 @@ void InfLLMPolicy::search(int layer, const float* q, int n, const KVStore& store
     std::partial_sort(by_group.begin(), by_group.begin() + cfg_.mem_index_beam, by_group.end(), better);
     for (int k = 0; k < cfg_.mem_index_beam; ++k) groups.push_back(by_group[k].second);
     groups.push_back(open);
+  }
+  if (by_keys_ && cfg_.mem_key_whiten) {
+    for (size_t li = 0; li < L; ++li) {
+      std::vector<double> var(kv_dim_, 0.0);
+      int64_t count = 0;
+      for (int64_t g : groups) {
+        const int64_t lo = std::max(first, g * G), hi = std::min(nb, (g + 1) * G);
+        if (lo >= hi) continue;
+        const float* e = ix.entries(layers[li], g);
+        for (int64_t b = lo; b < hi; ++b)
+          for (int part = 0; part < parts_; ++part, ++count) {
+            const float* x = e + static_cast<size_t>(b - g * G) * W + part * kv_dim_;
+            for (int d = 0; d < kv_dim_; ++d) var[d] += (x[d] - centre[li][d]) * (x[d] - centre[li][d]);
+          }
+      }
+      for (int d = 0; d < kv_dim_; ++d)
+        wscale[li][d] = var[d] > 0 ? std::sqrt(static_cast<double>(count) / var[d]) : 1.0;
+    }
   }
   std::vector<std::pair<float, int64_t>> scored;
   std::vector<double> acc;
@@ -603,6 +658,7 @@ void InfLLMPolicy::load_state(const std::vector<int64_t>& s) {
   index_.emplace(n_layers_, index_->width(), cfg_.mem_index_group, cfg_.memory_dir,
                  std::max(16, 2 * cfg_.mem_index_beam * n_layers_));
   index_->load(s, i);
+  std::fill(unrot_pos_.begin(), unrot_pos_.end(), -1);
   if (index_->size() != n_blocks || index_->first_alive() != first_alive) bad();
   for (int l = 0; l < n_layers_; ++l) {
     for (int64_t& b : slot_block_[l]) {

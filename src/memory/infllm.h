@@ -79,6 +79,9 @@ class InfLLMPolicy final : public MemoryPolicy {
   // The top_k blocks by score in `layer`, in stream order (index_ searched in two levels).
   void search(int layer, const float* q, int n, const KVStore& store, std::vector<int64_t>& chosen);
   std::vector<float> entry(int layer, int64_t b) const;
+  // The un-rotated key of stream position t (in the local region) in `layer`: kv_dim floats,
+  // valid until the next call.
+  const float* unrotated(int layer, int64_t t, const KVStore& store);
   void compact(KVStore& store, int64_t keep_from);
   int64_t* mass_buffer();  // this thread's attention-mass sums
   size_t mass_size() const { return static_cast<size_t>(n_layers_) * n_heads_ * region_cap_; }
@@ -109,6 +112,11 @@ class InfLLMPolicy final : public MemoryPolicy {
   // (n_heads * head_dim floats).
   std::optional<BlockIndex> index_;
   std::vector<int64_t> scored_last_;
+  // Un-rotated keys of the last mem_key_window tokens of finished batches, per layer (a ring:
+  // position t in row t % mem_key_window, unrot_pos_ the position each row holds, -1 none);
+  // unrot_chunk_ for a token of the current batch.
+  std::vector<float> unrot_, unrot_chunk_;
+  std::vector<int64_t> unrot_pos_;
 
   // Per layer: the block in each retrieval slot (-1: none), the retrieved blocks in stream order
   // with the slot of each, and whether retrieval ran for the current batch.

@@ -37,8 +37,11 @@ struct Shape {
 };
 
 // The un-rotated key and the value of stream position p in a layer: distinct, smooth numbers.
+// Keys vary more in some dimensions than in others, and at another rate in each layer.
 void key_of(int64_t p, int layer, int kv_dim, float* k) {
-  for (int d = 0; d < kv_dim; ++d) k[d] = std::sin(0.37f * static_cast<float>(p) + 1.3f * d + 0.5f * layer);
+  for (int d = 0; d < kv_dim; ++d)
+    k[d] = ((d + layer) % 3 == 0 ? 3.0f : 1.0f) *
+           std::sin((0.37f + 0.11f * layer) * static_cast<float>(p) + 1.3f * d + 0.5f * layer);
 }
 void value_of(int64_t p, int layer, int kv_dim, float* v) {
   for (int d = 0; d < kv_dim; ++d) v[d] = static_cast<float>(p) + 0.25f * d + 1000.0f * layer;
@@ -586,6 +589,144 @@ TEST(InfLLMPolicy, WithConsensusEveryLayerTakesTheBlocksOfTheSummedScores) {
   EXPECT_THROW(InfLLMPolicy{c}, Error);  // queries exist for one layer at a time
 }
 
+// With mem_key_halflife the recent mean key weighs token t by 2^(-age / half-life), age 0 for the
+// chunk's tokens; with mem_key_whiten every dimension of the centred keys is divided by its
+// standard deviation over the blocks' mean keys before the cosines. Checked against the same
+// scores computed independently from the keys, and each setting must change some choices.
+TEST(InfLLMPolicy, KeyHalfLifeAndWhiteningScoreAsTheReference) {
+  const Shape shape;
+  const int n_init = 2, block = 4, top_k = 2, key_window = 8;
+  const int kv = shape.kv_dim();
+  struct Variant {
+    double halflife;
+    bool whiten;
+  };
+  // The choices of each variant, trial by trial and layer by layer.
+  std::vector<std::vector<std::vector<int64_t>>> choices;
+  for (const Variant v : {Variant{0, false}, Variant{2, false}, Variant{0, true}, Variant{2, true}}) {
+    MemoryConfig c = config(n_init, 16, block, 2, top_k, 3);
+    c.mem_score = "keys";
+    c.mem_key_window = key_window;
+    c.mem_key_halflife = v.halflife;
+    c.mem_key_whiten = v.whiten;
+    InfLLMPolicy p(c);
+    Driver d(p, shape, 3);
+    std::mt19937 rng(4);
+    while (p.n_seen() < 120) d.feed(1 + static_cast<int>(rng() % 3), nullptr);
+    std::vector<std::vector<int64_t>> chosen;
+    int compared = 0;
+    for (int trial = 0; trial < 24; ++trial) {
+      const int n = 1 + trial % 3;
+      d.begin(n);
+      const int64_t t0 = p.n_seen(), end = t0 + n, nb = p.n_blocks();
+      std::vector<float> q(n * shape.q_dim(), 0.25f);
+      for (int l = 0; l < kLayers; ++l) {
+        p.before_attention(l, q.data(), n, d.store);
+        chosen.push_back(p.retrieved(l));
+        std::vector<double> centre;
+        const auto mean = block_mean_keys(p, l, kv, block, nb, &centre);
+        // The weighted recent mean: the chunk's tokens age 0, those before it 1, 2, ...
+        std::vector<double> recent(kv, 0.0);
+        std::vector<float> k(kv);
+        double total = 0;
+        for (int64_t t = end - std::max(key_window, n); t < end; ++t) {
+          const double w = v.halflife > 0 ? std::pow(0.5, static_cast<double>(std::max<int64_t>(0, t0 - t)) / v.halflife) : 1.0;
+          key_of(t, l, kv, k.data());
+          for (int e = 0; e < kv; ++e) recent[e] += w * k[e];
+          total += w;
+        }
+        for (double& x : recent) x /= total;
+        // Whitening: the dimensions scaled by 1/standard deviation of the blocks' mean keys;
+        // scaling the centred vectors is the same as scaling (x - centre) for x and the centre.
+        std::vector<double> scale(kv, 1.0);
+        if (v.whiten)
+          for (int e = 0; e < kv; ++e) {
+            double var = 0;
+            for (int64_t b = 0; b < nb; ++b) var += (mean[b][e] - centre[e]) * (mean[b][e] - centre[e]) / nb;
+            scale[e] = 1 / std::sqrt(var);
+          }
+        auto scaled = [&](std::vector<double> x) {
+          for (int e = 0; e < kv; ++e) x[e] = centre[e] + (x[e] - centre[e]) * scale[e];
+          return x;
+        };
+        std::vector<std::pair<double, int64_t>> score;
+        for (int64_t b = 0; b < nb; ++b)
+          score.push_back({centred_cosines(shape, scaled(recent), centre, scaled(mean[b])), b});
+        std::sort(score.begin(), score.end(), std::greater<>());
+        if (score[top_k - 1].first - score[top_k].first < 1e-4) continue;  // float rounding may swap near-ties
+        std::vector<int64_t> want;
+        for (int j = 0; j < top_k; ++j) want.push_back(score[j].second);
+        std::sort(want.begin(), want.end());
+        EXPECT_EQ(p.retrieved(l), want) << "half-life " << v.halflife << " whiten " << v.whiten << " trial " << trial
+                                        << " layer " << l;
+        ++compared;
+      }
+      p.end_batch(n);
+    }
+    EXPECT_GE(compared, 30) << "half-life " << v.halflife << " whiten " << v.whiten;
+    choices.push_back(chosen);
+  }
+  // Each setting changes what is retrieved (the test would pass on a policy ignoring it otherwise).
+  EXPECT_NE(choices[1], choices[0]);
+  EXPECT_NE(choices[2], choices[0]);
+  EXPECT_NE(choices[3], choices[1]);
+  EXPECT_NE(choices[3], choices[2]);
+}
+
+// With mem_consensus_from a layer below mem_skip_layers adds its scores to the consensus
+// without retrieving anything itself.
+TEST(InfLLMPolicy, ConsensusFromALayerThatDoesNotRetrieve) {
+  const Shape shape;
+  const int n_init = 2, block = 4, top_k = 2, key_window = 5;
+  const int kv = shape.kv_dim();
+  std::vector<std::vector<int64_t>> with, without;
+  for (const int from : {0, -1}) {
+    MemoryConfig c = config(n_init, 10, block, 2, top_k, 3);
+    c.mem_score = "keys";
+    c.mem_key_window = key_window;
+    c.mem_consensus = true;
+    c.mem_skip_layers = 1;
+    c.mem_consensus_from = from;
+    InfLLMPolicy p(c);
+    Driver d(p, shape, 3);
+    std::mt19937 rng(9);
+    while (p.n_seen() < 120) d.feed(1 + static_cast<int>(rng() % 3), nullptr);
+    int compared = 0;
+    for (int trial = 0; trial < 24; ++trial) {
+      const int n = 1 + trial % 3;
+      d.begin(n);
+      const int64_t nb = p.n_blocks(), end = p.n_seen() + n;  // both layers' chunk keys are stored
+      std::vector<double> total(nb, 0.0);
+      for (int l = from >= 0 ? from : 1; l < kLayers; ++l) {
+        std::vector<double> centre;
+        const auto mean = block_mean_keys(p, l, kv, block, nb, &centre);
+        const std::vector<double> recent = recent_mean_key(l, kv, end, std::max(key_window, n));
+        for (int64_t b = 0; b < nb; ++b) total[b] += centred_cosines(shape, recent, centre, mean[b]);
+      }
+      std::vector<float> q(n * shape.q_dim(), 0.25f);
+      for (int l = 0; l < kLayers; ++l) p.before_attention(l, q.data(), n, d.store);
+      EXPECT_TRUE(p.retrieved(0).empty());
+      (from >= 0 ? with : without).push_back(p.retrieved(1));
+      std::vector<std::pair<double, int64_t>> score;
+      for (int64_t b = 0; b < nb; ++b) score.push_back({total[b], b});
+      std::sort(score.begin(), score.end(), std::greater<>());
+      p.end_batch(n);
+      if (score[top_k - 1].first - score[top_k].first < 1e-4) continue;
+      std::vector<int64_t> want;
+      for (int j = 0; j < top_k; ++j) want.push_back(score[j].second);
+      std::sort(want.begin(), want.end());
+      EXPECT_EQ(p.retrieved(1), want) << "from " << from << " trial " << trial;
+      ++compared;
+    }
+    EXPECT_GE(compared, 16);
+  }
+  EXPECT_NE(with, without);  // layer 0's scores changed some choices
+  MemoryConfig c = config(n_init, 10, block, 2, top_k, 3);
+  c.mem_score = "keys";
+  c.mem_consensus_from = 0;
+  EXPECT_THROW(InfLLMPolicy{c}, Error);  // without --mem-consensus
+}
+
 // Deep into a stream the index is searched in two levels: groups of blocks by their mean key,
 // then the blocks of the best groups and of the group being filled; checked against the same
 // search done independently from the keys.
@@ -714,6 +855,20 @@ TEST(InfLLMPolicy, RejectsBadSettings) {
   c.mem_key_window = 0;
   EXPECT_THROW(make_policy(c), Error);
   c.mem_key_window = 32;
+  c.mem_key_halflife = -1;
+  EXPECT_THROW(make_policy(c), Error);
+  c.mem_key_halflife = 16;
+  c.mem_key_whiten = true;
+  c.mem_consensus = true;
+  c.mem_consensus_from = 0;
+  EXPECT_EQ(make_policy(c)->describe(), "infllm 4+60 top 4x16 r4 from layer 1 keys 32 half-life 16 whiten consensus from 0");
+  c.mem_score = "query";
+  c.mem_consensus = false;
+  c.mem_consensus_from = -1;
+  EXPECT_THROW(make_policy(c), Error);  // half-life and whitening are for keys scoring
+  c.mem_score = "keys";
+  c.mem_key_halflife = 0;
+  c.mem_key_whiten = false;
   c.mem_retrieve_every = 0;
   EXPECT_THROW(make_policy(c), Error);
   c.mem_retrieve_every = 8;

@@ -78,6 +78,16 @@ struct MemoryConfig {
   int mem_skip_layers = 1;
   std::string mem_score = "keys";
   int mem_key_window = 32;
+  // Keys scoring with mem_key_halflife > 0: the recent mean key weighs each token of the key
+  // window by 2^(-age / mem_key_halflife), age counted in tokens back from the chunk (the chunk's
+  // own tokens weigh 1), instead of equally: the probe turns to a new topic within a few tokens
+  // yet still averages over about 2.9 half-lives of text. 0: the flat mean.
+  double mem_key_halflife = 0;
+  // Keys scoring with mem_key_whiten: before the cosines, every dimension of the centred keys
+  // (the recent mean and each block's parts) is divided by its standard deviation over the
+  // blocks' parts the search scores, so that the few dimensions in which every key varies a lot
+  // (whatever the text is about) do not decide the cosine alone.
+  bool mem_key_whiten = false;
   // Keys scoring with mem_key_parts > 1: a block is represented by the mean keys of its parts of
   // block_size / mem_key_parts tokens and scores as its best part (a passage that fills part of
   // a block is found by that part, not diluted by the rest).
@@ -87,6 +97,11 @@ struct MemoryConfig {
   // not reached yet score by the keys of the tokens before the chunk). One layer's choice is
   // noisy; on the recall benchmark each layer alone found the passage 67-72% of the time.
   bool mem_consensus = false;
+  // With mem_consensus, the layers whose scores are summed: from this one on (-1: from the first
+  // retrieving layer, mem_skip_layers). A layer below mem_skip_layers scores without retrieving:
+  // layer 0's mean keys say which tokens a stretch of text holds, a poor guide on its own
+  // (docs/streaming.md) but evidence the other layers' scores do not carry.
+  int mem_consensus_from = -1;
   // Blocks are scored again only in batches holding a multiple of mem_retrieve_every (1: every
   // batch, as InfLLM); between, the blocks chosen last are attended again (already in the
   // cache: nothing to copy). Scoring costs O(blocks held) per layer, so in one-token decoding

@@ -14,7 +14,7 @@ namespace endless {
 namespace {
 
 constexpr char kMagic[8] = {'E', 'N', 'D', 'L', 'S', 'N', 'A', 'P'};
-constexpr uint32_t kVersion = 4;  // 2: the sirllm and infllm settings; 3: infllm's scoring; 4: infllm's index search; 1 to 3 are still read
+constexpr uint32_t kVersion = 5;  // 2: the sirllm and infllm settings; 3: infllm's scoring; 4: infllm's index search; 5: infllm's key half-life, whitening and consensus layers; 1 to 4 are still read
 
 uint64_t fnv1a(const uint8_t* p, size_t n, uint64_t h = 1469598103934665603ull) {
   for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
@@ -121,6 +121,9 @@ void save_sequence(const Sequence& seq, const ModelConfig& model, const std::str
   o.put<int32_t>(c.mem_key_parts);
   o.put<double>(c.sir_max_nll);
   o.put<uint8_t>(c.mem_consensus ? 1 : 0);
+  o.put<double>(c.mem_key_halflife);
+  o.put<uint8_t>(c.mem_key_whiten ? 1 : 0);
+  o.put<int32_t>(c.mem_consensus_from);
   const auto state = seq.policy->save_state();
   o.put<uint32_t>(static_cast<uint32_t>(state.size()));
   for (int64_t v : state) o.put<int64_t>(v);
@@ -193,6 +196,11 @@ std::unique_ptr<Sequence> load_sequence(const Engine& engine, const std::string&
     c.mem_consensus = in.get<uint8_t>() != 0;
   } else {
     c.sir_max_nll = 0;  // sirllm had no noise ceiling
+  }
+  if (version >= 5) {
+    c.mem_key_halflife = in.get<double>();
+    c.mem_key_whiten = in.get<uint8_t>() != 0;
+    c.mem_consensus_from = in.get<int32_t>();
   }
   if (version < 3) {  // what infllm did before these settings existed
     c.mem_skip_layers = 0;
