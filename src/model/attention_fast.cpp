@@ -45,7 +45,7 @@ void attend_token(const ModelConfig& c, const Rope& rope, TokenScratch& t, const
   int64_t n_keys = 0;
   for (const Span& s : t.spans) n_keys += s.end - s.begin;
   t.qr.resize(c.q_dim());
-  t.scores.assign(static_cast<size_t>(n_keys) * c.n_heads, 0.0f);
+  t.scores.resize(static_cast<size_t>(n_keys) * c.n_heads);  // every entry is written below
 
   int64_t j0 = 0;  // where this span's scores start in each head's row
   for (const Span& s : t.spans) {
