@@ -116,6 +116,13 @@ for step in $STEPS; do
                 run speed-d200-infllm --cache infllm --sink 4 --window 512 --block-size 64 --block-topk 3 --mem-distance 200 \
                   --mem-retrieve-every 8 $WHITEN -b 1 --max-tokens 200000 --segment 20000 &
                 wait ;;
+    # The same over 1M one-token decodes, blocks spilled (infllm with its defaults, which are
+    # this setting since 2026-11-29).
+    speed-memory-d200-1M) rm -rf "$OUT/memd-b1"; mkdir -p "$OUT/memd-b1"
+                run speed-d200-1M-sink --cache sink --sink 4 --window 512 -b 1 --repeat 3 --max-tokens 1000000 --segment 50000 &
+                run speed-d200-1M-infllm --cache infllm --sink 4 --window 512 -b 1 --repeat 3 --max-tokens 1000000 --segment 50000 \
+                  --memory-dir "$OUT/memd-b1" --mem-ram 1 &
+                wait ;;
     # Repeat-after-gap (endless eval recall), 40 passages each: infllm vs sink vs a distractor.
     recall)     for gap in 600 2000; do
                   "$BIN" eval recall -m "$MODEL" -f "$TEXT" -t 1 --cache infllm --sink 4 --window 512 \
