@@ -58,21 +58,29 @@ void add_memory_policy_options(CLI::App& app, CacheOptions& o) {
   app.add_option("--block-topk", o.memory.top_k, "infllm: blocks retrieved per layer and chunk")->check(CLI::Range(0, 4096));
   app.add_option("--mem-skip-layers", o.memory.mem_skip_layers, "infllm: first layers that retrieve nothing (sinks and window only)")
       ->check(CLI::Range(0, 1 << 16));
-  app.add_option("--mem-score", o.memory.mem_score,
-                 "infllm: block scoring: keys (recent mean key vs block mean key, cosine) or query (InfLLM: mean query . representative)")
+  // query: the keys-only settings, on by default, go off (options after this one, given
+  // explicitly, still set them, and the policy then refuses the mix).
+  app.add_option_function<std::string>(
+         "--mem-score",
+         [&o](const std::string& s) {
+           if (s == "query") o.memory.use_query_scoring();
+           o.memory.mem_score = s;
+         },
+         "infllm: block scoring: keys (recent mean key vs block mean key, cosine; the default) or query "
+         "(InfLLM: mean query . representative; turns the keys-only settings off)")
       ->check(CLI::IsMember({"keys", "query"}));
   app.add_option("--mem-key-window", o.memory.mem_key_window, "infllm: recent tokens whose mean key scores blocks (--mem-score keys)")
       ->check(CLI::Range(1, 1 << 20));
   app.add_option("--mem-key-halflife", o.memory.mem_key_halflife,
                  "infllm: recent keys weigh 2^(-age/this) in the mean that scores blocks (0: flat mean over --mem-key-window)")
       ->check(CLI::Range(0.0, 1e9));
-  app.add_flag("--mem-key-whiten", o.memory.mem_key_whiten,
-               "infllm: scale each key dimension by 1/its standard deviation over the blocks scored before the cosines (--mem-score keys)");
+  app.add_flag("--mem-key-whiten,!--no-mem-key-whiten", o.memory.mem_key_whiten,
+               "infllm: scale each key dimension by 1/its standard deviation over the blocks scored before the cosines (--mem-score keys; on by default)");
   app.add_option("--mem-key-parts", o.memory.mem_key_parts,
                  "infllm: mean keys per block (--mem-score keys); a block scores as its best part")
       ->check(CLI::Range(1, 65536));
-  app.add_flag("--mem-consensus", o.memory.mem_consensus,
-               "infllm: every retrieving layer takes the blocks chosen by the sum of their scores (--mem-score keys)");
+  app.add_flag("--mem-consensus,!--no-mem-consensus", o.memory.mem_consensus,
+               "infllm: every retrieving layer takes the blocks chosen by the sum of their scores (--mem-score keys; on by default)");
   app.add_option("--mem-consensus-from", o.memory.mem_consensus_from,
                  "infllm: with --mem-consensus, sum the scores of the layers from this one (-1: the first retrieving layer)")
       ->check(CLI::Range(-1, 1 << 16));
@@ -84,7 +92,7 @@ void add_memory_policy_options(CLI::App& app, CacheOptions& o) {
       ->check(CLI::Range(1, 1 << 20));
   app.add_option("--mem-index-beam", o.memory.mem_index_beam, "infllm: best groups whose blocks are scored one by one")
       ->check(CLI::Range(1, 1 << 20));
-  app.add_option("--mem-distance", o.memory.mem_distance, "infllm: distance of retrieved tokens from the query (default: the window's)")
+  app.add_option("--mem-distance", o.memory.mem_distance, "infllm: distance of retrieved tokens from the query (0: the window's)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
   app.add_flag("--mem-compact", o.memory.mem_compact, "infllm: retrieved blocks at consecutive positions before the window");
   app.add_option("--mem-ram", o.memory.mem_ram_mib, "infllm: MiB of blocks held in RAM before spilling to --memory-dir")

@@ -185,10 +185,30 @@ MemoryConfig config(int n_init, int64_t window, int block, int reps, int top_k, 
   c.top_k = top_k;
   c.max_batch = max_batch;
   c.kv_type = TensorType::F32;
-  // InfLLM's own scoring in every layer; the tests of the other settings say so.
+  // InfLLM's own scoring in every layer, scored every batch, memory at the window's distance;
+  // the tests of the other settings say so.
   c.mem_skip_layers = 0;
-  c.mem_score = "query";
+  c.use_query_scoring();
+  c.mem_key_window = 32;
+  c.mem_retrieve_every = 1;
+  c.mem_distance = 0;
   return c;
+}
+
+TEST(InfLLMPolicy, DefaultsAreTheSettingThatMeetsIssue7) {
+  // docs/streaming.md: 3 blocks of 64 at distance 200, keys scoring with parts 4, a key window of
+  // 64 with half-life 16, whitening, consensus from layer 0, scored every 8 tokens.
+  MemoryConfig c;
+  c.policy = "infllm";
+  c.n_sink = 4;
+  c.window = 512;
+  EXPECT_EQ(make_policy(c)->describe(),
+            "infllm 4+508 top 3x64 r4 from layer 1 keys 64 parts 4 every 8 half-life 16 whiten consensus from 0 at 200");
+  // InfLLM's query scoring needs the keys-only settings off; use_query_scoring does that.
+  c.mem_score = "query";
+  EXPECT_THROW(make_policy(c), Error);
+  c.use_query_scoring();
+  EXPECT_EQ(make_policy(c)->describe(), "infllm 4+508 top 3x64 r4 from layer 1 query every 8 at 200");
 }
 
 TEST(InfLLMPolicy, FormsBlocksOfUnrotatedKeysOnceTokensLeaveEveryWindow) {

@@ -202,9 +202,26 @@ std::unique_ptr<Sequence> load_sequence(const Engine& engine, const std::string&
     c.mem_key_whiten = in.get<uint8_t>() != 0;
     c.mem_consensus_from = in.get<int32_t>();
   }
-  if (version < 3) {  // what infllm did before these settings existed
+  // What infllm did before each setting was stored (the defaults have changed since).
+  if (version < 2) {
+    c.block_size = 128;
+    c.top_k = 16;
+    c.mem_distance = 0;
+  }
+  if (version < 3) {
     c.mem_skip_layers = 0;
-    c.mem_score = "query";
+    c.use_query_scoring();
+    c.mem_key_window = 32;
+    c.mem_retrieve_every = 1;
+  }
+  if (version < 4) {
+    c.mem_key_parts = 1;
+    c.mem_consensus = false;
+  }
+  if (version < 5) {
+    c.mem_key_halflife = 0;
+    c.mem_key_whiten = false;
+    c.mem_consensus_from = -1;
   }
   auto seq = engine.new_sequence(c);
   const uint32_t n_state = in.get<uint32_t>();
