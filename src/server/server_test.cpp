@@ -545,8 +545,20 @@ TEST_F(ServerTest, MetricsInPrometheusFormat) {
   post(c, "/v1/completions", completion("count me", 5));
   post_raw(c, "/v1/completions", "{");
   post(c, "/v1/sessions", {{"id", "m"}});
-  Reply r = get(c, "/metrics");
-  ASSERT_EQ(r.status, 200);
+  // A request is counted once its answer is written, so the client can hold the last answer a
+  // moment before the server's counters include it: read until they do (or 5 s pass).
+  Reply r;
+  for (int tries = 0; tries < 100; ++tries) {
+    r = get(c, "/metrics");
+    ASSERT_EQ(r.status, 200);
+    const bool all_counted =
+        r.raw.find("endless_request_duration_seconds_bucket{endpoint=\"POST /v1/completions\",le=\"+Inf\"} 3") !=
+            std::string::npos &&
+        r.raw.find("endless_request_duration_seconds_bucket{endpoint=\"POST /v1/sessions\",le=\"+Inf\"} 1") !=
+            std::string::npos;
+    if (all_counted) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
   const std::string& m = r.raw;
   EXPECT_NE(m.find("endless_requests_total{endpoint=\"POST /v1/completions\",status=\"200\"} 2"), std::string::npos) << m;
   EXPECT_NE(m.find("endless_requests_total{endpoint=\"POST /v1/completions\",status=\"400\"} 1"), std::string::npos);
