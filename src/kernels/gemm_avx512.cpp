@@ -14,6 +14,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -494,6 +495,136 @@ bool quant32_gemm(TensorType type, const void* w, int64_t n_in, int64_t n_out, c
 
 
 // ---------------------------------------------------------------------------------------------
+// Q4_0 by block (kernels.h: q4_0_by_block), for matrices whose row count is a multiple of 8.
+//
+// Each output is one int32 lane: sixteen rows side by side in a register, so a VPDPBUSD of the
+// rows' unsigned nibbles (four consecutive elements of each row) with four activation bytes
+// broadcast to every lane adds four products to each row's sum; eight of them give each row's
+// exact block sum, and the float step acc = fma(float(sum), dw * da, acc) comes once per block
+// for sixteen outputs, not once per eight lanes of one. The weights stay in their mmap'd rows:
+// each block of sixteen rows is transposed on the way in (four 4 x 4 transposes of 32-bit words,
+// which leave row 4j + l at lane 4l + j), and the scales are gathered in that same order.
+
+// One token's block of activations: the 32 values, the scale as a float, and -8 * (sum of the
+// values), which turns the sum over unsigned nibbles into the sum over nibble - 8.
+struct TokBlock {
+  int8_t qs[32];
+  float d;
+  int32_t bias;
+};
+static_assert(sizeof(TokBlock) == 40);
+
+size_t tok_blocks_size(int64_t n_in, int64_t n_tokens) {
+  return static_cast<size_t>(n_tokens * (n_in / kQK8_0)) * sizeof(TokBlock);
+}
+
+// Layout [token][block].
+void prepare_tok_blocks(const void* act, int64_t n_in, int64_t n_tokens, TokBlock* out) {
+  const int64_t nb = n_in / kQK8_0;
+  const size_t act_row = row_size(TensorType::Q8_0, n_in);
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const auto* blocks = reinterpret_cast<const block_q8_0*>(static_cast<const uint8_t*>(act) + t * act_row);
+    for (int64_t i = 0; i < nb; ++i) {
+      TokBlock& o = out[t * nb + i];
+      std::memcpy(o.qs, blocks[i].qs, 32);
+      int32_t sum = 0;
+      for (int j = 0; j < 32; ++j) sum += blocks[i].qs[j];
+      o.d = _cvtsh_ss(blocks[i].d);
+      o.bias = -8 * sum;
+    }
+  }
+}
+
+// Lane 4l + j of a transposed register holds row 4j + l (and the other way round).
+inline __m512i lane_rows() { return _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15); }
+
+// Sixteen rows (rows[k]: row k's first block; the rows past n_rows repeat the last one) against
+// RT tokens (act + t * act_stride: token t's blocks); y[t * ys + k] for k < n_rows.
+template <int RT>
+void q4_0_rows16(int64_t nb, const uint8_t* const* rows, int n_rows, const TokBlock* act, int64_t act_stride,
+                 float* y, int64_t ys, PassPrefetch pf) {
+  constexpr int64_t kBlock = sizeof(block_q4_0);
+  // Byte offsets of the rows in lane order, for gathering each block's sixteen scales.
+  alignas(64) int32_t offset[16];
+  for (int p = 0; p < 16; ++p) offset[p] = static_cast<int32_t>(rows[4 * (p % 4) + p / 4] - rows[0]);
+  const __m512i gather_at = _mm512_load_si512(offset);
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  __m512 acc[RT];
+  for (int t = 0; t < RT; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    pf.step();
+    const int64_t at = b * kBlock + 2;  // the block's 16 bytes of packed nibbles
+    __m512i a[4];
+    for (int j = 0; j < 4; ++j) {
+      const uint8_t* const* r = rows + 4 * j;
+      __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r[0] + at)));
+      v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[1] + at)), 1);
+      v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[2] + at)), 2);
+      a[j] = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[3] + at)), 3);
+    }
+    const __m512i u0 = _mm512_unpacklo_epi32(a[0], a[1]);
+    const __m512i u1 = _mm512_unpackhi_epi32(a[0], a[1]);
+    const __m512i u2 = _mm512_unpacklo_epi32(a[2], a[3]);
+    const __m512i u3 = _mm512_unpackhi_epi32(a[2], a[3]);
+    // words[c]: bytes 4c..4c+3 of every row, i.e. elements 4c..4c+3 (low nibbles) and
+    // 16 + 4c..16 + 4c + 3 (high nibbles).
+    const __m512i words[4] = {_mm512_unpacklo_epi64(u0, u2), _mm512_unpackhi_epi64(u0, u2),
+                              _mm512_unpacklo_epi64(u1, u3), _mm512_unpackhi_epi64(u1, u3)};
+    __m512i w[8];
+    for (int c = 0; c < 4; ++c) {
+      w[c] = _mm512_and_si512(words[c], low4);
+      w[4 + c] = _mm512_and_si512(_mm512_srli_epi16(words[c], 4), low4);
+    }
+    const __m512i d16 = _mm512_i32gather_epi32(gather_at, rows[0] + b * kBlock, 1);
+    const __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(d16));
+    for (int t = 0; t < RT; ++t) {
+      const TokBlock& x = act[t * act_stride + b];
+      __m512i sum = _mm512_set1_epi32(x.bias);
+      for (int c = 0; c < 8; ++c) {
+        int32_t four;
+        std::memcpy(&four, x.qs + 4 * c, 4);
+        sum = _mm512_dpbusd_epi32(sum, w[c], _mm512_set1_epi32(four));
+      }
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(dw, _mm512_set1_ps(x.d)), acc[t]);
+    }
+  }
+  const __mmask16 keep = static_cast<__mmask16>((1u << n_rows) - 1);
+  for (int t = 0; t < RT; ++t) _mm512_mask_storeu_ps(y + t * ys, keep, _mm512_permutexvar_ps(lane_rows(), acc[t]));
+}
+
+constexpr int kByBlockTokens = 8;  // tokens per tile
+
+using ByBlockFn = void (*)(int64_t, const uint8_t* const*, int, const TokBlock*, int64_t, float*, int64_t, PassPrefetch);
+template <size_t... I>
+constexpr std::array<ByBlockFn, sizeof...(I)> by_block_tiles(std::index_sequence<I...>) {
+  return {q4_0_rows16<static_cast<int>(I) + 1>...};
+}
+
+void q4_0_by_block_rows(const void* w, int64_t n_in, int64_t n_out, const TokBlock* act, int64_t n_tokens, float* y,
+                        int64_t r0, int64_t r1) {
+  static constexpr auto tiles = by_block_tiles(std::make_index_sequence<kByBlockTokens>());
+  const int64_t nb = n_in / kQK8_0;
+  const size_t row_bytes = nb * sizeof(block_q4_0);
+  const auto* base = static_cast<const uint8_t*>(w);
+  // More tokens than one tile: rows in blocks that stay in the L2 cache while the token tiles
+  // pass over them; the first tile reads them from memory and prefetches the next rows.
+  const int64_t rb_rows = n_tokens > kByBlockTokens ? row_block(row_bytes, 16) : r1 - r0;
+  for (int64_t rb = r0; rb < r1; rb += rb_rows) {
+    const int64_t re = std::min(r1, rb + rb_rows);
+    for (int64_t t = 0; t < n_tokens; t += kByBlockTokens) {
+      const int nt = static_cast<int>(std::min<int64_t>(kByBlockTokens, n_tokens - t));
+      for (int64_t r = rb; r < re; r += 16) {
+        const int nr = static_cast<int>(std::min<int64_t>(16, re - r));
+        const uint8_t* rows[16];
+        for (int k = 0; k < 16; ++k) rows[k] = base + (r + std::min(k, nr - 1)) * row_bytes;
+        const PassPrefetch pf = t == 0 ? next_pass(w, row_bytes, r + 16, 16, n_out, nb) : PassPrefetch{};
+        tiles[nt - 1](nb, rows, nr, act + t * nb, nb, y + t * n_out + r, n_out, pf);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // K-quants (Q4_K, Q6_K) with Q8_K activations.
 //
 // The dot products (simd_dots.inc, as ggml's AVX2 kernels) form per super-block eight int32
@@ -846,7 +977,8 @@ bool avx512_has_gemm(TensorType w, int64_t n_in, int64_t n_tokens) {
 size_t avx512_gemm_prepared_size(TensorType w, int64_t n_in, int64_t n_tokens) {
   switch (w) {
     case TensorType::F16: return static_cast<size_t>(n_in * n_tokens) * sizeof(float);
-    case TensorType::Q4_0:
+    // Q4_0: the pairs (for row counts that are not a multiple of 8), then the token blocks.
+    case TensorType::Q4_0: return pairs_size(n_in, n_tokens) + tok_blocks_size(n_in, n_tokens);
     case TensorType::Q8_0: return pairs_size(n_in, n_tokens);
     case TensorType::Q4_K:
     case TensorType::Q6_K: return k_prepared_size(n_in, n_tokens);
@@ -861,6 +993,8 @@ void avx512_gemm_prepare(TensorType w, const void* act, int64_t n_in, int64_t n_
       break;
     case TensorType::Q4_0:
       prepare_pairs(act, n_in, n_tokens, Q4_0Rows::kOffset, static_cast<PairBlock*>(out));
+      prepare_tok_blocks(act, n_in, n_tokens,
+                         reinterpret_cast<TokBlock*>(static_cast<uint8_t*>(out) + pairs_size(n_in, n_tokens)));
       break;
     case TensorType::Q8_0:
       prepare_pairs(act, n_in, n_tokens, Q8_0Rows::kOffset, static_cast<PairBlock*>(out));
@@ -886,6 +1020,13 @@ bool avx512_gemm_rows(TensorType w_type, const void* w, int64_t n_in, int64_t n_
     case TensorType::Q4_K:
     case TensorType::Q6_K:
       return kquant_gemm(w_type, w, n_in, n_out, prepared, n_tokens, y, row_begin, row_end);
+    case TensorType::Q4_0:
+      if (q4_0_by_block(w_type, n_out)) {
+        const auto* tok = reinterpret_cast<const TokBlock*>(static_cast<const uint8_t*>(prepared) + pairs_size(n_in, n_tokens));
+        q4_0_by_block_rows(w, n_in, n_out, tok, n_tokens, y, row_begin, row_end);
+        return true;
+      }
+      return quant32_gemm(w_type, w, n_in, n_out, prepared, n_tokens, y, row_begin, row_end);
     default: return quant32_gemm(w_type, w, n_in, n_out, prepared, n_tokens, y, row_begin, row_end);
   }
 }

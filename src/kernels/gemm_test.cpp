@@ -117,6 +117,11 @@ TEST_P(GemmTest, MatchesMatmulRowsBitForBit) {
     check(c.type, c.n_in, 37, n_tokens, 5, 30, ++seed);
     check(c.type, c.n_in, 16, n_tokens, 0, 16, ++seed);
     check(c.type, c.n_in, 9, n_tokens, 8, 9, ++seed);
+    // Row counts that are multiples of 8 (Q4_0 by block: groups of 16 rows and a last group of
+    // 8), whole and from inside a group.
+    check(c.type, c.n_in, 40, n_tokens, 0, 40, ++seed);
+    check(c.type, c.n_in, 40, n_tokens, 3, 37, ++seed);
+    check(c.type, c.n_in, 24, n_tokens, 16, 24, ++seed);
   }
 }
 

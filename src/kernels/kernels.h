@@ -167,6 +167,15 @@ VecDotFn vec_dot_fn(TensorType w);
 // case is vec_dot_fn.
 VecDotFn batch_dot_fn(TensorType w);
 
+// Q4_0 matrices whose row count is a multiple of 8 are multiplied the way llama.cpp's x86 CPU
+// backend multiplies them once it has repacked them (its q4_0_8x8 layout, used on every CPU with
+// AVX2): each block's integer dot product exactly, then acc = fma(float(sum), dw * da, acc),
+// block after block from zero. vec_dot_fn(Q4_0) keeps ggml's vec_dot order (eight partial sums),
+// which llama.cpp uses for other row counts. matmul_rows and gemm_rows follow this rule for
+// every number of tokens, so a row's result does not depend on how many tokens share the product.
+bool q4_0_by_block(TensorType w, int64_t n_out);
+float dot_q4_0_by_block(int64_t n, const void* w_row, const void* act);
+
 namespace ref {
 // Plain scalar versions, written to be read; the fast paths are tested against them.
 float vec_dot(TensorType w, int64_t n, const void* w_row, const void* act);

@@ -1,10 +1,12 @@
 // Matrix products y = W x for the forward pass, built on vec_dot.
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "kernels/internal.h"
 #include "kernels/kernels.h"
 #include "util/error.h"
+#include "util/fp16.h"
 
 namespace endless::kernels {
 
@@ -19,6 +21,27 @@ void check_shape(TensorType w_type, int64_t n_in) {
 }
 
 }  // namespace
+
+bool q4_0_by_block(TensorType w, int64_t n_out) { return w == TensorType::Q4_0 && n_out % 8 == 0; }
+
+// Fused only where written as fma: the product dw * da is rounded before it scales the sum.
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+float dot_q4_0_by_block(int64_t n, const void* w_row, const void* act) {
+  const auto* x = static_cast<const block_q4_0*>(w_row);
+  const auto* y = static_cast<const block_q8_0*>(act);
+  float acc = 0.0f;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    int32_t sum = 0;
+    for (int j = 0; j < 16; ++j) {
+      sum += ((x[b].qs[j] & 0xF) - 8) * y[b].qs[j];
+      sum += ((x[b].qs[j] >> 4) - 8) * y[b].qs[j + 16];
+    }
+    acc = std::fma(static_cast<float>(sum), fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d), acc);
+  }
+  return acc;
+}
+#pragma GCC pop_options
 
 size_t activations_size(TensorType w_type, int64_t n_in, int64_t n_tokens) {
   return row_size(vec_dot_type(w_type), n_in) * static_cast<size_t>(n_tokens);
@@ -43,9 +66,14 @@ void matmul_rows(TensorType w_type, const void* w, int64_t n_in, int64_t n_out, 
   // kMaxTokensPerDot tokens. A product of several tokens takes ggml's arithmetic for such
   // products (batch_dot_fn), one token vec_dot's.
   constexpr int64_t kTokenTile = 32;
+  // Q4_0 matrices of whole groups of 8 rows take llama.cpp's repacked arithmetic
+  // (q4_0_by_block) for every number of tokens.
   const bool batched = n_tokens >= 2;
-  const detail::MultiDotTable multi = batched ? detail::multi_batch_dot(w_type) : detail::multi_dot(w_type);
-  const VecDotFn single = batched ? batch_dot_fn(w_type) : vec_dot_fn(w_type);
+  const bool by_block = q4_0_by_block(w_type, n_out);
+  const detail::MultiDotTable multi = by_block ? detail::MultiDotTable{}
+                                      : batched ? detail::multi_batch_dot(w_type)
+                                                : detail::multi_dot(w_type);
+  const VecDotFn single = by_block ? dot_q4_0_by_block : batched ? batch_dot_fn(w_type) : vec_dot_fn(w_type);
   for (int64_t t0 = 0; t0 < n_tokens; t0 += kTokenTile) {
     const int64_t t1 = std::min(n_tokens, t0 + kTokenTile);
     for (int64_t o = row_begin; o < row_end; ++o) {

@@ -289,6 +289,41 @@ TEST_F(SimdTest, IsaSelection) {
 
 // matmul under each instruction set equals the per-row dots of that set; all sets agree within
 // rounding.
+// Q4_0 matrices follow llama.cpp's choice: row counts that are a multiple of 8 (which it
+// repacks) take the by-block order, others vec_dot's, and the two really differ in rounding.
+TEST_F(SimdTest, Q4_0RowCountChoosesTheOrder) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  const int64_t n_in = 1024;
+  std::vector<float> x(n_in), wf(n_in * 16);
+  for (auto& v : x) v = dist(rng);
+  for (auto& v : wf) v = dist(rng);
+  const size_t rs = row_size(TensorType::Q4_0, n_in);
+  std::vector<uint8_t> w(rs * 16), act(activations_size(TensorType::Q4_0, n_in, 1));
+  for (int64_t o = 0; o < 16; ++o) quantize_row(TensorType::Q4_0, wf.data() + o * n_in, w.data() + o * rs, n_in);
+  convert_activations(TensorType::Q4_0, x.data(), n_in, 1, act.data());
+  EXPECT_TRUE(q4_0_by_block(TensorType::Q4_0, 16));
+  EXPECT_FALSE(q4_0_by_block(TensorType::Q4_0, 12));
+  EXPECT_FALSE(q4_0_by_block(TensorType::Q8_0, 16));
+  for (Isa isa : supported_isas()) {
+    set_isa(isa);
+    std::vector<float> y16(16), y12(12);
+    matmul_rows(TensorType::Q4_0, w.data(), n_in, 16, act.data(), 1, y16.data(), 0, 16);
+    matmul_rows(TensorType::Q4_0, w.data(), n_in, 12, act.data(), 1, y12.data(), 0, 12);
+    int differ = 0;
+    for (int64_t o = 0; o < 12; ++o) {
+      const uint8_t* row = w.data() + o * rs;
+      const float by_block = dot_q4_0_by_block(n_in, row, act.data());
+      const float ggml = vec_dot(TensorType::Q4_0, n_in, row, act.data());
+      EXPECT_EQ(y16[o], by_block) << isa_name(isa) << " row " << o;
+      EXPECT_EQ(y12[o], ggml) << isa_name(isa) << " row " << o;
+      EXPECT_NEAR(by_block, ggml, 1e-4 * (1 + std::fabs(ggml)));
+      differ += by_block != ggml;
+    }
+    EXPECT_GT(differ, 0) << isa_name(isa);
+  }
+}
+
 TEST_F(SimdTest, MatmulAgreesAcrossIsas) {
   std::mt19937 rng(77);
   std::normal_distribution<float> dist(0.0f, 1.0f);
@@ -315,8 +350,12 @@ TEST_F(SimdTest, MatmulAgreesAcrossIsas) {
         ASSERT_NEAR(y[i], y_ref[i], 1e-4 * (1 + std::fabs(y_ref[i])))
             << isa_name(isa) << " " << type_name(t) << " at " << i;
       // Each token of a batch gets exactly batch_dot_fn's result, however the kernels group
-      // tokens; a product of one token gets vec_dot's.
-      const VecDotFn batch = batch_dot_fn(t);
+      // tokens; a product of one token gets vec_dot's; Q4_0 of 40 rows gets the by-block order
+      // either way.
+      const bool by_block = q4_0_by_block(t, n_out);
+      ASSERT_EQ(by_block, t == TensorType::Q4_0);
+      const VecDotFn batch = by_block ? dot_q4_0_by_block : batch_dot_fn(t);
+      const VecDotFn one = by_block ? dot_q4_0_by_block : vec_dot_fn(t);
       std::vector<float> single(n_out);
       for (int64_t tok = 0; tok < n_tokens; ++tok) {
         matmul(t, w.data(), n_in, n_out, x.data() + tok * n_in, 1, single.data());
@@ -324,7 +363,7 @@ TEST_F(SimdTest, MatmulAgreesAcrossIsas) {
           const uint8_t* row = w.data() + o * row_size(t, n_in);
           ASSERT_EQ(y[tok * n_out + o], batch(n_in, row, act.data() + tok * act_row))
               << isa_name(isa) << " " << type_name(t) << " token " << tok << " row " << o;
-          ASSERT_EQ(single[o], vec_dot(t, n_in, row, act.data() + tok * act_row))
+          ASSERT_EQ(single[o], one(n_in, row, act.data() + tok * act_row))
               << isa_name(isa) << " " << type_name(t) << " token " << tok << " row " << o;
         }
       }

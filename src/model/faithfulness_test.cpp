@@ -61,8 +61,11 @@ std::string model_path(const std::string& name) {
   return {};
 }
 
-bool is_float_type(const std::string& name) {
-  return name.find(".q") == std::string::npos;
+// Float weights, and Q4_0 weights (multiplied as llama.cpp multiplies them after repacking:
+// kernels::q4_0_by_block), give llama.cpp's logits to within printing precision; other quantized
+// types round differently in a few places and are held to a looser tolerance.
+bool is_exact_type(const std::string& name) {
+  return name.find(".q") == std::string::npos || name.ends_with(".q4_0.gguf");
 }
 
 class Faithfulness : public ::testing::TestWithParam<int> {};
@@ -80,8 +83,9 @@ TEST_P(Faithfulness, MatchesLlamaCpp) {
   const std::string path = model_path(ref.model);
   if (path.empty()) GTEST_SKIP() << ref.model << " is absent from ../shared/models";
   SCOPED_TRACE(ref.model);
-  const bool exact = is_float_type(ref.model);
-  const float tol = exact ? 1e-3f : 2e-2f;
+  const bool exact = is_exact_type(ref.model);
+  const bool q4_0 = ref.model.ends_with(".q4_0.gguf");
+  const float tol = q4_0 ? 1e-5f : exact ? 1e-3f : 2e-2f;
 
   auto model = Model::load(path);
   Engine engine(model, 2);
