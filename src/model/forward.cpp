@@ -176,9 +176,8 @@ const std::vector<float>& Engine::forward(std::span<const BatchPart> parts) {
     // Attention block: x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
     for (int64_t t = 0; t < n; ++t)
       rmsnorm(xb_.data() + t * c.dim, x_.data() + t * c.dim, L.attn_norm.data(), c.dim, c.rms_eps);
-    matmul(L.wq, xb_.data(), n, q_.data());
-    matmul(L.wk, xb_.data(), n, k_.data());
-    matmul(L.wv, xb_.data(), n, v_.data());
+    const Product qkv[] = {{&L.wq, q_.data()}, {&L.wk, k_.data()}, {&L.wv, v_.data()}};
+    matmul_group(qkv, xb_.data(), n);
     if (c.qkv_bias) {
       for (int64_t t = 0; t < n; ++t) {
         for (int i = 0; i < c.q_dim(); ++i) q_[t * c.q_dim() + i] += L.bq[i];
@@ -241,8 +240,8 @@ const std::vector<float>& Engine::forward(std::span<const BatchPart> parts) {
     // ggml computes it (its own exp polynomial).
     for (int64_t t = 0; t < rows; ++t)
       rmsnorm(xb_.data() + t * c.dim, x_.data() + t * c.dim, L.ffn_norm.data(), c.dim, c.rms_eps);
-    matmul(L.gate, xb_.data(), rows, ffa_.data());
-    matmul(L.up, xb_.data(), rows, ffb_.data());
+    const Product gate_up[] = {{&L.gate, ffa_.data()}, {&L.up, ffb_.data()}};
+    matmul_group(gate_up, xb_.data(), rows);
     for (int64_t t = 0; t < rows; ++t)
       kernels::silu_row(ffa_.data() + t * c.ff, ffa_.data() + t * c.ff, c.ff);
     for (int64_t i = 0; i < rows * c.ff; ++i) ffa_[i] *= ffb_[i];

@@ -52,6 +52,14 @@ class Engine {
 
  private:
   void matmul(const Weight& w, const float* x, int64_t n_tokens, float* y);
+  // Several products of the same activations (Q, K and V; gate and up) in one parallel region,
+  // their rows handed out as one range, so the threads meet once instead of once per product.
+  // Products whose weights differ in type or row length from the first run on their own.
+  struct Product {
+    const Weight* w;
+    float* y;
+  };
+  void matmul_group(std::span<const Product> products, const float* x, int64_t n_tokens);
   // Attention of one part's new tokens: the reference (forward.cpp, plain loops) and the fast
   // path (attention_fast.cpp: keys and values converted once per batch, keys transposed so the
   // score loops vectorize), which is tested against it. ENDLESS_REFERENCE=1 selects the former.
