@@ -2,8 +2,8 @@
 
 #include <cstring>
 
+#include "kernels/kernels.h"
 #include "util/error.h"
-#include "util/fp16.h"
 
 namespace endless {
 
@@ -27,12 +27,10 @@ void KVStore::write(int layer, int64_t slot, const float* k, const float* v) {
     std::memcpy(kd, k, kv_dim_ * 4);
     std::memcpy(vd, v, kv_dim_ * 4);
   } else {
-    auto* kh = reinterpret_cast<uint16_t*>(kd);
-    auto* vh = reinterpret_cast<uint16_t*>(vd);
-    for (int i = 0; i < kv_dim_; ++i) {
-      kh[i] = fp32_to_fp16(k[i]);
-      vh[i] = fp32_to_fp16(v[i]);
-    }
+    // The vectorized conversion (the same bits as fp32_to_fp16): on the decode step's serial
+    // path, where the element-by-element one took 3% of a batched step of 8 sequences.
+    kernels::fp32_to_fp16_row(k, reinterpret_cast<uint16_t*>(kd), kv_dim_);
+    kernels::fp32_to_fp16_row(v, reinterpret_cast<uint16_t*>(vd), kv_dim_);
   }
 }
 
@@ -50,8 +48,7 @@ void KVStore::read_key(int layer, int64_t slot, float* out) const {
   if (type_ == TensorType::F32) {
     std::memcpy(out, p, kv_dim_ * 4);
   } else {
-    const auto* h = reinterpret_cast<const uint16_t*>(p);
-    for (int i = 0; i < kv_dim_; ++i) out[i] = fp16_to_fp32(h[i]);
+    kernels::fp16_to_fp32_row(reinterpret_cast<const uint16_t*>(p), out, kv_dim_);
   }
 }
 
@@ -60,8 +57,7 @@ void KVStore::read_value(int layer, int64_t slot, float* out) const {
   if (type_ == TensorType::F32) {
     std::memcpy(out, p, kv_dim_ * 4);
   } else {
-    const auto* h = reinterpret_cast<const uint16_t*>(p);
-    for (int i = 0; i < kv_dim_; ++i) out[i] = fp16_to_fp32(h[i]);
+    kernels::fp16_to_fp32_row(reinterpret_cast<const uint16_t*>(p), out, kv_dim_);
   }
 }
 
