@@ -4,6 +4,8 @@
 // ppN: a fresh sequence takes N random tokens in batches of -b (default 512), logits for the
 //      last token of each batch only (as llama-bench's llama_batch_get_one); tokens/s = N / time.
 // tgN: a fresh sequence takes one token (untimed), then N single-token steps, each giving logits.
+// With a depth D (-d, as llama-bench's "@ dD"), each sequence first takes D random tokens,
+// untimed, so the test runs against a cache that already holds them.
 // Each test runs once untimed (warm-up), then -r times; the table shows mean ± sample standard
 // deviation of the per-run tokens/s, like llama-bench.
 #include <sys/mman.h>
@@ -90,6 +92,7 @@ struct BenchOptions {
   std::vector<int> n_prompt{512};
   std::vector<int> n_gen{128};
   std::vector<int> sequences{1};
+  std::vector<int> depths{0};
   std::vector<int> threads;
   int reps = 5;
   int batch = 512;
@@ -223,7 +226,7 @@ Stats stats(const std::vector<double>& v) {
 
 struct Result {
   std::string test;
-  int n_prompt = 0, n_gen = 0;
+  int n_prompt = 0, n_gen = 0, n_depth = 0;
   std::vector<double> seconds;  // per timed run
   std::vector<double> tps;      // tokens/s per timed run
 };
@@ -247,8 +250,14 @@ std::vector<int32_t> random_tokens(std::mt19937_64& rng, int64_t n_vocab, int n)
 // Keeps the compiler from dropping work whose result is unused.
 volatile float g_sink;
 
-double time_prefill(Engine& engine, const BenchOptions& o, std::mt19937_64& rng, int n) {
-  auto seq = engine.new_sequence(bench_memory(o, n));
+// The context a test starts from: depth random tokens, untimed.
+void fill_depth(Engine& engine, Sequence& seq, std::mt19937_64& rng, int depth) {
+  if (depth > 0) engine.eval(seq, random_tokens(rng, engine.config().n_vocab, depth), false);
+}
+
+double time_prefill(Engine& engine, const BenchOptions& o, std::mt19937_64& rng, int n, int depth) {
+  auto seq = engine.new_sequence(bench_memory(o, int64_t{depth} + n));
+  fill_depth(engine, *seq, rng, depth);
   const auto tokens = random_tokens(rng, engine.config().n_vocab, n);
   const auto t0 = Clock::now();
   const auto& logits = engine.eval(*seq, tokens, false);
@@ -259,11 +268,12 @@ double time_prefill(Engine& engine, const BenchOptions& o, std::mt19937_64& rng,
 
 // tgN with S sequences: S fresh sequences decode together, one token each per step (one forward
 // pass of S parts, weights read once for all, as the server batches its sessions).
-double time_decode(Engine& engine, const BenchOptions& o, std::mt19937_64& rng, int n, int n_seq) {
+double time_decode(Engine& engine, const BenchOptions& o, std::mt19937_64& rng, int n, int n_seq, int depth) {
   std::vector<std::unique_ptr<Sequence>> seqs;
   std::vector<std::vector<int32_t>> tokens;
   for (int s = 0; s < n_seq; ++s) {
-    seqs.push_back(engine.new_sequence(bench_memory(o, n + 1)));
+    seqs.push_back(engine.new_sequence(bench_memory(o, int64_t{depth} + n + 1)));
+    fill_depth(engine, *seqs.back(), rng, depth);
     tokens.push_back(random_tokens(rng, engine.config().n_vocab, n + 1));
   }
   std::vector<BatchPart> parts(n_seq);
@@ -277,14 +287,18 @@ double time_decode(Engine& engine, const BenchOptions& o, std::mt19937_64& rng, 
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-Result measure(Engine& engine, const BenchOptions& o, bool prefill, int n, int n_seq) {
+Result measure(Engine& engine, const BenchOptions& o, bool prefill, int n, int n_seq, int depth) {
   Result r;
-  r.test = (prefill ? "pp" : "tg") + std::to_string(n) + (n_seq > 1 ? "x" + std::to_string(n_seq) : "");
+  r.test = (prefill ? "pp" : "tg") + std::to_string(n) + (n_seq > 1 ? "x" + std::to_string(n_seq) : "") +
+           (depth > 0 ? " @ d" + std::to_string(depth) : "");
   (prefill ? r.n_prompt : r.n_gen) = n;
+  r.n_depth = depth;
   std::mt19937_64 rng(o.seed);
-  auto once = [&] { return prefill ? time_prefill(engine, o, rng, n) : time_decode(engine, o, rng, n, n_seq); };
+  auto once = [&] {
+    return prefill ? time_prefill(engine, o, rng, n, depth) : time_decode(engine, o, rng, n, n_seq, depth);
+  };
   if (prefill) once();
-  else time_decode(engine, o, rng, std::min(n, 4), n_seq);  // warm-up
+  else time_decode(engine, o, rng, std::min(n, 4), n_seq, std::min(depth, 16));  // warm-up
   for (int i = 0; i < o.reps; ++i) {
     const double s = once();
     r.seconds.push_back(s);
@@ -490,14 +504,16 @@ int run_bench(BenchOptions& o) {
   for (const auto& m : models) {
     for (int t : o.threads) {
       Engine engine(m.model, t);
-      std::vector<std::tuple<bool, int, int>> tests;  // prefill, tokens, sequences
-      for (int n : o.n_prompt)
-        if (n > 0) tests.emplace_back(true, n, 1);
-      for (int n : o.n_gen)
-        if (n > 0)
-          for (int n_seq : o.sequences) tests.emplace_back(false, n, n_seq);
-      for (const auto& [prefill, n, n_seq] : tests) {
-        const Result r = measure(engine, o, prefill, n, n_seq);
+      std::vector<std::tuple<bool, int, int, int>> tests;  // prefill, tokens, sequences, depth
+      for (int d : o.depths) {
+        for (int n : o.n_prompt)
+          if (n > 0) tests.emplace_back(true, n, 1, d);
+        for (int n : o.n_gen)
+          if (n > 0)
+            for (int n_seq : o.sequences) tests.emplace_back(false, n, n_seq, d);
+      }
+      for (const auto& [prefill, n, n_seq, depth] : tests) {
+        const Result r = measure(engine, o, prefill, n, n_seq, depth);
         const Stats s = stats(r.tps);
         if (o.json) {
           std::vector<double> ns;
@@ -513,6 +529,7 @@ int run_bench(BenchOptions& o) {
                              .add("n_prompt", r.n_prompt)
                              .add("n_gen", r.n_gen)
                              .add("n_seq", n_seq)
+                             .add("n_depth", r.n_depth)
                              .add("n_batch", o.batch)
                              .add("kv_type", o.kv_type)
                              .add("avg_ts", s.mean)
@@ -542,7 +559,8 @@ Registration reg(
       auto o = std::make_shared<BenchOptions>();
       sub.footer(
           "ppN: N random tokens into a fresh sequence in batches of -b; tgN: N single-token steps "
-          "after one untimed token. Each test runs once to warm up, then -r times: mean ± "
+          "after one untimed token; with -d D, either starts from D untimed tokens of context. Each "
+          "test runs once to warm up, then -r times: mean ± "
           "standard deviation of tokens/s. Lists (-p 128,512 -t 1,2) run every combination. "
           "With neither -m nor --synth, the built-in random-weight model. --synth SPEC writes a "
           "random-weight model first: comma-separated fields arch, dim, layers, heads, kv_heads, "
@@ -558,6 +576,10 @@ Registration reg(
                      "Sequences decoding together in tgN (one token each per forward pass, as the server "
                      "batches sessions): tgNxS, aggregate tokens/s")
           ->delimiter(',')->check(CLI::Range(1, 256));
+      sub.add_option("-d,--n-depth", o->depths,
+                     "Tokens already in each sequence's cache when a test starts (untimed), as llama-bench's "
+                     "-d: the test is named ppN @ dD / tgN @ dD")
+          ->delimiter(',')->check(CLI::Range(0, 1 << 20));
       sub.add_option("-t,--threads", o->threads, "Thread counts (default: all cores, at most 8)")
           ->delimiter(',')->check(CLI::Range(1, 1024));
       sub.add_option("-r,--repetitions", o->reps, "Timed runs per test")->check(CLI::Range(1, 1000));

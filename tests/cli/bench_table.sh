@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `endless bench` on a small random-weight model: one row per test (ppN, tgN, and tgNxS for S
-# sequences decoding together), JSON fields as documented, and bad options refused.
+# sequences decoding together; "@ dD" from a context of D tokens), JSON fields as documented, and
+# bad options refused.
 source "$(dirname "$0")/lib.sh"
 
 spec="dim=128,layers=2,heads=4,kv_heads=2,ff=256,vocab=300,type=q8_0"
@@ -23,6 +24,20 @@ PY
 "$ENDLESS_BIN" bench --synth "$spec" -p 0 -n 2 -s 1,2 -t 1 -r 1 >"$TMP/table" 2>&1 || fail "table run failed"
 grep -q '| tg2 |' "$TMP/table" || fail "no tg2 row: $(cat "$TMP/table")"
 grep -q '| tg2x2 |' "$TMP/table" || fail "no tg2x2 row: $(cat "$TMP/table")"
+
+# -d: the tests start from a context of D tokens, named as llama-bench names them.
+"$ENDLESS_BIN" bench --synth "$spec" -p 8 -n 2 -d 0,24 -t 1 -r 1 --json >"$TMP/depth.json" 2>"$TMP/err" ||
+  fail "bench -d exited non-zero: $(cat "$TMP/err")"
+python3 - "$TMP/depth.json" <<'PY' || exit 1
+import json, sys
+rows = {r["test"]: r for r in json.load(open(sys.argv[1]))}
+want = {"pp8": 0, "tg2": 0, "pp8 @ d24": 24, "tg2 @ d24": 24}
+if set(rows) != set(want):
+    sys.exit(f"FAIL: tests {sorted(rows)}, expected {sorted(want)}")
+for test, depth in want.items():
+    if rows[test]["n_depth"] != depth or not rows[test]["avg_ts"] > 0:
+        sys.exit(f"FAIL: {test}: n_depth {rows[test]['n_depth']}, avg_ts {rows[test]['avg_ts']}")
+PY
 
 if "$ENDLESS_BIN" bench --synth "$spec" -s 0 >"$TMP/bad" 2>&1; then fail "-s 0 was accepted"; fi
 grep -qi 'sequences' "$TMP/bad" || fail "-s 0: message does not name the option: $(cat "$TMP/bad")"
