@@ -31,16 +31,20 @@ struct TokenScratch {
   std::vector<uint16_t> half;
 };
 
-// One token's attention over its spans, given the batch's transposed keys kt ([kv_dim][kt_stride],
-// slot lo + j at column j) and the cache's values from slot lo on (v_lo, rows of kv_dim). Compiled for several instruction sets; with
+// One token's attention over its spans, for KV heads [g0, g1) and their query heads, given the
+// batch's transposed keys kt ([kv_dim][kt_stride], slot lo + j at column j) and the cache's values
+// from slot lo on (v_lo, rows of kv_dim). Heads are independent, so a token's heads may be split
+// between threads with the same results. Compiled for several instruction sets; with
 // floating-point contraction off, every version computes exactly the same numbers.
 __attribute__((target_clones("avx512f", "avx2", "default")))
 void attend_token(const ModelConfig& c, const Rope& rope, TokenScratch& t, const float* q,
                   const float* kt_all, const uint8_t* v_lo, int64_t kt_stride, int64_t lo, bool f16,
-                  float* o, MemoryPolicy* observer, int layer, int token) {
+                  float* o, MemoryPolicy* observer, int layer, int token, int g0, int g1) {
   const int group = c.n_heads / c.n_kv_heads;
   const int hd = c.head_dim;
   const int kv_dim = c.kv_dim();
+  const int h0 = g0 * group, h1 = g1 * group;
+  const int64_t q0 = int64_t{h0} * hd, q_len = int64_t{h1 - h0} * hd;  // this range's part of q and o
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   int64_t n_keys = 0;
   for (const Span& s : t.spans) n_keys += s.end - s.begin;
@@ -50,20 +54,21 @@ void attend_token(const ModelConfig& c, const Rope& rope, TokenScratch& t, const
   int64_t j0 = 0;  // where this span's scores start in each head's row
   for (const Span& s : t.spans) {
     const int64_t len = s.end - s.begin;
-    std::memcpy(t.qr.data(), q, c.q_dim() * sizeof(float));
-    rope.apply(t.qr.data(), c.n_heads, s.query_pos);
+    float* qr = t.qr.data() + q0;
+    std::memcpy(qr, q + q0, q_len * sizeof(float));
+    rope.apply(qr, h1 - h0, s.query_pos);
     if (f16) {
-      t.half.resize(c.q_dim());
-      kernels::fp32_to_fp16_row(t.qr.data(), t.half.data(), c.q_dim());
-      kernels::fp16_to_fp32_row(t.half.data(), t.qr.data(), c.q_dim());
+      t.half.resize(q_len);
+      kernels::fp32_to_fp16_row(qr, t.half.data(), q_len);
+      kernels::fp16_to_fp32_row(t.half.data(), qr, q_len);
     }
-    for (int g = 0; g < c.n_kv_heads; ++g)
+    for (int g = g0; g < g1; ++g)
       kernels::attention_scores(t.qr.data() + g * group * hd, group, hd,
                                 kt_all + static_cast<size_t>(g * hd) * kt_stride + (s.begin - lo), kt_stride, len, scale,
                                 t.scores.data() + g * group * n_keys + j0, n_keys);
     j0 += len;
   }
-  for (int h = 0; h < c.n_heads; ++h) {
+  for (int h = h0; h < h1; ++h) {
     float* sh = t.scores.data() + h * n_keys;
     float mx = -INFINITY;
     for (int64_t k = 0; k < n_keys; ++k) mx = std::max(mx, sh[k]);
@@ -78,11 +83,11 @@ void attend_token(const ModelConfig& c, const Rope& rope, TokenScratch& t, const
       kernels::fp16_to_fp32_row(t.half.data(), sh, n_keys);
     }
   }
-  std::fill(o, o + c.q_dim(), 0.0f);
+  std::fill(o + q0, o + q0 + q_len, 0.0f);
   j0 = 0;
   for (const Span& s : t.spans) {
     const int64_t len = s.end - s.begin;
-    for (int g = 0; g < c.n_kv_heads; ++g) {
+    for (int g = g0; g < g1; ++g) {
       const float* p = t.scores.data() + g * group * n_keys + j0;
       const int64_t v_off = (s.begin - lo) * kv_dim + g * hd;
       if (f16)
@@ -96,12 +101,13 @@ void attend_token(const ModelConfig& c, const Rope& rope, TokenScratch& t, const
   }
 }
 
-// One part's attention. `for_range(n, fn)` runs fn(begin, end) over [0, n): across the pool when
+// One part's attention, each token's heads in `split` groups of KV heads (1: whole tokens).
+// `for_range(n, fn)` runs fn(begin, end) over [0, n): across the pool when
 // the part has the machine to itself, on the calling thread when parts run side by side. Either
 // way every token's numbers are the same (attend_token does not depend on who runs it).
 template <typename ForRange>
 void attend_part(const ModelConfig& c, const Rope& rope, int layer, const BatchPart& part, const float* q,
-                 float* out, std::vector<float>& kt, ForRange&& for_range) {
+                 float* out, std::vector<float>& kt, int split, ForRange&& for_range) {
   const int n = static_cast<int>(part.tokens.size());
   const int kv_dim = c.kv_dim();
   const KVStore& store = part.seq->store;
@@ -135,12 +141,20 @@ void attend_part(const ModelConfig& c, const Rope& rope, int layer, const BatchP
     kernels::transpose_to_f32(store.key(layer, lo + j0), f16, j1 - j0, kv_dim, kt.data() + j0, kt_stride);
   });
 
-  for_range(n, [&](int64_t begin, int64_t end) {
+  // Units of work: (token, group of KV heads), token-major.
+  for_range(int64_t{n} * split, [&](int64_t begin, int64_t end) {
     TokenScratch scratch;
-    for (int64_t i = begin; i < end; ++i) {
-      policy.spans(layer, static_cast<int>(i), scratch.spans);
+    int64_t spans_of = -1;  // the token whose spans scratch holds
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t i = u / split;
+      const int part = static_cast<int>(u % split);
+      if (i != spans_of) {
+        policy.spans(layer, static_cast<int>(i), scratch.spans);
+        spans_of = i;
+      }
       attend_token(c, rope, scratch, q + i * c.q_dim(), kt.data(), store.value(layer, lo), kt_stride, lo, f16,
-                   out + i * c.q_dim(), observer, layer, static_cast<int>(i));
+                   out + i * c.q_dim(), observer, layer, static_cast<int>(i), c.n_kv_heads * part / split,
+                   c.n_kv_heads * (part + 1) / split);
     }
   });
 }
@@ -149,8 +163,13 @@ void attend_part(const ModelConfig& c, const Rope& rope, int layer, const BatchP
 
 void Engine::attention_fast(int layer, const BatchPart& part, const float* q, float* out) {
   // In chunks, each thread its own part first, then what is left of the others': a causal
-  // batch's later tokens see more keys, so equal halves of the tokens are not equal work.
-  attend_part(config(), rope_, layer, part, q, out, kt_, [&](int64_t n, auto&& fn) {
+  // batch's later tokens see more keys, so equal halves of the tokens are not equal work. With
+  // fewer tokens than threads (one sequence decoding), each token's KV heads are split between
+  // the threads, which would otherwise wait while one thread reads the whole cache. A policy
+  // that observes the weights gets them one token at a time per thread, as its contract says.
+  const bool by_heads = static_cast<int>(part.tokens.size()) < pool_.size() && !part.seq->policy->wants_attention();
+  const int split = by_heads ? config().n_kv_heads : 1;
+  attend_part(config(), rope_, layer, part, q, out, kt_, split, [&](int64_t n, auto&& fn) {
     pool_.parallel_for_balanced(n, 1, std::max<int64_t>(1, n / (8 * pool_.size())), fn);
   });
 }
@@ -172,7 +191,7 @@ void Engine::attention_fast_parts(int layer, std::span<const BatchPart> parts, c
   pool_.run([&](int t) {
     for (int64_t p; (p = next.fetch_add(1, std::memory_order_relaxed)) < static_cast<int64_t>(parts.size());) {
       const int64_t r = part_rows_[p];
-      attend_part(c, rope_, layer, parts[p], q + r * c.q_dim(), out + r * c.q_dim(), part_kt_[t],
+      attend_part(c, rope_, layer, parts[p], q + r * c.q_dim(), out + r * c.q_dim(), part_kt_[t], 1,
                   [](int64_t n, auto&& fn) {
                     if (n > 0) fn(int64_t{0}, n);
                   });

@@ -256,6 +256,13 @@ TEST(Forward, FastAttentionEqualsReference) {
         const std::vector<float> lb = ref.eval(*b, tokens, true);
         ASSERT_EQ(la.size(), lb.size());
         EXPECT_EQ(la, lb) << arch << " " << policy << " " << type_name(kv);
+        // Single-token steps: the fast path splits each token's KV heads between the threads.
+        for (int step = 0; step < 6; ++step) {
+          const int32_t next = static_cast<int32_t>((step * 37 + 5) % spec.vocab);
+          const std::vector<float> da = fast.eval(*a, std::span(&next, 1), false);
+          const std::vector<float> db = ref.eval(*b, std::span(&next, 1), false);
+          EXPECT_EQ(da, db) << arch << " " << policy << " " << type_name(kv) << " step " << step;
+        }
       }
     }
   }
