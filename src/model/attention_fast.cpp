@@ -72,8 +72,7 @@ void attend_token(const ModelConfig& c, const Rope& rope, TokenScratch& t, const
     float* sh = t.scores.data() + h * n_keys;
     float mx = -INFINITY;
     for (int64_t k = 0; k < n_keys; ++k) mx = std::max(mx, sh[k]);
-    double sum = 0;
-    for (int64_t k = 0; k < n_keys; ++k) sum += sh[k] = std::exp(sh[k] - mx);
+    const double sum = kernels::softmax_exp_row(sh, sh, n_keys, mx);
     const float inv = static_cast<float>(1.0 / sum);
     for (int64_t k = 0; k < n_keys; ++k) sh[k] *= inv;
     if (observer != nullptr) observer->observe_attention(layer, token, h, sh, n_keys);

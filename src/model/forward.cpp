@@ -56,7 +56,7 @@ std::unique_ptr<Sequence> Engine::new_sequence(const MemoryConfig& memory) const
 // token. The arithmetic follows llama.cpp's default CPU path so logits agree with it to rounding:
 // with a half-precision cache the query is rounded to half for the dot product with the keys
 // (ggml's vec_dot_type for F16), and the softmax weights are rounded to half before they weight
-// the values.
+// the values; exp in the softmax is ggml's own (kernels::softmax_exp_row).
 void Engine::attention(int layer, const BatchPart& part, const float* q, float* out) {
   if (reference_) attention_reference(layer, part, q, out);
   else attention_fast(layer, part, q, out);
@@ -107,8 +107,9 @@ void Engine::attention_reference(int layer, const BatchPart& part, const float* 
         float* sh = scores.data() + h * n_keys;
         float mx = -INFINITY;
         for (int64_t k = 0; k < n_keys; ++k) mx = std::max(mx, sh[k]);
-        double sum = 0;
-        for (int64_t k = 0; k < n_keys; ++k) sum += sh[k] = std::exp(sh[k] - mx);
+        // exp(s - max) as ggml's softmax computes it (its exp polynomial sixteen at a time, the
+        // rest with expf; the sum in double), then scaled by the reciprocal of the sum.
+        const double sum = kernels::softmax_exp_row(sh, sh, n_keys, mx);
         const float inv = static_cast<float>(1.0 / sum);
         for (int64_t k = 0; k < n_keys; ++k) sh[k] *= inv;
         if (observe) part.seq->policy->observe_attention(layer, static_cast<int>(i), h, sh, n_keys);
