@@ -71,9 +71,9 @@ void transpose_to_f32_scalar(const void* rows, bool f16, int64_t n_rows, int n_c
 }  // namespace detail
 
 void attention_scores(const float* q, int n_q, int hd, const float* kt, int64_t kt_stride, int64_t len,
-                      float scale, float* s, int64_t s_stride) {
+                      float scale, float* s, int64_t s_stride, bool halves) {
   if (active_isa() == Isa::avx512)
-    detail::avx512_attention_scores(q, n_q, hd, kt, kt_stride, len, scale, s, s_stride);
+    detail::avx512_attention_scores(q, n_q, hd, kt, kt_stride, len, scale, s, s_stride, halves);
   else
     detail::attention_scores_scalar(q, n_q, hd, kt, kt_stride, len, scale, s, s_stride);
 }

@@ -12,8 +12,12 @@ namespace endless::kernels {
 // Scores of n_q query heads against len keys stored transposed (dimension d of key j at
 // kt[d * kt_stride + j]): s[h * s_stride + j] = float(sum in double over d = 0..hd-1, in order,
 // of the float product q[h * hd + d] * key_j[d]) * scale.
+// halves: every value of q and kt is a half-precision value (an F16 cache, whose queries are
+// rounded to half). Their float products are then exact, so the AVX-512 loop may add each to its
+// double sum as a fused multiply-add of the two values widened to double (the same numbers),
+// widening each key once for two heads.
 void attention_scores(const float* q, int n_q, int hd, const float* kt, int64_t kt_stride, int64_t len,
-                      float scale, float* s, int64_t s_stride);
+                      float scale, float* s, int64_t s_stride, bool halves = false);
 
 // Weighted values, accumulated into o: for j = 0..len-1 in order, for every d,
 // o[h * hd + d] += p[h * p_stride + j] * v[j * v_stride + d] (product rounded, then the sum).
@@ -41,7 +45,7 @@ void avx512_attention_values_f16(const float* p, int64_t p_stride, int n_q, int6
                                  int64_t v_stride, int hd, float* o);
 void avx512_transpose_to_f32(const void* rows, bool f16, int64_t n_rows, int n_cols, float* dst, int64_t dst_stride);
 void avx512_attention_scores(const float* q, int n_q, int hd, const float* kt, int64_t kt_stride, int64_t len,
-                             float scale, float* s, int64_t s_stride);
+                             float scale, float* s, int64_t s_stride, bool halves = false);
 void avx512_attention_values(const float* p, int64_t p_stride, int n_q, int64_t len, const float* v,
                              int64_t v_stride, int hd, float* o);
 }  // namespace detail

@@ -2,7 +2,9 @@
 // by side, so the numbers are identical.
 //  - Scores: keys lie transposed, so sixteen keys' dimension d are one vector; up to eight vectors
 //    (128 keys) of one query head advance together: per dimension a float multiply, widened to
-//    two vectors of doubles, each added to its running sum (sixteen in registers).
+//    two vectors of doubles, each added to its running sum (sixteen in registers). With
+//    half-precision inputs the float products are exact, and two heads go together, each key
+//    vector widened once and fused-multiply-added into both heads' double sums (same numbers).
 //  - Weighted values: a head's output lives in registers (16 dimensions each, the last one masked
 //    when the head dimension is not a multiple of 16) while the keys go by in order; two heads of
 //    a group go together, so each value vector loaded serves both and eight chains are in flight.
@@ -53,6 +55,41 @@ void scores_run(const float* qh, int hd, const float* kt, int64_t stride, int64_
     else
       _mm512_storeu_ps(s + j0 + 16 * b, _mm512_mul_ps(f, sc));
   }
+}
+
+// Two query heads over keys [j0, j0 + 16 * NB) clipped to len, every value a half: a product is
+// exact in float, so double(float(q * k)) added to a sum equals fma(double(q), double(k), sum).
+// Each key vector is widened once for both heads.
+template <int NB, bool kTail>
+void scores_run_halves2(const float* qa, const float* qb, int hd, const float* kt, int64_t stride, int64_t j0,
+                        int64_t len, float scale, float* sa, float* sb) {
+  __m512d lo[2][NB], hi[2][NB];
+  for (int h = 0; h < 2; ++h)
+    for (int b = 0; b < NB; ++b) lo[h][b] = hi[h][b] = _mm512_setzero_pd();
+  const __mmask16 last = kTail ? tail_mask(len - (j0 + 16 * (NB - 1))) : __mmask16(0xFFFF);
+  for (int d = 0; d < hd; ++d) {
+    const __m512d q[2] = {_mm512_set1_pd(qa[d]), _mm512_set1_pd(qb[d])};
+    const float* row = kt + d * stride + j0;
+    for (int b = 0; b < NB; ++b) {
+      const __m512 k = kTail && b == NB - 1 ? _mm512_maskz_loadu_ps(last, row + 16 * b) : _mm512_loadu_ps(row + 16 * b);
+      const __m512d k_lo = _mm512_cvtps_pd(_mm512_castps512_ps256(k));
+      const __m512d k_hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(k, 1));
+      for (int h = 0; h < 2; ++h) {
+        lo[h][b] = _mm512_fmadd_pd(q[h], k_lo, lo[h][b]);
+        hi[h][b] = _mm512_fmadd_pd(q[h], k_hi, hi[h][b]);
+      }
+    }
+  }
+  const __m512 sc = _mm512_set1_ps(scale);
+  float* out[2] = {sa, sb};
+  for (int h = 0; h < 2; ++h)
+    for (int b = 0; b < NB; ++b) {
+      const __m512 f = _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(lo[h][b])), _mm512_cvtpd_ps(hi[h][b]), 1);
+      if (kTail && b == NB - 1)
+        _mm512_mask_storeu_ps(out[h] + j0 + 16 * b, last, _mm512_mul_ps(f, sc));
+      else
+        _mm512_storeu_ps(out[h] + j0 + 16 * b, _mm512_mul_ps(f, sc));
+    }
 }
 
 // H heads' output dimensions [16 * c0, 16 * (c0 + C)) clipped to hd, over every key in order.
@@ -121,8 +158,26 @@ void values_heads(const float* p, int64_t p_stride, int64_t len, const V* v, int
 }  // namespace
 
 void avx512_attention_scores(const float* q, int n_q, int hd, const float* kt, int64_t kt_stride, int64_t len,
-                             float scale, float* s, int64_t s_stride) {
-  for (int h = 0; h < n_q; ++h) {
+                             float scale, float* s, int64_t s_stride, bool halves) {
+  int h0 = 0;
+  if (halves) {
+    for (; h0 + 2 <= n_q; h0 += 2) {
+      const float* qa = q + h0 * hd;
+      const float* qb = qa + hd;
+      float* sa = s + h0 * s_stride;
+      float* sb = sa + s_stride;
+      int64_t j0 = 0;
+      for (; j0 + 64 <= len; j0 += 64) scores_run_halves2<4, false>(qa, qb, hd, kt, kt_stride, j0, len, scale, sa, sb);
+      switch ((len - j0 + 15) / 16) {
+        case 0: break;
+        case 1: scores_run_halves2<1, true>(qa, qb, hd, kt, kt_stride, j0, len, scale, sa, sb); break;
+        case 2: scores_run_halves2<2, true>(qa, qb, hd, kt, kt_stride, j0, len, scale, sa, sb); break;
+        case 3: scores_run_halves2<3, true>(qa, qb, hd, kt, kt_stride, j0, len, scale, sa, sb); break;
+        default: scores_run_halves2<4, true>(qa, qb, hd, kt, kt_stride, j0, len, scale, sa, sb); break;
+      }
+    }
+  }
+  for (int h = h0; h < n_q; ++h) {
     const float* qh = q + h * hd;
     float* sh = s + h * s_stride;
     int64_t j0 = 0;

@@ -67,6 +67,35 @@ TEST(Attention, ScoresMatchTheScalarChainsBitForBit) {
   if (!detail::cpu_has_avx512()) GTEST_SKIP() << "scalar loops checked; no AVX-512 on this CPU";
 }
 
+// Half-precision inputs (an F16 cache): the AVX-512 loop's fused multiply-adds in double give the
+// scalar loop's numbers bit for bit, every shape, including extreme halves.
+TEST(Attention, ScoresOfHalvesMatchTheScalarChainsBitForBit) {
+  if (!detail::cpu_has_avx512()) GTEST_SKIP() << "no AVX-512 on this CPU";
+  auto halves = [](std::vector<float> v, uint32_t seed) {
+    std::mt19937 rng(seed);
+    for (auto& x : v) {
+      if (rng() % 50 == 0) x *= 3e4f;    // near the top of the half range
+      if (rng() % 50 == 1) x *= 1e-6f;   // subnormal halves
+      x = fp16_to_fp32(fp32_to_fp16(x));
+    }
+    return v;
+  };
+  uint32_t seed = 500;
+  for (const Shape& sh : shapes()) {
+    const int64_t kt_stride = sh.len + 5, s_stride = sh.len + 3;
+    const auto q = halves(random_floats(sh.n_q * sh.hd, ++seed), seed);
+    const auto kt = halves(random_floats(sh.hd * kt_stride, ++seed), seed);
+    const float scale = 0.088388f;
+    std::vector<float> ref(sh.n_q * s_stride, -7.f), got(sh.n_q * s_stride, -7.f);
+    detail::attention_scores_scalar(q.data(), sh.n_q, sh.hd, kt.data(), kt_stride, sh.len, scale, ref.data(), s_stride);
+    detail::avx512_attention_scores(q.data(), sh.n_q, sh.hd, kt.data(), kt_stride, sh.len, scale, got.data(), s_stride,
+                                    true);
+    for (size_t i = 0; i < got.size(); ++i)
+      ASSERT_TRUE(same_bits(got[i], ref[i])) << "n_q " << sh.n_q << " hd " << sh.hd << " len " << sh.len
+                                             << " at " << i << ": " << got[i] << " vs " << ref[i];
+  }
+}
+
 TEST(Attention, ValuesMatchTheScalarChainsBitForBit) {
   uint32_t seed = 1000;
   for (const Shape& sh : shapes()) {

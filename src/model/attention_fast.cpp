@@ -65,7 +65,7 @@ void attend_token(const ModelConfig& c, const Rope& rope, TokenScratch& t, const
     for (int g = g0; g < g1; ++g)
       kernels::attention_scores(t.qr.data() + g * group * hd, group, hd,
                                 kt_all + static_cast<size_t>(g * hd) * kt_stride + (s.begin - lo), kt_stride, len, scale,
-                                t.scores.data() + g * group * n_keys + j0, n_keys);
+                                t.scores.data() + g * group * n_keys + j0, n_keys, f16);
     j0 += len;
   }
   for (int h = h0; h < h1; ++h) {
