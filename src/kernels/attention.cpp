@@ -79,9 +79,9 @@ void attention_scores(const float* q, int n_q, int hd, const float* kt, int64_t 
 }
 
 void attention_values_f16(const float* p, int64_t p_stride, int n_q, int64_t len, const uint16_t* v,
-                          int64_t v_stride, int hd, float* o) {
+                          int64_t v_stride, int hd, float* o, bool halves) {
   if (active_isa() == Isa::avx512)
-    detail::avx512_attention_values_f16(p, p_stride, n_q, len, v, v_stride, hd, o);
+    detail::avx512_attention_values_f16(p, p_stride, n_q, len, v, v_stride, hd, o, halves);
   else
     detail::attention_values_f16_scalar(p, p_stride, n_q, len, v, v_stride, hd, o);
 }

@@ -25,9 +25,10 @@ void attention_values(const float* p, int64_t p_stride, int n_q, int64_t len, co
                       int64_t v_stride, int hd, float* o);
 
 // The same with half-precision values (an F16 cache), read in place: each is widened to float
-// (exactly) as it is used.
+// (exactly) as it is used. halves: every weight in p is a half too (as attention rounds them for an
+// F16 cache), so each product is exact and the AVX-512 loop fuses it with its add (same numbers).
 void attention_values_f16(const float* p, int64_t p_stride, int n_q, int64_t len, const uint16_t* v,
-                          int64_t v_stride, int hd, float* o);
+                          int64_t v_stride, int hd, float* o, bool halves = false);
 
 // Rows to columns, as floats: dst[c * dst_stride + r] = rows[r * n_cols + c] for r < n_rows,
 // c < n_cols; rows are F32 or (f16) half precision. Lays keys out for attention_scores.
@@ -42,7 +43,7 @@ void attention_values_f16_scalar(const float* p, int64_t p_stride, int n_q, int6
                                  int64_t v_stride, int hd, float* o);
 void transpose_to_f32_scalar(const void* rows, bool f16, int64_t n_rows, int n_cols, float* dst, int64_t dst_stride);
 void avx512_attention_values_f16(const float* p, int64_t p_stride, int n_q, int64_t len, const uint16_t* v,
-                                 int64_t v_stride, int hd, float* o);
+                                 int64_t v_stride, int hd, float* o, bool halves = false);
 void avx512_transpose_to_f32(const void* rows, bool f16, int64_t n_rows, int n_cols, float* dst, int64_t dst_stride);
 void avx512_attention_scores(const float* q, int n_q, int hd, const float* kt, int64_t kt_stride, int64_t len,
                              float scale, float* s, int64_t s_stride, bool halves = false);

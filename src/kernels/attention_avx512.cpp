@@ -102,7 +102,9 @@ inline __m512 load16(const uint16_t* x, bool masked, __mmask16 m) {
   return _mm512_cvtph_ps(masked ? _mm256_maskz_loadu_epi16(m, x) : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)));
 }
 
-template <int H, int C, bool kTail, typename V>
+// kFused: weights and values are halves, so each float product is exact and adding it equals one
+// fused multiply-add (the same numbers, one operation fewer).
+template <int H, int C, bool kTail, bool kFused, typename V>
 void values_run(const float* p, int64_t p_stride, int64_t len, const V* v, int64_t v_stride, int hd, int c0,
                 float* o) {
   const __mmask16 last = kTail ? tail_mask(hd - 16 * (c0 + C - 1)) : __mmask16(0xFFFF);
@@ -115,7 +117,8 @@ void values_run(const float* p, int64_t p_stride, int64_t len, const V* v, int64
     for (int c = 0; c < C; ++c) vj[c] = load(v + j * v_stride + 16 * (c0 + c), c);
     for (int h = 0; h < H; ++h) {
       const __m512 w = _mm512_set1_ps(p[h * p_stride + j]);
-      for (int c = 0; c < C; ++c) acc[h][c] = _mm512_add_ps(acc[h][c], _mm512_mul_ps(w, vj[c]));
+      for (int c = 0; c < C; ++c)
+        acc[h][c] = kFused ? _mm512_fmadd_ps(w, vj[c], acc[h][c]) : _mm512_add_ps(acc[h][c], _mm512_mul_ps(w, vj[c]));
     }
   }
   for (int h = 0; h < H; ++h)
@@ -128,29 +131,29 @@ void values_run(const float* p, int64_t p_stride, int64_t len, const V* v, int64
     }
 }
 
-template <int H, int C, typename V>
+template <int H, int C, bool kFused, typename V>
 void values_run_any(const float* p, int64_t p_stride, int64_t len, const V* v, int64_t v_stride, int hd,
                     int c0, float* o) {
   if (16 * (c0 + C) > hd)
-    values_run<H, C, true>(p, p_stride, len, v, v_stride, hd, c0, o);
+    values_run<H, C, true, kFused>(p, p_stride, len, v, v_stride, hd, c0, o);
   else
-    values_run<H, C, false>(p, p_stride, len, v, v_stride, hd, c0, o);
+    values_run<H, C, false, kFused>(p, p_stride, len, v, v_stride, hd, c0, o);
 }
 
-template <int H, typename V>
+template <int H, bool kFused, typename V>
 void values_heads(const float* p, int64_t p_stride, int64_t len, const V* v, int64_t v_stride, int hd, float* o) {
   constexpr int kMaxC = 8 / H;
   const int regs = (hd + 15) / 16;
   for (int c0 = 0; c0 < regs; c0 += kMaxC) {
     switch (std::min(kMaxC, regs - c0)) {
-      case 1: values_run_any<H, 1>(p, p_stride, len, v, v_stride, hd, c0, o); break;
-      case 2: values_run_any<H, 2>(p, p_stride, len, v, v_stride, hd, c0, o); break;
-      case 3: values_run_any<H, 3>(p, p_stride, len, v, v_stride, hd, c0, o); break;
-      case 4: values_run_any<H, 4>(p, p_stride, len, v, v_stride, hd, c0, o); break;
-      case 5: values_run_any<H, 5>(p, p_stride, len, v, v_stride, hd, c0, o); break;
-      case 6: values_run_any<H, 6>(p, p_stride, len, v, v_stride, hd, c0, o); break;
-      case 7: values_run_any<H, 7>(p, p_stride, len, v, v_stride, hd, c0, o); break;
-      default: values_run_any<H, 8>(p, p_stride, len, v, v_stride, hd, c0, o); break;
+      case 1: values_run_any<H, 1, kFused>(p, p_stride, len, v, v_stride, hd, c0, o); break;
+      case 2: values_run_any<H, 2, kFused>(p, p_stride, len, v, v_stride, hd, c0, o); break;
+      case 3: values_run_any<H, 3, kFused>(p, p_stride, len, v, v_stride, hd, c0, o); break;
+      case 4: values_run_any<H, 4, kFused>(p, p_stride, len, v, v_stride, hd, c0, o); break;
+      case 5: values_run_any<H, 5, kFused>(p, p_stride, len, v, v_stride, hd, c0, o); break;
+      case 6: values_run_any<H, 6, kFused>(p, p_stride, len, v, v_stride, hd, c0, o); break;
+      case 7: values_run_any<H, 7, kFused>(p, p_stride, len, v, v_stride, hd, c0, o); break;
+      default: values_run_any<H, 8, kFused>(p, p_stride, len, v, v_stride, hd, c0, o); break;
     }
   }
 }
@@ -198,11 +201,11 @@ void avx512_attention_scores(const float* q, int n_q, int hd, const float* kt, i
 
 namespace {
 
-template <typename V>
+template <bool kFused, typename V>
 void values(const float* p, int64_t p_stride, int n_q, int64_t len, const V* v, int64_t v_stride, int hd, float* o) {
   int h = 0;
-  for (; h + 2 <= n_q; h += 2) values_heads<2>(p + h * p_stride, p_stride, len, v, v_stride, hd, o + h * hd);
-  if (h < n_q) values_heads<1>(p + h * p_stride, p_stride, len, v, v_stride, hd, o + h * hd);
+  for (; h + 2 <= n_q; h += 2) values_heads<2, kFused>(p + h * p_stride, p_stride, len, v, v_stride, hd, o + h * hd);
+  if (h < n_q) values_heads<1, kFused>(p + h * p_stride, p_stride, len, v, v_stride, hd, o + h * hd);
 }
 
 // 16 rows of 16 floats to 16 columns in registers: pairs of rows interleaved, then pairs of
@@ -253,12 +256,13 @@ void transpose(const T* rows, int64_t n_rows, int n_cols, float* dst, int64_t ds
 
 void avx512_attention_values(const float* p, int64_t p_stride, int n_q, int64_t len, const float* v,
                              int64_t v_stride, int hd, float* o) {
-  values(p, p_stride, n_q, len, v, v_stride, hd, o);
+  values<false>(p, p_stride, n_q, len, v, v_stride, hd, o);
 }
 
 void avx512_attention_values_f16(const float* p, int64_t p_stride, int n_q, int64_t len, const uint16_t* v,
-                                 int64_t v_stride, int hd, float* o) {
-  values(p, p_stride, n_q, len, v, v_stride, hd, o);
+                                 int64_t v_stride, int hd, float* o, bool halves) {
+  if (halves) values<true>(p, p_stride, n_q, len, v, v_stride, hd, o);
+  else values<false>(p, p_stride, n_q, len, v, v_stride, hd, o);
 }
 
 void avx512_transpose_to_f32(const void* rows, bool f16, int64_t n_rows, int n_cols, float* dst, int64_t dst_stride) {

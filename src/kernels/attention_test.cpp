@@ -151,6 +151,33 @@ TEST(Attention, HalfValuesInPlaceMatchTheirFloatWideningBitForBit) {
   if (!detail::cpu_has_avx512()) GTEST_SKIP() << "scalar loops checked; no AVX-512 on this CPU";
 }
 
+// Weights that are halves too (an F16 cache rounds them): the fused AVX-512 loop gives the scalar
+// loop's numbers bit for bit.
+TEST(Attention, HalfWeightsAndValuesFusedMatchTheScalarChainsBitForBit) {
+  if (!detail::cpu_has_avx512()) GTEST_SKIP() << "no AVX-512 on this CPU";
+  uint32_t seed = 2500;
+  for (const Shape& sh : shapes()) {
+    const int64_t p_stride = sh.len + 2, v_stride = sh.hd + 16;
+    auto p = random_floats(sh.n_q * p_stride, ++seed);
+    std::mt19937 rng(seed);
+    for (auto& w : p) {
+      w = std::fabs(w) * (rng() % 40 == 0 ? 1e-6f : 0.3f);  // softmax weights, some subnormal halves
+      w = fp16_to_fp32(fp32_to_fp16(w));
+    }
+    auto vf = random_floats(sh.len * v_stride, ++seed);
+    for (auto& x : vf)
+      if (rng() % 40 == 0) x *= 3e4f;
+    const auto vh = to_halves(vf);
+    const auto o0 = random_floats(sh.n_q * sh.hd + 16, ++seed);
+    std::vector<float> ref = o0, got = o0;
+    detail::attention_values_f16_scalar(p.data(), p_stride, sh.n_q, sh.len, vh.data(), v_stride, sh.hd, ref.data());
+    detail::avx512_attention_values_f16(p.data(), p_stride, sh.n_q, sh.len, vh.data(), v_stride, sh.hd, got.data(), true);
+    for (size_t i = 0; i < ref.size(); ++i)
+      ASSERT_TRUE(same_bits(got[i], ref[i])) << "n_q " << sh.n_q << " hd " << sh.hd << " len " << sh.len << " at " << i
+                                             << ": " << got[i] << " vs " << ref[i];
+  }
+}
+
 TEST(Attention, TransposeToFloatColumns) {
   uint32_t seed = 3000;
   for (int64_t n_rows : {1, 5, 16, 17, 40, 300})

@@ -91,7 +91,7 @@ void attend_token(const ModelConfig& c, const Rope& rope, TokenScratch& t, const
       const int64_t v_off = (s.begin - lo) * kv_dim + g * hd;
       if (f16)
         kernels::attention_values_f16(p, n_keys, group, len, reinterpret_cast<const uint16_t*>(v_lo) + v_off, kv_dim,
-                                      hd, o + g * group * hd);
+                                      hd, o + g * group * hd, true);
       else
         kernels::attention_values(p, n_keys, group, len, reinterpret_cast<const float*>(v_lo) + v_off, kv_dim, hd,
                                   o + g * group * hd);
