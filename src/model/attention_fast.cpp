@@ -142,7 +142,9 @@ void attend_part(const ModelConfig& c, const Rope& rope, int layer, const BatchP
 
   // Units of work: (token, group of KV heads), token-major.
   for_range(int64_t{n} * split, [&](int64_t begin, int64_t end) {
-    TokenScratch scratch;
+    // Kept per thread: a fresh one per chunk allocated (and zeroed) every head's scores each time,
+    // at long contexts from newly mapped pages.
+    thread_local TokenScratch scratch;
     int64_t spans_of = -1;  // the token whose spans scratch holds
     for (int64_t u = begin; u < end; ++u) {
       const int64_t i = u / split;
