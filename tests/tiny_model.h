@@ -19,6 +19,9 @@ struct TinyModelSpec {
   // Store the weights as F32 after a round trip through this type: the same values a model of
   // that type holds, computed in float (isolates the error of the quantized matmul itself).
   TensorType roundtrip = TensorType::F32;
+  // When not F32: attn_v and ffn_up take this type instead of `type` (and of `roundtrip`), as
+  // llama-quantize's _M mixes give some tensors a wider type.
+  TensorType mixed = TensorType::F32;
 };
 
 inline void write_tiny_model(const TinyModelSpec& s, const std::string& path) {
@@ -56,12 +59,15 @@ inline void write_tiny_model(const TinyModelSpec& s, const std::string& path) {
     std::vector<float> v(n);
     for (auto& x : v) x = normal(rng) * scale;
     if (shape.size() == 1 && scale == 0) std::fill(v.begin(), v.end(), 1.0f);
-    if (quantize && s.roundtrip != TensorType::F32) {
-      std::vector<uint8_t> q(row_size(s.roundtrip, n));
-      kernels::quantize_weights_row(s.roundtrip, v.data(), q.data(), n);
-      kernels::dequantize_row(s.roundtrip, q.data(), v.data(), n);
+    const bool mixed = s.mixed != TensorType::F32 &&
+                       (name.ends_with("attn_v.weight") || name.ends_with("ffn_up.weight"));
+    const TensorType roundtrip = mixed && s.roundtrip != TensorType::F32 ? s.mixed : s.roundtrip;
+    if (quantize && roundtrip != TensorType::F32) {
+      std::vector<uint8_t> q(row_size(roundtrip, n));
+      kernels::quantize_weights_row(roundtrip, v.data(), q.data(), n);
+      kernels::dequantize_row(roundtrip, q.data(), v.data(), n);
     }
-    const TensorType t = quantize ? s.type : TensorType::F32;
+    const TensorType t = !quantize ? TensorType::F32 : mixed && s.type != TensorType::F32 ? s.mixed : s.type;
     std::vector<uint8_t> data(row_size(t, n));
     kernels::quantize_weights_row(t, v.data(), data.data(), n);
     w.add_tensor(name, t, shape, data.data(), data.size());

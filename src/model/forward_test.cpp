@@ -224,6 +224,39 @@ TEST(Forward, EveryWeightTypeMatchesItsFloatEquivalent) {
   }
 }
 
+// Q/K/V and gate/up go through one parallel region when their weights share a type; a model
+// whose V and up are of a wider type (as Q4_K_M's) runs those products on their own, and still
+// computes what its float equivalent computes, with 1 thread and 2 alike.
+TEST(Forward, MixedWeightTypesMatchTheirFloatEquivalent) {
+  TinyModelSpec spec;
+  spec.dim = 256;
+  spec.ff = 512;
+  const auto tokens = random_tokens(12, spec.vocab, 7);
+  for (auto [main, wide] : {std::pair{TensorType::Q4_K, TensorType::Q6_K}, std::pair{TensorType::Q4_0, TensorType::Q8_0}}) {
+    const std::string name = std::string(type_name(main)) + "-" + std::string(type_name(wide));
+    spec.mixed = wide;
+    spec.type = TensorType::F32;
+    spec.roundtrip = main;
+    auto ref_model = tiny(spec, "mixed-f32-" + name);
+    spec.type = main;
+    spec.roundtrip = TensorType::F32;
+    auto model = tiny(spec, "mixed-" + name);
+    EXPECT_EQ(model->layer(0).wv.type, wide);
+    EXPECT_EQ(model->layer(0).up.type, wide);
+    EXPECT_EQ(model->layer(0).wq.type, main);
+    Engine ref_engine(ref_model, 1), one(model, 1), two(model, 2);
+    auto rs = ref_engine.new_sequence(full(32, 32));
+    auto s1 = one.new_sequence(full(32, 32));
+    auto s2 = two.new_sequence(full(32, 32));
+    const std::vector<float> want = ref_engine.eval(*rs, tokens, false);
+    const std::vector<float> got = one.eval(*s1, tokens, false);
+    EXPECT_EQ(two.eval(*s2, tokens, false), got) << name;
+    float scale = 0;
+    for (float x : want) scale = std::max(scale, std::abs(x));
+    EXPECT_LT(max_abs_diff(got, want), 0.05f * scale) << name;
+  }
+}
+
 }  // namespace
 }  // namespace endless
 
