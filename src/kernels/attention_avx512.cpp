@@ -29,6 +29,15 @@ namespace {
 
 inline __mmask16 tail_mask(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1); }
 
+// Sixteen keys' double sums (keys 0-7 in lo, 8-15 in hi) rounded to float and scaled, into dst
+// (only the keys in m where masked).
+inline void store_scores(__m512d lo, __m512d hi, float scale, float* dst, bool masked, __mmask16 m) {
+  const __m512 f = _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(lo)), _mm512_cvtpd_ps(hi), 1);
+  const __m512 v = _mm512_mul_ps(f, _mm512_set1_ps(scale));
+  if (masked) _mm512_mask_storeu_ps(dst, m, v);
+  else _mm512_storeu_ps(dst, v);
+}
+
 // Keys [j0, j0 + 16 * NB) clipped to len, for one query head.
 template <int NB, bool kTail>
 void scores_run(const float* qh, int hd, const float* kt, int64_t stride, int64_t j0, int64_t len, float scale,
@@ -47,14 +56,7 @@ void scores_run(const float* qh, int hd, const float* kt, int64_t stride, int64_
       hi[b] = _mm512_add_pd(hi[b], _mm512_cvtps_pd(_mm512_extractf32x8_ps(p, 1)));
     }
   }
-  const __m512 sc = _mm512_set1_ps(scale);
-  for (int b = 0; b < NB; ++b) {
-    const __m512 f = _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(lo[b])), _mm512_cvtpd_ps(hi[b]), 1);
-    if (kTail && b == NB - 1)
-      _mm512_mask_storeu_ps(s + j0 + 16 * b, last, _mm512_mul_ps(f, sc));
-    else
-      _mm512_storeu_ps(s + j0 + 16 * b, _mm512_mul_ps(f, sc));
-  }
+  for (int b = 0; b < NB; ++b) store_scores(lo[b], hi[b], scale, s + j0 + 16 * b, kTail && b == NB - 1, last);
 }
 
 // Two query heads over keys [j0, j0 + 16 * NB) clipped to len, every value a half: a product is
@@ -80,16 +82,9 @@ void scores_run_halves2(const float* qa, const float* qb, int hd, const float* k
       }
     }
   }
-  const __m512 sc = _mm512_set1_ps(scale);
   float* out[2] = {sa, sb};
   for (int h = 0; h < 2; ++h)
-    for (int b = 0; b < NB; ++b) {
-      const __m512 f = _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(lo[h][b])), _mm512_cvtpd_ps(hi[h][b]), 1);
-      if (kTail && b == NB - 1)
-        _mm512_mask_storeu_ps(out[h] + j0 + 16 * b, last, _mm512_mul_ps(f, sc));
-      else
-        _mm512_storeu_ps(out[h] + j0 + 16 * b, _mm512_mul_ps(f, sc));
-    }
+    for (int b = 0; b < NB; ++b) store_scores(lo[h][b], hi[h][b], scale, out[h] + j0 + 16 * b, kTail && b == NB - 1, last);
 }
 
 // H heads' output dimensions [16 * c0, 16 * (c0 + C)) clipped to hd, over every key in order.

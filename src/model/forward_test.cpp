@@ -196,6 +196,24 @@ TEST(Forward, FullCacheRefusesToOverflow) {
 // Every weight type against an F32 model holding the same (de-quantized) weights: what remains
 // is the error of the quantized matmul itself, i.e. of quantizing the activations (to Q8_0 / Q8_K
 // / F16 / BF16 as ggml does), which must stay small.
+// A model of weight type t (spec.mixed for V and up when set) and its float equivalent: F32
+// weights holding the very values the quantized ones decode to.
+std::pair<std::shared_ptr<const Model>, std::shared_ptr<const Model>> with_float_equivalent(TinyModelSpec spec, TensorType t,
+                                                                                              const std::string& name) {
+  spec.type = TensorType::F32;
+  spec.roundtrip = t;
+  auto f32 = tiny(spec, name + "-f32");
+  spec.type = t;
+  spec.roundtrip = TensorType::F32;
+  return {tiny(spec, name), f32};
+}
+
+float max_abs(const std::vector<float>& v) {
+  float m = 0;
+  for (float x : v) m = std::max(m, std::abs(x));
+  return m;
+}
+
 TEST(Forward, EveryWeightTypeMatchesItsFloatEquivalent) {
   TinyModelSpec spec;
   spec.dim = 256;
@@ -206,21 +224,14 @@ TEST(Forward, EveryWeightTypeMatchesItsFloatEquivalent) {
                        TensorType::Q4_1, TensorType::Q5_0, TensorType::Q5_1, TensorType::Q2_K,
                        TensorType::Q3_K, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K}) {
     const std::string name(type_name(t));
-    spec.type = TensorType::F32;
-    spec.roundtrip = t;
-    auto ref_model = tiny(spec, "equiv-f32-" + name);
-    spec.type = t;
-    spec.roundtrip = TensorType::F32;
-    auto model = tiny(spec, "equiv-" + name);
+    const auto [model, ref_model] = with_float_equivalent(spec, t, "equiv-" + name);
     EXPECT_EQ(model->main_type(), t);
     Engine ref_engine(ref_model, 1), engine(model, 1);
     auto rs = ref_engine.new_sequence(full(32, 32));
     auto s = engine.new_sequence(full(32, 32));
     const std::vector<float> want = ref_engine.eval(*rs, tokens, false);
     const std::vector<float> got = engine.eval(*s, tokens, false);
-    float scale = 0;
-    for (float x : want) scale = std::max(scale, std::abs(x));
-    EXPECT_LT(max_abs_diff(got, want), 0.05f * scale) << name;
+    EXPECT_LT(max_abs_diff(got, want), 0.05f * max_abs(want)) << name;
   }
 }
 
@@ -235,12 +246,7 @@ TEST(Forward, MixedWeightTypesMatchTheirFloatEquivalent) {
   for (auto [main, wide] : {std::pair{TensorType::Q4_K, TensorType::Q6_K}, std::pair{TensorType::Q4_0, TensorType::Q8_0}}) {
     const std::string name = std::string(type_name(main)) + "-" + std::string(type_name(wide));
     spec.mixed = wide;
-    spec.type = TensorType::F32;
-    spec.roundtrip = main;
-    auto ref_model = tiny(spec, "mixed-f32-" + name);
-    spec.type = main;
-    spec.roundtrip = TensorType::F32;
-    auto model = tiny(spec, "mixed-" + name);
+    const auto [model, ref_model] = with_float_equivalent(spec, main, "mixed-" + name);
     EXPECT_EQ(model->layer(0).wv.type, wide);
     EXPECT_EQ(model->layer(0).up.type, wide);
     EXPECT_EQ(model->layer(0).wq.type, main);
@@ -251,9 +257,7 @@ TEST(Forward, MixedWeightTypesMatchTheirFloatEquivalent) {
     const std::vector<float> want = ref_engine.eval(*rs, tokens, false);
     const std::vector<float> got = one.eval(*s1, tokens, false);
     EXPECT_EQ(two.eval(*s2, tokens, false), got) << name;
-    float scale = 0;
-    for (float x : want) scale = std::max(scale, std::abs(x));
-    EXPECT_LT(max_abs_diff(got, want), 0.05f * scale) << name;
+    EXPECT_LT(max_abs_diff(got, want), 0.05f * max_abs(want)) << name;
   }
 }
 
