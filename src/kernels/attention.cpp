@@ -14,27 +14,62 @@ namespace endless::kernels {
 
 namespace detail {
 
-// Written so the compiler can vectorize them (keys innermost for the scores, dimensions for the
-// values) and cloned for AVX2: the AVX2 path runs these. Contraction is off, so every clone
-// computes the same numbers.
-__attribute__((target_clones("avx2", "default")))
-void attention_scores_scalar(const float* q, int n_q, int hd, const float* kt, int64_t kt_stride, int64_t len,
-                             float scale, float* s, int64_t s_stride) {
-  constexpr int64_t kBlock = 64;
-  double acc[kBlock];
+namespace {
+
+inline float key_value(float x) { return x; }
+inline float key_value(uint16_t x) { return fp16_to_fp32(x); }
+
+// Keys four tiles at a time, their sums side by side, the slot innermost (so the compiler can
+// vectorize it: the AVX2 path runs this).
+template <typename T>
+__attribute__((always_inline)) inline void scores_tiles(const float* q, int n_q, int hd, const T* k,
+                                                        int64_t tile_stride, int64_t begin, int64_t len,
+                                                        float scale, float* s, int64_t s_stride) {
+  constexpr int kTiles = 4;
+  double acc[kTiles * kKeyTile];
+  const int64_t end = begin + len, t_end = (end + kKeyTile - 1) / kKeyTile;
   for (int h = 0; h < n_q; ++h)
-    for (int64_t j0 = 0; j0 < len; j0 += kBlock) {
-      const int64_t nj = std::min(kBlock, len - j0);
-      for (int64_t j = 0; j < nj; ++j) acc[j] = 0;
+    for (int64_t t0 = begin / kKeyTile; t0 < t_end; t0 += kTiles) {
+      const int nt = static_cast<int>(std::min<int64_t>(kTiles, t_end - t0));
+      for (double& a : acc) a = 0;
       for (int d = 0; d < hd; ++d) {
         const float qd = q[h * hd + d];
-        const float* row = kt + d * kt_stride + j0;
-        for (int64_t j = 0; j < nj; ++j) acc[j] += qd * row[j];
+        for (int b = 0; b < nt; ++b) {
+          const T* row = k + (t0 + b) * tile_stride + d * kKeyTile;
+          for (int l = 0; l < kKeyTile; ++l) acc[b * kKeyTile + l] += qd * key_value(row[l]);
+        }
       }
-      for (int64_t j = 0; j < nj; ++j) s[h * s_stride + j0 + j] = static_cast<float>(acc[j]) * scale;
+      for (int64_t j = std::max(begin, t0 * kKeyTile); j < std::min(end, (t0 + nt) * kKeyTile); ++j)
+        s[h * s_stride + (j - begin)] = static_cast<float>(acc[j - t0 * kKeyTile]) * scale;
     }
 }
 
+// Contraction is off, so every clone computes the same numbers.
+__attribute__((target_clones("avx2", "default")))
+void scores_f32(const float* q, int n_q, int hd, const float* k, int64_t tile_stride, int64_t begin, int64_t len,
+                float scale, float* s, int64_t s_stride) {
+  scores_tiles(q, n_q, hd, k, tile_stride, begin, len, scale, s, s_stride);
+}
+
+__attribute__((target_clones("avx2", "default")))
+void scores_f16(const float* q, int n_q, int hd, const uint16_t* k, int64_t tile_stride, int64_t begin, int64_t len,
+                float scale, float* s, int64_t s_stride) {
+  scores_tiles(q, n_q, hd, k, tile_stride, begin, len, scale, s, s_stride);
+}
+
+}  // namespace
+
+void attention_scores_scalar(const float* q, int n_q, int hd, const KeyTiles& k, int64_t begin, int64_t len,
+                             float scale, float* s, int64_t s_stride) {
+  if (len <= 0) return;
+  if (k.f16)
+    scores_f16(q, n_q, hd, static_cast<const uint16_t*>(k.data), k.tile_stride, begin, len, scale, s, s_stride);
+  else
+    scores_f32(q, n_q, hd, static_cast<const float*>(k.data), k.tile_stride, begin, len, scale, s, s_stride);
+}
+
+// Written so the compiler can vectorize them (dimensions innermost) and cloned for AVX2: the AVX2
+// path runs these.
 __attribute__((target_clones("avx2", "default")))
 void attention_values_scalar(const float* p, int64_t p_stride, int n_q, int64_t len, const float* v,
                              int64_t v_stride, int hd, float* o) {
@@ -61,21 +96,14 @@ void attention_values_f16_scalar(const float* p, int64_t p_stride, int n_q, int6
   }
 }
 
-void transpose_to_f32_scalar(const void* rows, bool f16, int64_t n_rows, int n_cols, float* dst, int64_t dst_stride) {
-  for (int64_t r = 0; r < n_rows; ++r)
-    for (int c = 0; c < n_cols; ++c)
-      dst[c * dst_stride + r] = f16 ? fp16_to_fp32(static_cast<const uint16_t*>(rows)[r * n_cols + c])
-                                    : static_cast<const float*>(rows)[r * n_cols + c];
-}
-
 }  // namespace detail
 
-void attention_scores(const float* q, int n_q, int hd, const float* kt, int64_t kt_stride, int64_t len,
-                      float scale, float* s, int64_t s_stride, bool halves) {
+void attention_scores(const float* q, int n_q, int hd, const KeyTiles& k, int64_t begin, int64_t len, float scale,
+                      float* s, int64_t s_stride) {
   if (active_isa() == Isa::avx512)
-    detail::avx512_attention_scores(q, n_q, hd, kt, kt_stride, len, scale, s, s_stride, halves);
+    detail::avx512_attention_scores(q, n_q, hd, k, begin, len, scale, s, s_stride);
   else
-    detail::attention_scores_scalar(q, n_q, hd, kt, kt_stride, len, scale, s, s_stride);
+    detail::attention_scores_scalar(q, n_q, hd, k, begin, len, scale, s, s_stride);
 }
 
 void attention_values_f16(const float* p, int64_t p_stride, int n_q, int64_t len, const uint16_t* v,
@@ -84,13 +112,6 @@ void attention_values_f16(const float* p, int64_t p_stride, int n_q, int64_t len
     detail::avx512_attention_values_f16(p, p_stride, n_q, len, v, v_stride, hd, o, halves);
   else
     detail::attention_values_f16_scalar(p, p_stride, n_q, len, v, v_stride, hd, o);
-}
-
-void transpose_to_f32(const void* rows, bool f16, int64_t n_rows, int n_cols, float* dst, int64_t dst_stride) {
-  if (active_isa() == Isa::avx512)
-    detail::avx512_transpose_to_f32(rows, f16, n_rows, n_cols, dst, dst_stride);
-  else
-    detail::transpose_to_f32_scalar(rows, f16, n_rows, n_cols, dst, dst_stride);
 }
 
 void attention_values(const float* p, int64_t p_stride, int n_q, int64_t len, const float* v,

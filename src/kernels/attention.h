@@ -9,15 +9,26 @@
 
 namespace endless::kernels {
 
-// Scores of n_q query heads against len keys stored transposed (dimension d of key j at
-// kt[d * kt_stride + j]): s[h * s_stride + j] = float(sum in double over d = 0..hd-1, in order,
-// of the float product q[h * hd + d] * key_j[d]) * scale.
-// halves: every value of q and kt is a half-precision value (an F16 cache, whose queries are
-// rounded to half). Their float products are then exact, so the AVX-512 loop may add each to its
+// Keys as the KV cache keeps them (memory/kv_store.h): tiles of kKeyTile consecutive slots, each
+// a [dimension][slot] block, so dimension d of sixteen consecutive keys is one vector. Dimension d
+// of slot j's key is data[(j / kKeyTile) * tile_stride + d * kKeyTile + j % kKeyTile], counted
+// from the first dimension the scores use; floats, or half-precision values (f16).
+constexpr int kKeyTile = 16;
+struct KeyTiles {
+  const void* data;
+  int64_t tile_stride;  // elements from one tile to the next
+  bool f16;
+};
+
+// Scores of n_q query heads against the keys of slots [begin, begin + len):
+// s[h * s_stride + j] = float(sum in double over d = 0..hd-1, in order, of the float product
+// q[h * hd + d] * key_{begin+j}[d]) * scale.
+// With half-precision keys (f16) every value of q must be a half too (attention rounds queries
+// for an F16 cache): the float products are then exact, so the AVX-512 loop adds each to its
 // double sum as a fused multiply-add of the two values widened to double (the same numbers),
 // widening each key once for two heads.
-void attention_scores(const float* q, int n_q, int hd, const float* kt, int64_t kt_stride, int64_t len,
-                      float scale, float* s, int64_t s_stride, bool halves = false);
+void attention_scores(const float* q, int n_q, int hd, const KeyTiles& k, int64_t begin, int64_t len, float scale,
+                      float* s, int64_t s_stride);
 
 // Weighted values, accumulated into o: for j = 0..len-1 in order, for every d,
 // o[h * hd + d] += p[h * p_stride + j] * v[j * v_stride + d] (product rounded, then the sum).
@@ -30,23 +41,17 @@ void attention_values(const float* p, int64_t p_stride, int n_q, int64_t len, co
 void attention_values_f16(const float* p, int64_t p_stride, int n_q, int64_t len, const uint16_t* v,
                           int64_t v_stride, int hd, float* o, bool halves = false);
 
-// Rows to columns, as floats: dst[c * dst_stride + r] = rows[r * n_cols + c] for r < n_rows,
-// c < n_cols; rows are F32 or (f16) half precision. Lays keys out for attention_scores.
-void transpose_to_f32(const void* rows, bool f16, int64_t n_rows, int n_cols, float* dst, int64_t dst_stride);
-
 namespace detail {
-void attention_scores_scalar(const float* q, int n_q, int hd, const float* kt, int64_t kt_stride, int64_t len,
+void attention_scores_scalar(const float* q, int n_q, int hd, const KeyTiles& k, int64_t begin, int64_t len,
                              float scale, float* s, int64_t s_stride);
 void attention_values_scalar(const float* p, int64_t p_stride, int n_q, int64_t len, const float* v,
                              int64_t v_stride, int hd, float* o);
 void attention_values_f16_scalar(const float* p, int64_t p_stride, int n_q, int64_t len, const uint16_t* v,
                                  int64_t v_stride, int hd, float* o);
-void transpose_to_f32_scalar(const void* rows, bool f16, int64_t n_rows, int n_cols, float* dst, int64_t dst_stride);
 void avx512_attention_values_f16(const float* p, int64_t p_stride, int n_q, int64_t len, const uint16_t* v,
                                  int64_t v_stride, int hd, float* o, bool halves = false);
-void avx512_transpose_to_f32(const void* rows, bool f16, int64_t n_rows, int n_cols, float* dst, int64_t dst_stride);
-void avx512_attention_scores(const float* q, int n_q, int hd, const float* kt, int64_t kt_stride, int64_t len,
-                             float scale, float* s, int64_t s_stride, bool halves = false);
+void avx512_attention_scores(const float* q, int n_q, int hd, const KeyTiles& k, int64_t begin, int64_t len,
+                             float scale, float* s, int64_t s_stride);
 void avx512_attention_values(const float* p, int64_t p_stride, int n_q, int64_t len, const float* v,
                              int64_t v_stride, int hd, float* o);
 }  // namespace detail

@@ -27,55 +27,71 @@ namespace endless::kernels::detail {
 
 namespace {
 
-inline __mmask16 tail_mask(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1); }
-
-// Sixteen keys' double sums (keys 0-7 in lo, 8-15 in hi) rounded to float and scaled, into dst
-// (only the keys in m where masked).
-inline void store_scores(__m512d lo, __m512d hi, float scale, float* dst, bool masked, __mmask16 m) {
-  const __m512 f = _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(lo)), _mm512_cvtpd_ps(hi), 1);
-  const __m512 v = _mm512_mul_ps(f, _mm512_set1_ps(scale));
-  if (masked) _mm512_mask_storeu_ps(dst, m, v);
-  else _mm512_storeu_ps(dst, v);
+// Sixteen keys: dimension d of a tile's slots, widened to float.
+inline __m512 load_keys(const float* k) { return _mm512_loadu_ps(k); }
+inline __m512 load_keys(const uint16_t* k) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(k)));
 }
 
-// Keys [j0, j0 + 16 * NB) clipped to len, for one query head.
-template <int NB, bool kTail>
-void scores_run(const float* qh, int hd, const float* kt, int64_t stride, int64_t j0, int64_t len, float scale,
-                float* s) {
-  __m512d lo[NB], hi[NB];  // keys 0-7 and 8-15 of each vector
+// The lanes of tile t whose slots are in [begin, end).
+inline __mmask16 tile_lanes(int64_t t, int64_t begin, int64_t end) {
+  const int64_t first = t * kKeyTile;
+  const int lo = static_cast<int>(std::max<int64_t>(begin - first, 0));
+  const int hi = static_cast<int>(std::min<int64_t>(end - first, kKeyTile));
+  return static_cast<__mmask16>(((1u << hi) - 1) & ~((1u << lo) - 1));
+}
+
+// A tile's sixteen double sums (lanes 0-7 in lo, 8-15 in hi) rounded to float and scaled: the
+// score of slot first + l (l in lanes) goes to s[first + l - begin].
+inline void store_scores(__m512d lo, __m512d hi, float scale, int64_t first, int64_t begin, __mmask16 lanes,
+                         float* s) {
+  const __m512 f = _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(lo)), _mm512_cvtpd_ps(hi), 1);
+  const __m512 v = _mm512_mul_ps(f, _mm512_set1_ps(scale));
+  if (first >= begin) {
+    _mm512_mask_storeu_ps(s + (first - begin), lanes, v);
+  } else {  // the span starts inside this tile
+    alignas(64) float tmp[kKeyTile];
+    _mm512_store_ps(tmp, v);
+    for (int l = static_cast<int>(begin - first); l < kKeyTile; ++l)
+      if (lanes >> l & 1) s[first + l - begin] = tmp[l];
+  }
+}
+
+// One query head over tiles [t0, t0 + NB): per dimension a float product per key, widened to
+// double and added to the key's sum. Whole tiles are read (they lie within the cache); only the
+// slots in [begin, end) are stored.
+template <int NB, typename T>
+void scores_run(const float* qh, int hd, const T* k, int64_t tile_stride, int64_t t0, int64_t begin, int64_t end,
+                float scale, float* s) {
+  __m512d lo[NB], hi[NB];  // lanes 0-7 and 8-15 of each tile
   for (int b = 0; b < NB; ++b) lo[b] = hi[b] = _mm512_setzero_pd();
-  // Only the last vector of a run may be partial (kTail); the others are loaded whole.
-  const __mmask16 last = kTail ? tail_mask(len - (j0 + 16 * (NB - 1))) : __mmask16(0xFFFF);
   for (int d = 0; d < hd; ++d) {
     const __m512 qd = _mm512_set1_ps(qh[d]);
-    const float* row = kt + d * stride + j0;
     for (int b = 0; b < NB; ++b) {
-      const __m512 k = kTail && b == NB - 1 ? _mm512_maskz_loadu_ps(last, row + 16 * b) : _mm512_loadu_ps(row + 16 * b);
-      const __m512 p = _mm512_mul_ps(qd, k);
+      const __m512 p = _mm512_mul_ps(qd, load_keys(k + (t0 + b) * tile_stride + d * kKeyTile));
       lo[b] = _mm512_add_pd(lo[b], _mm512_cvtps_pd(_mm512_castps512_ps256(p)));
       hi[b] = _mm512_add_pd(hi[b], _mm512_cvtps_pd(_mm512_extractf32x8_ps(p, 1)));
     }
   }
-  for (int b = 0; b < NB; ++b) store_scores(lo[b], hi[b], scale, s + j0 + 16 * b, kTail && b == NB - 1, last);
+  for (int b = 0; b < NB; ++b)
+    store_scores(lo[b], hi[b], scale, (t0 + b) * kKeyTile, begin, tile_lanes(t0 + b, begin, end), s);
 }
 
-// Two query heads over keys [j0, j0 + 16 * NB) clipped to len, every value a half: a product is
-// exact in float, so double(float(q * k)) added to a sum equals fma(double(q), double(k), sum).
-// Each key vector is widened once for both heads.
-template <int NB, bool kTail>
-void scores_run_halves2(const float* qa, const float* qb, int hd, const float* kt, int64_t stride, int64_t j0,
-                        int64_t len, float scale, float* sa, float* sb) {
+// Two query heads over tiles [t0, t0 + NB), every value a half: a product is exact in float, so
+// double(float(q * k)) added to a sum equals fma(double(q), double(k), sum). Each key vector is
+// widened once for both heads.
+template <int NB>
+void scores_run_halves2(const float* qa, const float* qb, int hd, const uint16_t* k, int64_t tile_stride, int64_t t0,
+                        int64_t begin, int64_t end, float scale, float* sa, float* sb) {
   __m512d lo[2][NB], hi[2][NB];
   for (int h = 0; h < 2; ++h)
     for (int b = 0; b < NB; ++b) lo[h][b] = hi[h][b] = _mm512_setzero_pd();
-  const __mmask16 last = kTail ? tail_mask(len - (j0 + 16 * (NB - 1))) : __mmask16(0xFFFF);
   for (int d = 0; d < hd; ++d) {
     const __m512d q[2] = {_mm512_set1_pd(qa[d]), _mm512_set1_pd(qb[d])};
-    const float* row = kt + d * stride + j0;
     for (int b = 0; b < NB; ++b) {
-      const __m512 k = kTail && b == NB - 1 ? _mm512_maskz_loadu_ps(last, row + 16 * b) : _mm512_loadu_ps(row + 16 * b);
-      const __m512d k_lo = _mm512_cvtps_pd(_mm512_castps512_ps256(k));
-      const __m512d k_hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(k, 1));
+      const __m512 kv = load_keys(k + (t0 + b) * tile_stride + d * kKeyTile);
+      const __m512d k_lo = _mm512_cvtps_pd(_mm512_castps512_ps256(kv));
+      const __m512d k_hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(kv, 1));
       for (int h = 0; h < 2; ++h) {
         lo[h][b] = _mm512_fmadd_pd(q[h], k_lo, lo[h][b]);
         hi[h][b] = _mm512_fmadd_pd(q[h], k_hi, hi[h][b]);
@@ -84,8 +100,11 @@ void scores_run_halves2(const float* qa, const float* qb, int hd, const float* k
   }
   float* out[2] = {sa, sb};
   for (int h = 0; h < 2; ++h)
-    for (int b = 0; b < NB; ++b) store_scores(lo[h][b], hi[h][b], scale, out[h] + j0 + 16 * b, kTail && b == NB - 1, last);
+    for (int b = 0; b < NB; ++b)
+      store_scores(lo[h][b], hi[h][b], scale, (t0 + b) * kKeyTile, begin, tile_lanes(t0 + b, begin, end), out[h]);
 }
+
+inline __mmask16 tail_mask(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1); }
 
 // H heads' output dimensions [16 * c0, 16 * (c0 + C)) clipped to hd, over every key in order.
 // Only the last register may be partial (kTail: hd not a multiple of 16, and this run reaches its
@@ -155,43 +174,57 @@ void values_heads(const float* p, int64_t p_stride, int64_t len, const V* v, int
 
 }  // namespace
 
-void avx512_attention_scores(const float* q, int n_q, int hd, const float* kt, int64_t kt_stride, int64_t len,
-                             float scale, float* s, int64_t s_stride, bool halves) {
-  int h0 = 0;
-  if (halves) {
-    for (; h0 + 2 <= n_q; h0 += 2) {
-      const float* qa = q + h0 * hd;
-      const float* qb = qa + hd;
-      float* sa = s + h0 * s_stride;
-      float* sb = sa + s_stride;
-      int64_t j0 = 0;
-      for (; j0 + 64 <= len; j0 += 64) scores_run_halves2<4, false>(qa, qb, hd, kt, kt_stride, j0, len, scale, sa, sb);
-      switch ((len - j0 + 15) / 16) {
-        case 0: break;
-        case 1: scores_run_halves2<1, true>(qa, qb, hd, kt, kt_stride, j0, len, scale, sa, sb); break;
-        case 2: scores_run_halves2<2, true>(qa, qb, hd, kt, kt_stride, j0, len, scale, sa, sb); break;
-        case 3: scores_run_halves2<3, true>(qa, qb, hd, kt, kt_stride, j0, len, scale, sa, sb); break;
-        default: scores_run_halves2<4, true>(qa, qb, hd, kt, kt_stride, j0, len, scale, sa, sb); break;
-      }
-    }
+namespace {
+
+// One head's scores, kMax tiles at a time, then the tiles left.
+template <int kMax, typename T>
+void scores_head(const float* qh, int hd, const T* k, int64_t tile_stride, int64_t begin, int64_t end, float scale,
+                 float* s) {
+  const int64_t t_end = (end + kKeyTile - 1) / kKeyTile;
+  int64_t t0 = begin / kKeyTile;
+  for (; t0 + kMax <= t_end; t0 += kMax) scores_run<kMax>(qh, hd, k, tile_stride, t0, begin, end, scale, s);
+  switch (t_end - t0) {
+    case 0: break;
+    case 1: scores_run<1>(qh, hd, k, tile_stride, t0, begin, end, scale, s); break;
+    case 2: scores_run<2>(qh, hd, k, tile_stride, t0, begin, end, scale, s); break;
+    case 3: scores_run<3>(qh, hd, k, tile_stride, t0, begin, end, scale, s); break;
+    case 4: scores_run<4>(qh, hd, k, tile_stride, t0, begin, end, scale, s); break;
+    case 5: scores_run<5>(qh, hd, k, tile_stride, t0, begin, end, scale, s); break;
+    case 6: scores_run<6>(qh, hd, k, tile_stride, t0, begin, end, scale, s); break;
+    default: scores_run<7>(qh, hd, k, tile_stride, t0, begin, end, scale, s); break;
   }
-  for (int h = h0; h < n_q; ++h) {
-    const float* qh = q + h * hd;
-    float* sh = s + h * s_stride;
-    int64_t j0 = 0;
-    for (; j0 + 128 <= len; j0 += 128) scores_run<8, false>(qh, hd, kt, kt_stride, j0, len, scale, sh);
-    switch ((len - j0 + 15) / 16) {
+}
+
+}  // namespace
+
+void avx512_attention_scores(const float* q, int n_q, int hd, const KeyTiles& k, int64_t begin, int64_t len,
+                             float scale, float* s, int64_t s_stride) {
+  if (len <= 0) return;
+  const int64_t end = begin + len;
+  if (!k.f16) {
+    for (int h = 0; h < n_q; ++h)
+      scores_head<8>(q + h * hd, hd, static_cast<const float*>(k.data), k.tile_stride, begin, end, scale,
+                     s + h * s_stride);
+    return;
+  }
+  const auto* kh = static_cast<const uint16_t*>(k.data);
+  const int64_t t_end = (end + kKeyTile - 1) / kKeyTile;
+  int h = 0;
+  for (; h + 2 <= n_q; h += 2) {
+    const float* qa = q + h * hd;
+    const float* qb = qa + hd;
+    float* sa = s + h * s_stride;
+    float* sb = sa + s_stride;
+    int64_t t0 = begin / kKeyTile;
+    for (; t0 + 4 <= t_end; t0 += 4) scores_run_halves2<4>(qa, qb, hd, kh, k.tile_stride, t0, begin, end, scale, sa, sb);
+    switch (t_end - t0) {
       case 0: break;
-      case 1: scores_run<1, true>(qh, hd, kt, kt_stride, j0, len, scale, sh); break;
-      case 2: scores_run<2, true>(qh, hd, kt, kt_stride, j0, len, scale, sh); break;
-      case 3: scores_run<3, true>(qh, hd, kt, kt_stride, j0, len, scale, sh); break;
-      case 4: scores_run<4, true>(qh, hd, kt, kt_stride, j0, len, scale, sh); break;
-      case 5: scores_run<5, true>(qh, hd, kt, kt_stride, j0, len, scale, sh); break;
-      case 6: scores_run<6, true>(qh, hd, kt, kt_stride, j0, len, scale, sh); break;
-      case 7: scores_run<7, true>(qh, hd, kt, kt_stride, j0, len, scale, sh); break;
-      default: scores_run<8, true>(qh, hd, kt, kt_stride, j0, len, scale, sh); break;  // 113..127 keys
+      case 1: scores_run_halves2<1>(qa, qb, hd, kh, k.tile_stride, t0, begin, end, scale, sa, sb); break;
+      case 2: scores_run_halves2<2>(qa, qb, hd, kh, k.tile_stride, t0, begin, end, scale, sa, sb); break;
+      default: scores_run_halves2<3>(qa, qb, hd, kh, k.tile_stride, t0, begin, end, scale, sa, sb); break;
     }
   }
+  if (h < n_q) scores_head<8>(q + h * hd, hd, kh, k.tile_stride, begin, end, scale, s + h * s_stride);
 }
 
 namespace {
@@ -201,50 +234,6 @@ void values(const float* p, int64_t p_stride, int n_q, int64_t len, const V* v, 
   int h = 0;
   for (; h + 2 <= n_q; h += 2) values_heads<2, kFused>(p + h * p_stride, p_stride, len, v, v_stride, hd, o + h * hd);
   if (h < n_q) values_heads<1, kFused>(p + h * p_stride, p_stride, len, v, v_stride, hd, o + h * hd);
-}
-
-// 16 rows of 16 floats to 16 columns in registers: pairs of rows interleaved, then pairs of
-// pairs, then 128-bit lanes gathered (after the second step, x[4i + c] holds in its lane L the
-// column 4L + c of rows 4i..4i+3).
-inline void transpose16(__m512 r[16]) {
-  __m512 t[16], u[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {
-    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
-    const __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
-    u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-    u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-    u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
-    u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
-  }
-  for (int c = 0; c < 4; ++c) {
-    const __m512 v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44), v1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xEE);
-    const __m512 v2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x44), v3 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xEE);
-    r[c] = _mm512_shuffle_f32x4(v0, v2, 0x88);
-    r[4 + c] = _mm512_shuffle_f32x4(v0, v2, 0xDD);
-    r[8 + c] = _mm512_shuffle_f32x4(v1, v3, 0x88);
-    r[12 + c] = _mm512_shuffle_f32x4(v1, v3, 0xDD);
-  }
-}
-
-template <typename T>
-void transpose(const T* rows, int64_t n_rows, int n_cols, float* dst, int64_t dst_stride) {
-  for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
-    const int64_t nr = std::min<int64_t>(16, n_rows - r0);
-    const __mmask16 row_mask = tail_mask(nr);
-    for (int c0 = 0; c0 < n_cols; c0 += 16) {
-      const int nc = std::min(16, n_cols - c0);
-      const __mmask16 col_mask = tail_mask(nc);
-      __m512 x[16];
-      for (int r = 0; r < 16; ++r)
-        x[r] = r < nr ? load16(rows + (r0 + r) * n_cols + c0, nc < 16, col_mask) : _mm512_setzero_ps();
-      transpose16(x);
-      for (int c = 0; c < nc; ++c) _mm512_mask_storeu_ps(dst + (c0 + c) * dst_stride + r0, row_mask, x[c]);
-    }
-  }
 }
 
 }  // namespace
@@ -258,13 +247,6 @@ void avx512_attention_values_f16(const float* p, int64_t p_stride, int n_q, int6
                                  int64_t v_stride, int hd, float* o, bool halves) {
   if (halves) values<true>(p, p_stride, n_q, len, v, v_stride, hd, o);
   else values<false>(p, p_stride, n_q, len, v, v_stride, hd, o);
-}
-
-void avx512_transpose_to_f32(const void* rows, bool f16, int64_t n_rows, int n_cols, float* dst, int64_t dst_stride) {
-  if (f16)
-    transpose(static_cast<const uint16_t*>(rows), n_rows, n_cols, dst, dst_stride);
-  else
-    transpose(static_cast<const float*>(rows), n_rows, n_cols, dst, dst_stride);
 }
 
 }  // namespace endless::kernels::detail

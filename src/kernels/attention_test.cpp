@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -36,64 +37,79 @@ std::vector<float> random_floats(size_t n, uint32_t seed) {
 
 bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
 
-// The scalar loops against sums in double (they compute the documented quantities), then the
-// AVX-512 loops against the scalar ones, bit for bit.
-TEST(Attention, ScoresMatchTheScalarChainsBitForBit) {
-  uint32_t seed = 1;
-  for (const Shape& sh : shapes()) {
-    const int64_t kt_stride = sh.len + 5, s_stride = sh.len + 3;  // padding: nothing past len is read or written
-    const auto q = random_floats(sh.n_q * sh.hd, ++seed);
-    const auto kt = random_floats(sh.hd * kt_stride, ++seed);
-    const float scale = 0.125f;
-    std::vector<float> ref(sh.n_q * s_stride, -7.f);
-    detail::attention_scores_scalar(q.data(), sh.n_q, sh.hd, kt.data(), kt_stride, sh.len, scale, ref.data(), s_stride);
-    for (int h = 0; h < sh.n_q; ++h)
-      for (int64_t j = 0; j < s_stride; ++j) {
-        if (j >= sh.len) {
-          ASSERT_EQ(ref[h * s_stride + j], -7.f);
-          continue;
-        }
-        double dot = 0;
-        for (int d = 0; d < sh.hd; ++d) dot += double(q[h * sh.hd + d]) * kt[d * kt_stride + j];
-        ASSERT_NEAR(ref[h * s_stride + j], dot * scale, 1e-4 * (1 + std::fabs(dot)));
-      }
-    if (!detail::cpu_has_avx512()) continue;
-    std::vector<float> got(sh.n_q * s_stride, -7.f);
-    detail::avx512_attention_scores(q.data(), sh.n_q, sh.hd, kt.data(), kt_stride, sh.len, scale, got.data(), s_stride);
-    for (size_t i = 0; i < got.size(); ++i)
-      ASSERT_TRUE(same_bits(got[i], ref[i])) << "n_q " << sh.n_q << " hd " << sh.hd << " len " << sh.len
-                                             << " at " << i << ": " << got[i] << " vs " << ref[i];
-  }
-  if (!detail::cpu_has_avx512()) GTEST_SKIP() << "scalar loops checked; no AVX-512 on this CPU";
-}
-
-// Half-precision inputs (an F16 cache): the AVX-512 loop's fused multiply-adds in double give the
-// scalar loop's numbers bit for bit, every shape, including extreme halves.
-TEST(Attention, ScoresOfHalvesMatchTheScalarChainsBitForBit) {
-  if (!detail::cpu_has_avx512()) GTEST_SKIP() << "no AVX-512 on this CPU";
-  auto halves = [](std::vector<float> v, uint32_t seed) {
+// Keys laid out as the KV cache keeps them (KeyTiles): slots [0, begin + len) of kv_dim values each,
+// the head's dimensions from first_dim on; the slots before begin and the rest of the last tile
+// hold other keys, which must not change a score.
+struct Tiles {
+  static constexpr int kFirstDim = 8;
+  int hd, kv_dim;
+  int64_t n_slots;
+  std::vector<float> keys;    // [slot][kv_dim], the values the tiles hold, as floats
+  std::vector<float> f32;     // the tiles
+  std::vector<uint16_t> f16;  // the same keys as halves
+  Tiles(int hd_, int64_t n, uint32_t seed, bool extreme_halves) : hd(hd_), kv_dim(hd_ + 2 * kFirstDim), n_slots(n) {
+    const int64_t n_tiles = (n + kKeyTile - 1) / kKeyTile;
+    keys = random_floats(n_tiles * kKeyTile * kv_dim, seed);
     std::mt19937 rng(seed);
-    for (auto& x : v) {
-      if (rng() % 50 == 0) x *= 3e4f;    // near the top of the half range
-      if (rng() % 50 == 1) x *= 1e-6f;   // subnormal halves
-      x = fp16_to_fp32(fp32_to_fp16(x));
+    for (auto& x : keys) {
+      if (extreme_halves && rng() % 50 == 0) x = std::clamp(x * 3e4f, -6e4f, 6e4f);  // near the top of the half range
+      if (extreme_halves && rng() % 50 == 1) x *= 1e-6f;                             // subnormal halves
+      x = fp16_to_fp32(fp32_to_fp16(x));  // halves, so both layouts hold the same keys
     }
-    return v;
-  };
-  uint32_t seed = 500;
-  for (const Shape& sh : shapes()) {
-    const int64_t kt_stride = sh.len + 5, s_stride = sh.len + 3;
-    const auto q = halves(random_floats(sh.n_q * sh.hd, ++seed), seed);
-    const auto kt = halves(random_floats(sh.hd * kt_stride, ++seed), seed);
-    const float scale = 0.088388f;
-    std::vector<float> ref(sh.n_q * s_stride, -7.f), got(sh.n_q * s_stride, -7.f);
-    detail::attention_scores_scalar(q.data(), sh.n_q, sh.hd, kt.data(), kt_stride, sh.len, scale, ref.data(), s_stride);
-    detail::avx512_attention_scores(q.data(), sh.n_q, sh.hd, kt.data(), kt_stride, sh.len, scale, got.data(), s_stride,
-                                    true);
-    for (size_t i = 0; i < got.size(); ++i)
-      ASSERT_TRUE(same_bits(got[i], ref[i])) << "n_q " << sh.n_q << " hd " << sh.hd << " len " << sh.len
-                                             << " at " << i << ": " << got[i] << " vs " << ref[i];
+    f32.resize(keys.size());
+    f16.resize(keys.size());
+    for (int64_t j = 0; j < n_tiles * kKeyTile; ++j)
+      for (int d = 0; d < kv_dim; ++d) {
+        const size_t at = (j / kKeyTile) * kv_dim * kKeyTile + d * kKeyTile + j % kKeyTile;
+        f32[at] = keys[j * kv_dim + d];
+        f16[at] = fp32_to_fp16(keys[j * kv_dim + d]);
+      }
   }
+  KeyTiles view(bool half) const {
+    const int64_t first = int64_t{kFirstDim} * kKeyTile;
+    return {half ? static_cast<const void*>(f16.data() + first) : static_cast<const void*>(f32.data() + first),
+            int64_t{kv_dim} * kKeyTile, half};
+  }
+  float key(int64_t slot, int d) const { return keys[slot * kv_dim + kFirstDim + d]; }
+};
+
+// The scalar loops against sums in double (they compute the documented quantities), then the
+// AVX-512 loops against the scalar ones, bit for bit: float and half keys, spans that start and
+// end anywhere in a tile.
+TEST(Attention, ScoresFromKeyTilesMatchTheScalarChainsBitForBit) {
+  uint32_t seed = 1;
+  for (const Shape& sh : shapes())
+    for (int64_t begin : {0, 3, 16, 21})
+      for (bool half : {false, true}) {
+        const Tiles tiles(sh.hd, begin + sh.len, ++seed, half);
+        const int64_t s_stride = sh.len + 3;  // padding: nothing past len is written
+        auto q = random_floats(sh.n_q * sh.hd, ++seed);
+        if (half)  // half keys come with half queries
+          for (auto& x : q) x = fp16_to_fp32(fp32_to_fp16(x));
+        const float scale = 0.088388f;
+        std::vector<float> ref(sh.n_q * s_stride, -7.f);
+        detail::attention_scores_scalar(q.data(), sh.n_q, sh.hd, tiles.view(half), begin, sh.len, scale, ref.data(),
+                                        s_stride);
+        for (int h = 0; h < sh.n_q; ++h)
+          for (int64_t j = 0; j < s_stride; ++j) {
+            if (j >= sh.len) {
+              ASSERT_EQ(ref[h * s_stride + j], -7.f);
+              continue;
+            }
+            double dot = 0;
+            for (int d = 0; d < sh.hd; ++d) dot += double(q[h * sh.hd + d]) * tiles.key(begin + j, d);
+            ASSERT_NEAR(ref[h * s_stride + j], dot * scale, 1e-4 * (1 + std::fabs(dot)));
+          }
+        if (!detail::cpu_has_avx512()) continue;
+        std::vector<float> got(sh.n_q * s_stride, -7.f);
+        detail::avx512_attention_scores(q.data(), sh.n_q, sh.hd, tiles.view(half), begin, sh.len, scale, got.data(),
+                                        s_stride);
+        for (size_t i = 0; i < got.size(); ++i)
+          ASSERT_TRUE(same_bits(got[i], ref[i]))
+              << "n_q " << sh.n_q << " hd " << sh.hd << " len " << sh.len << " begin " << begin << (half ? " f16" : "")
+              << " at " << i << ": " << got[i] << " vs " << ref[i];
+      }
+  if (!detail::cpu_has_avx512()) GTEST_SKIP() << "scalar loops checked; no AVX-512 on this CPU";
 }
 
 TEST(Attention, ValuesMatchTheScalarChainsBitForBit) {
@@ -176,30 +192,6 @@ TEST(Attention, HalfWeightsAndValuesFusedMatchTheScalarChainsBitForBit) {
       ASSERT_TRUE(same_bits(got[i], ref[i])) << "n_q " << sh.n_q << " hd " << sh.hd << " len " << sh.len << " at " << i
                                              << ": " << got[i] << " vs " << ref[i];
   }
-}
-
-TEST(Attention, TransposeToFloatColumns) {
-  uint32_t seed = 3000;
-  for (int64_t n_rows : {1, 5, 16, 17, 40, 300})
-    for (int n_cols : {8, 16, 20, 64, 512})
-      for (bool f16 : {false, true}) {
-        const int64_t stride = n_rows + 7;
-        const auto rf = random_floats(n_rows * n_cols, ++seed);
-        const auto rh = to_halves(rf);
-        const void* rows = f16 ? static_cast<const void*>(rh.data()) : static_cast<const void*>(rf.data());
-        std::vector<float> want(n_cols * stride, -9.f);
-        for (int64_t r = 0; r < n_rows; ++r)
-          for (int c = 0; c < n_cols; ++c)
-            want[c * stride + r] = f16 ? fp16_to_fp32(rh[r * n_cols + c]) : rf[r * n_cols + c];
-        std::vector<float> scalar(want.size(), -9.f);
-        detail::transpose_to_f32_scalar(rows, f16, n_rows, n_cols, scalar.data(), stride);
-        ASSERT_EQ(scalar, want) << n_rows << " x " << n_cols << (f16 ? " f16" : " f32");
-        if (!detail::cpu_has_avx512()) continue;
-        std::vector<float> got(want.size(), -9.f);
-        detail::avx512_transpose_to_f32(rows, f16, n_rows, n_cols, got.data(), stride);
-        ASSERT_EQ(got, want) << n_rows << " x " << n_cols << (f16 ? " f16" : " f32");
-      }
-  if (!detail::cpu_has_avx512()) GTEST_SKIP() << "scalar transposition checked; no AVX-512 on this CPU";
 }
 
 }  // namespace

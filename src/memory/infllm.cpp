@@ -495,7 +495,7 @@ void InfLLMPolicy::before_attention(int layer, const float* q, int n, KVStore& s
     const int h = free_slots[next_free++];
     const uint8_t* src = blocks_->layer(b, layer);
     const int64_t slot = n_init_ + static_cast<int64_t>(h) * block_;
-    std::memcpy(store.key(layer, slot), src, bytes);
+    store.set_keys(layer, slot, block_, src);
     std::memcpy(store.value(layer, slot), src + bytes, bytes);
     in_slot[h] = b;
     ++loads_;

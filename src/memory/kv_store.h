@@ -1,6 +1,11 @@
 // Key/value storage of one sequence: per layer, `capacity` slots of kv_dim keys and values, in F32
 // or F16. Allocated once, at its largest, when the sequence is created: a policy's memory bound is
 // this allocation, and nothing grows while a stream runs.
+//
+// Values are rows, one per slot. Keys are kept as attention reads them: in tiles of kKeyTile
+// consecutive slots, each tile a [dimension][slot] block, so dimension d of sixteen keys is one
+// vector (kernels::KeyTiles). Attention then scores a query against many keys side by side
+// straight from the cache, without transposing them at every step.
 #pragma once
 
 #include <cstddef>
@@ -8,11 +13,14 @@
 #include <vector>
 
 #include "gguf/tensor_type.h"
+#include "kernels/attention.h"
 
 namespace endless {
 
 class KVStore {
  public:
+  static constexpr int kKeyTile = kernels::kKeyTile;
+
   KVStore() = default;
   KVStore(int n_layers, int kv_dim, int64_t capacity, TensorType type);
 
@@ -20,7 +28,7 @@ class KVStore {
   int kv_dim() const { return kv_dim_; }
   int64_t capacity() const { return capacity_; }
   TensorType type() const { return type_; }
-  size_t bytes() const { return k_.size() * 2 * elem_size(); }
+  size_t bytes() const { return k_.size() + v_.size(); }  // allocated for keys and values
   size_t elem_size() const { return type_ == TensorType::F16 ? 2 : 4; }
 
   // Writes one slot's key and value (floats, converted to the storage type).
@@ -28,21 +36,31 @@ class KVStore {
   // Copies n slots from `from` to `to` in every layer (ranges may overlap).
   void move(int64_t from, int64_t to, int64_t n);
 
-  const uint8_t* key(int layer, int64_t slot) const { return at(k_, layer, slot); }
-  const uint8_t* value(int layer, int64_t slot) const { return at(v_, layer, slot); }
-  uint8_t* key(int layer, int64_t slot) { return const_cast<uint8_t*>(at(k_, layer, slot)); }
-  uint8_t* value(int layer, int64_t slot) { return const_cast<uint8_t*>(at(v_, layer, slot)); }
+  // Keys of n slots from `slot` on, as rows of kv_dim values of the storage type (slot by slot),
+  // out of and into the tiles.
+  void get_keys(int layer, int64_t slot, int64_t n, void* rows) const;
+  void set_keys(int layer, int64_t slot, int64_t n, const void* rows);
   // Reads one key back as floats.
   void read_key(int layer, int64_t slot, float* out) const;
+  // A layer's keys from dimension first_dim on (head_dim * h for KV head h), for attention.
+  kernels::KeyTiles key_tiles(int layer, int first_dim) const;
+
+  const uint8_t* value(int layer, int64_t slot) const { return at(v_, layer, slot); }
+  uint8_t* value(int layer, int64_t slot) { return const_cast<uint8_t*>(at(v_, layer, slot)); }
   void read_value(int layer, int64_t slot, float* out) const;
 
  private:
   const uint8_t* at(const std::vector<uint8_t>& buf, int layer, int64_t slot) const {
     return buf.data() + ((static_cast<size_t>(layer) * capacity_ + slot) * kv_dim_) * elem_size();
   }
+  // Element offset of dimension 0 of `slot`'s key; dimension d is kKeyTile elements further on.
+  size_t key_offset(int layer, int64_t slot) const {
+    return ((static_cast<size_t>(layer) * n_tiles_ + slot / kKeyTile) * kv_dim_) * kKeyTile + slot % kKeyTile;
+  }
   int n_layers_ = 0;
   int kv_dim_ = 0;
   int64_t capacity_ = 0;
+  int64_t n_tiles_ = 0;  // key tiles per layer: capacity rounded up to whole tiles
   TensorType type_ = TensorType::F32;
   std::vector<uint8_t> k_, v_;
 };

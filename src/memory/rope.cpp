@@ -11,16 +11,31 @@ Rope::Rope(const RopeConfig& config) : cfg_(config) {
 }
 
 void Rope::apply(float* x, int n_heads, double pos) const {
-  const int half = cfg_.n_rot / 2;
   // cos/sin once per frequency, shared by every head.
+  const int half = cfg_.n_rot / 2;
   float cs[512], sn[512];
-  float* c = half <= 512 ? cs : new float[half];
-  float* s = half <= 512 ? sn : new float[half];
-  for (int i = 0; i < half; ++i) {
+  std::vector<float> big;
+  float* c = cs;
+  float* s = sn;
+  if (half > 512) {
+    big.resize(2 * half);
+    c = big.data();
+    s = c + half;
+  }
+  angles(pos, c, s);
+  rotate(x, n_heads, c, s);
+}
+
+void Rope::angles(double pos, float* c, float* s) const {
+  for (int i = 0; i < cfg_.n_rot / 2; ++i) {
     const double angle = pos * inv_freq_[i];
     c[i] = static_cast<float>(std::cos(angle));
     s[i] = static_cast<float>(std::sin(angle));
   }
+}
+
+void Rope::rotate(float* x, int n_heads, const float* c, const float* s) const {
+  const int half = cfg_.n_rot / 2;
   for (int h = 0; h < n_heads; ++h) {
     float* v = x + static_cast<int64_t>(h) * cfg_.head_dim;
     for (int i = 0; i < half; ++i) {
@@ -30,10 +45,6 @@ void Rope::apply(float* x, int n_heads, double pos) const {
       v[a] = x0 * c[i] - x1 * s[i];
       v[b] = x0 * s[i] + x1 * c[i];
     }
-  }
-  if (c != cs) {
-    delete[] c;
-    delete[] s;
   }
 }
 

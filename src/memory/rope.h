@@ -23,6 +23,10 @@ class Rope {
 
   // Rotates n_heads consecutive heads of x in place as if at position pos.
   void apply(float* x, int n_heads, double pos) const;
+  // The same in two steps, so a position's angles can serve many calls: cos and sin of each of
+  // the n_rot / 2 frequencies at pos, then the rotation by them.
+  void angles(double pos, float* cos_out, float* sin_out) const;
+  void rotate(float* x, int n_heads, const float* cos_in, const float* sin_in) const;
 
  private:
   RopeConfig cfg_;

@@ -61,13 +61,14 @@ class Engine {
   };
   void matmul_group(std::span<const Product> products, const float* x, int64_t n_tokens);
   // Attention of one part's new tokens: the reference (forward.cpp, plain loops) and the fast
-  // path (attention_fast.cpp: keys and values converted once per batch, keys transposed so the
-  // score loops vectorize), which is tested against it. ENDLESS_REFERENCE=1 selects the former.
+  // path (attention_fast.cpp: many keys' scores side by side, straight from the cache's key
+  // tiles), which is tested against it. ENDLESS_REFERENCE=1 selects the former.
   void attention(int layer, const BatchPart& part, const float* q, float* out);
   void attention_reference(int layer, const BatchPart& part, const float* q, float* out);
   void attention_fast(int layer, const BatchPart& part, const float* q, float* out);
-  // The fast path for many small parts (decoding several sequences): whole parts run side by
-  // side, one thread each, instead of one part at a time spread over threads that mostly wait.
+  // The fast path for many small parts (decoding several sequences): the parts' tokens and KV
+  // heads handed out to the threads together, instead of one part at a time spread over threads
+  // that mostly wait.
   void attention_fast_parts(int layer, std::span<const BatchPart> parts, const float* q, float* out);
 
   std::shared_ptr<const Model> model_;
@@ -77,9 +78,8 @@ class Engine {
   std::vector<float> x_, xb_, q_, k_, v_, att_, ffa_, ffb_, logits_, all_logits_;
   std::vector<uint8_t> act_;
   kernels::GemmInput gemm_in_;  // act_ laid out for the tiled products
-  std::vector<float> kt_;  // fast attention: keys transposed, as floats
-  std::vector<std::vector<float>> part_kt_;  // the same, per thread, for parts side by side
-  std::vector<int64_t> part_rows_;                     // each side-by-side part's first row
+  std::vector<int64_t> part_rows_;   // each side-by-side part's first row
+  std::vector<int64_t> part_units_;  // and its first unit of attention work
   bool reference_ = false;
   std::vector<int64_t> slots_;
   std::vector<double> key_pos_;

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <random>
 
+#include "kernels/kernels.h"
 #include "test_support.h"
 #include "tiny_model.h"
 #include "util/error.h"
@@ -268,7 +269,7 @@ namespace endless {
 namespace {
 
 // The fast attention path against the reference loops, for every policy and both cache types.
-TEST(Forward, FastAttentionEqualsReference) {
+void expect_fast_attention_equals_reference() {
   for (const char* arch : {"llama", "qwen2"}) {
     TinyModelSpec spec;
     spec.arch = arch;
@@ -303,6 +304,18 @@ TEST(Forward, FastAttentionEqualsReference) {
       }
     }
   }
+}
+
+// On every instruction set the CPU has: each has its own score and value loops.
+TEST(Forward, FastAttentionEqualsReference) {
+  const kernels::Isa saved = kernels::active_isa();
+  for (kernels::Isa isa : {kernels::Isa::scalar, kernels::Isa::avx2, kernels::Isa::avx512}) {
+    if (isa > kernels::best_isa()) continue;
+    SCOPED_TRACE(kernels::isa_name(isa));
+    kernels::set_isa(isa);
+    expect_fast_attention_equals_reference();
+  }
+  kernels::set_isa(saved);
 }
 
 }  // namespace

@@ -130,8 +130,10 @@ void save_sequence(const Sequence& seq, const ModelConfig& model, const std::str
   const KVStore& s = seq.store;
   o.put<int64_t>(s.capacity());
   const size_t layer_bytes = static_cast<size_t>(s.capacity()) * s.kv_dim() * s.elem_size();
-  for (int l = 0; l < s.n_layers(); ++l) {
-    o.b.insert(o.b.end(), s.key(l, 0), s.key(l, 0) + layer_bytes);
+  for (int l = 0; l < s.n_layers(); ++l) {  // keys as rows, slot by slot, whatever the cache's layout
+    const size_t at = o.b.size();
+    o.b.resize(at + layer_bytes);
+    s.get_keys(l, 0, s.capacity(), o.b.data() + at);
     o.b.insert(o.b.end(), s.value(l, 0), s.value(l, 0) + layer_bytes);
   }
   o.put<uint64_t>(fnv1a(o.b.data(), o.b.size()));
@@ -234,7 +236,7 @@ std::unique_ptr<Sequence> load_sequence(const Engine& engine, const std::string&
   const size_t layer_bytes = static_cast<size_t>(s.capacity()) * s.kv_dim() * s.elem_size();
   for (int l = 0; l < s.n_layers(); ++l) {
     if (in.n - in.pos < 2 * layer_bytes) fail(path, ": snapshot is truncated");
-    std::memcpy(s.key(l, 0), b.data() + in.pos, layer_bytes);
+    s.set_keys(l, 0, s.capacity(), b.data() + in.pos);
     std::memcpy(s.value(l, 0), b.data() + in.pos + layer_bytes, layer_bytes);
     in.pos += 2 * layer_bytes;
   }
