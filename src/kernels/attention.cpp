@@ -20,7 +20,7 @@ inline float key_value(float x) { return x; }
 inline float key_value(uint16_t x) { return fp16_to_fp32(x); }
 
 // Keys four tiles at a time, their sums side by side, the slot innermost (so the compiler can
-// vectorize it: the AVX2 path runs this).
+// vectorize it; the AVX2 path has its own loop, attention_avx2.cpp).
 template <typename T>
 __attribute__((always_inline)) inline void scores_tiles(const float* q, int n_q, int hd, const T* k,
                                                         int64_t tile_stride, int64_t begin, int64_t len,
@@ -102,6 +102,8 @@ void attention_scores(const float* q, int n_q, int hd, const KeyTiles& k, int64_
                       float* s, int64_t s_stride) {
   if (active_isa() == Isa::avx512)
     detail::avx512_attention_scores(q, n_q, hd, k, begin, len, scale, s, s_stride);
+  else if (active_isa() == Isa::avx2)
+    detail::avx2_attention_scores(q, n_q, hd, k, begin, len, scale, s, s_stride);
   else
     detail::attention_scores_scalar(q, n_q, hd, k, begin, len, scale, s, s_stride);
 }

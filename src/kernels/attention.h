@@ -52,6 +52,8 @@ void avx512_attention_values_f16(const float* p, int64_t p_stride, int n_q, int6
                                  int64_t v_stride, int hd, float* o, bool halves = false);
 void avx512_attention_scores(const float* q, int n_q, int hd, const KeyTiles& k, int64_t begin, int64_t len,
                              float scale, float* s, int64_t s_stride);
+void avx2_attention_scores(const float* q, int n_q, int hd, const KeyTiles& k, int64_t begin, int64_t len, float scale,
+                           float* s, int64_t s_stride);
 void avx512_attention_values(const float* p, int64_t p_stride, int n_q, int64_t len, const float* v,
                              int64_t v_stride, int hd, float* o);
 }  // namespace detail

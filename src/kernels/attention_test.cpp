@@ -74,8 +74,8 @@ struct Tiles {
 };
 
 // The scalar loops against sums in double (they compute the documented quantities), then the
-// AVX-512 loops against the scalar ones, bit for bit: float and half keys, spans that start and
-// end anywhere in a tile.
+// AVX2 and AVX-512 loops against the scalar ones, bit for bit: float and half keys, spans that
+// start and end anywhere in a tile.
 TEST(Attention, ScoresFromKeyTilesMatchTheScalarChainsBitForBit) {
   uint32_t seed = 1;
   for (const Shape& sh : shapes())
@@ -100,6 +100,14 @@ TEST(Attention, ScoresFromKeyTilesMatchTheScalarChainsBitForBit) {
             for (int d = 0; d < sh.hd; ++d) dot += double(q[h * sh.hd + d]) * tiles.key(begin + j, d);
             ASSERT_NEAR(ref[h * s_stride + j], dot * scale, 1e-4 * (1 + std::fabs(dot)));
           }
+        if (!detail::cpu_has_avx2()) continue;
+        std::vector<float> got2(sh.n_q * s_stride, -7.f);
+        detail::avx2_attention_scores(q.data(), sh.n_q, sh.hd, tiles.view(half), begin, sh.len, scale, got2.data(),
+                                      s_stride);
+        for (size_t i = 0; i < got2.size(); ++i)
+          ASSERT_TRUE(same_bits(got2[i], ref[i]))
+              << "avx2 n_q " << sh.n_q << " hd " << sh.hd << " len " << sh.len << " begin " << begin
+              << (half ? " f16" : "") << " at " << i << ": " << got2[i] << " vs " << ref[i];
         if (!detail::cpu_has_avx512()) continue;
         std::vector<float> got(sh.n_q * s_stride, -7.f);
         detail::avx512_attention_scores(q.data(), sh.n_q, sh.hd, tiles.view(half), begin, sh.len, scale, got.data(),

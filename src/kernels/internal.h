@@ -61,6 +61,8 @@ VecDotFn avx2_vec_dot_fn(TensorType w);
 VecDotFn avx512_vec_dot_fn(TensorType w);
 MultiDotTable avx2_multi_dot(TensorType w);
 MultiDotTable avx512_multi_dot(TensorType w);
+// Q4_0 in llama.cpp's repacked order (dot_q4_0_by_block) for up to kMaxTokensPerDot tokens.
+MultiDotTable avx2_q4_0_by_block_multi();
 // The kernels of products of two or more tokens where they differ from vec_dot (F32, F16, BF16
 // under AVX-512: llamafile's tinyBLAS order); null / empty elsewhere.
 VecDotFn avx512_gemm_dot_fn(TensorType w);

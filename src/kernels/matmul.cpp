@@ -70,7 +70,8 @@ void matmul_rows(TensorType w_type, const void* w, int64_t n_in, int64_t n_out, 
   // (q4_0_by_block) for every number of tokens.
   const bool batched = n_tokens >= 2;
   const bool by_block = q4_0_by_block(w_type, n_out);
-  const detail::MultiDotTable multi = by_block ? detail::MultiDotTable{}
+  const detail::MultiDotTable multi = by_block ? (active_isa() == Isa::scalar ? detail::MultiDotTable{}
+                                                                           : detail::avx2_q4_0_by_block_multi())
                                       : batched ? detail::multi_batch_dot(w_type)
                                                 : detail::multi_dot(w_type);
   const VecDotFn single = by_block ? dot_q4_0_by_block : batched ? batch_dot_fn(w_type) : vec_dot_fn(w_type);
