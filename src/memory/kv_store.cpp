@@ -8,10 +8,14 @@
 
 namespace endless {
 
-KVStore::KVStore(int n_layers, int kv_dim, int64_t capacity, TensorType type)
-    : n_layers_(n_layers), kv_dim_(kv_dim), capacity_(capacity), type_(type) {
+KVStore::KVStore(int n_layers, int kv_dim, int64_t capacity, TensorType type, int head_dim)
+    : n_layers_(n_layers), kv_dim_(kv_dim), head_dim_(head_dim > 0 ? head_dim : kv_dim), capacity_(capacity),
+      type_(type) {
   if (type != TensorType::F32 && type != TensorType::F16)
     fail("KV cache type must be f32 or f16, not ", type_name(type));
+  if (kv_dim <= 0 || kv_dim % head_dim_ != 0)
+    fail("KV cache: head size ", head_dim_, " does not divide the key size ", kv_dim);
+  n_heads_ = kv_dim / head_dim_;
   const double gib = static_cast<double>(n_layers) * capacity * kv_dim * elem_size() * 2 / (1 << 30);
   if (capacity <= 0 || gib > 256)
     fail("KV cache of ", capacity, " tokens x ", n_layers, " layers would need ", gib,
@@ -21,20 +25,41 @@ KVStore::KVStore(int n_layers, int kv_dim, int64_t capacity, TensorType type)
   v_.assign(static_cast<size_t>(n_layers) * capacity * kv_dim * elem_size(), 0);
 }
 
+template <typename T>
+void KVStore::put_key(int layer, int64_t slot, int d0, int n, const T* row) {
+  T* base = reinterpret_cast<T*>(k_.data());
+  for (int d = d0; d < d0 + n;) {  // in runs within one head
+    const int h = d / head_dim_, dd = d % head_dim_, len = std::min(head_dim_ - dd, d0 + n - d);
+    T* tile = base + key_offset(layer, h, slot) + size_t{kKeyTile} * dd;
+    for (int i = 0; i < len; ++i) tile[i * kKeyTile] = row[d - d0 + i];
+    d += len;
+  }
+}
+
+template <typename T>
+void KVStore::take_key(int layer, int64_t slot, int d0, int n, T* row) const {
+  const T* base = reinterpret_cast<const T*>(k_.data());
+  for (int d = d0; d < d0 + n;) {
+    const int h = d / head_dim_, dd = d % head_dim_, len = std::min(head_dim_ - dd, d0 + n - d);
+    const T* tile = base + key_offset(layer, h, slot) + size_t{kKeyTile} * dd;
+    for (int i = 0; i < len; ++i) row[d - d0 + i] = tile[i * kKeyTile];
+    d += len;
+  }
+}
+
 void KVStore::write(int layer, int64_t slot, const float* k, const float* v) {
   uint8_t* vd = value(layer, slot);
   if (type_ == TensorType::F32) {
-    set_keys(layer, slot, 1, k);
+    put_key(layer, slot, 0, kv_dim_, k);
     std::memcpy(vd, v, kv_dim_ * 4);
   } else {
     // The vectorized conversion (the same bits as fp32_to_fp16): on the decode step's serial
     // path, where the element-by-element one took 3% of a batched step of 8 sequences.
-    uint16_t half[kKeyTile * 64];
-    for (int d0 = 0; d0 < kv_dim_; d0 += kKeyTile * 64) {
-      const int n = std::min(kv_dim_ - d0, kKeyTile * 64);
+    uint16_t half[1024];
+    for (int d0 = 0; d0 < kv_dim_; d0 += 1024) {
+      const int n = std::min(kv_dim_ - d0, 1024);
       kernels::fp32_to_fp16_row(k + d0, half, n);
-      uint16_t* kd = reinterpret_cast<uint16_t*>(k_.data()) + key_offset(layer, slot) + size_t{kKeyTile} * d0;
-      for (int d = 0; d < n; ++d) kd[d * kKeyTile] = half[d];
+      put_key(layer, slot, d0, n, half);
     }
     kernels::fp32_to_fp16_row(v, reinterpret_cast<uint16_t*>(vd), kv_dim_);
   }
@@ -42,11 +67,11 @@ void KVStore::write(int layer, int64_t slot, const float* k, const float* v) {
 
 namespace {
 
-// Dimension d of n consecutive slots' keys, from one tile position to another (elements of type
-// T, kKeyTile apart per dimension).
+// Dimensions [0, n_dims) of n consecutive slots' keys, from one tile position to another.
 template <typename T>
-void copy_key_lanes(const T* src, T* dst, int n, int kv_dim) {
-  for (int d = 0; d < kv_dim; ++d) std::memmove(dst + d * KVStore::kKeyTile, src + d * KVStore::kKeyTile, n * sizeof(T));
+void copy_key_lanes(const T* src, T* dst, int n, int n_dims) {
+  for (int d = 0; d < n_dims; ++d)
+    std::memmove(dst + d * KVStore::kKeyTile, src + d * KVStore::kKeyTile, n * sizeof(T));
 }
 
 }  // namespace
@@ -59,12 +84,14 @@ void KVStore::move(int64_t from, int64_t to, int64_t n) {
     // Keys: in runs that stay within one tile at both ends, first to last when moving down and
     // last to first when moving up, so no run overwrites keys still to be moved.
     auto run = [&](int64_t s, int64_t d, int len) {
-      if (type_ == TensorType::F32) {
-        float* base = reinterpret_cast<float*>(k_.data());
-        copy_key_lanes(base + key_offset(l, s), base + key_offset(l, d), len, kv_dim_);
-      } else {
-        uint16_t* base = reinterpret_cast<uint16_t*>(k_.data());
-        copy_key_lanes(base + key_offset(l, s), base + key_offset(l, d), len, kv_dim_);
+      for (int h = 0; h < n_heads_; ++h) {
+        if (type_ == TensorType::F32) {
+          float* base = reinterpret_cast<float*>(k_.data());
+          copy_key_lanes(base + key_offset(l, h, s), base + key_offset(l, h, d), len, head_dim_);
+        } else {
+          uint16_t* base = reinterpret_cast<uint16_t*>(k_.data());
+          copy_key_lanes(base + key_offset(l, h, s), base + key_offset(l, h, d), len, head_dim_);
+        }
       }
     };
     if (to < from) {
@@ -86,51 +113,34 @@ void KVStore::move(int64_t from, int64_t to, int64_t n) {
 
 void KVStore::get_keys(int layer, int64_t slot, int64_t n, void* rows) const {
   for (int64_t i = 0; i < n; ++i) {
-    const size_t o = key_offset(layer, slot + i);
-    if (type_ == TensorType::F32) {
-      const float* k = reinterpret_cast<const float*>(k_.data()) + o;
-      float* r = static_cast<float*>(rows) + i * kv_dim_;
-      for (int d = 0; d < kv_dim_; ++d) r[d] = k[d * kKeyTile];
-    } else {
-      const uint16_t* k = reinterpret_cast<const uint16_t*>(k_.data()) + o;
-      uint16_t* r = static_cast<uint16_t*>(rows) + i * kv_dim_;
-      for (int d = 0; d < kv_dim_; ++d) r[d] = k[d * kKeyTile];
-    }
+    if (type_ == TensorType::F32) take_key(layer, slot + i, 0, kv_dim_, static_cast<float*>(rows) + i * kv_dim_);
+    else take_key(layer, slot + i, 0, kv_dim_, static_cast<uint16_t*>(rows) + i * kv_dim_);
   }
 }
 
 void KVStore::set_keys(int layer, int64_t slot, int64_t n, const void* rows) {
   for (int64_t i = 0; i < n; ++i) {
-    const size_t o = key_offset(layer, slot + i);
-    if (type_ == TensorType::F32) {
-      float* k = reinterpret_cast<float*>(k_.data()) + o;
-      const float* r = static_cast<const float*>(rows) + i * kv_dim_;
-      for (int d = 0; d < kv_dim_; ++d) k[d * kKeyTile] = r[d];
-    } else {
-      uint16_t* k = reinterpret_cast<uint16_t*>(k_.data()) + o;
-      const uint16_t* r = static_cast<const uint16_t*>(rows) + i * kv_dim_;
-      for (int d = 0; d < kv_dim_; ++d) k[d * kKeyTile] = r[d];
-    }
+    if (type_ == TensorType::F32) put_key(layer, slot + i, 0, kv_dim_, static_cast<const float*>(rows) + i * kv_dim_);
+    else put_key(layer, slot + i, 0, kv_dim_, static_cast<const uint16_t*>(rows) + i * kv_dim_);
   }
 }
 
 void KVStore::read_key(int layer, int64_t slot, float* out) const {
   if (type_ == TensorType::F32) {
-    get_keys(layer, slot, 1, out);
+    take_key(layer, slot, 0, kv_dim_, out);
   } else {
-    uint16_t half[kKeyTile * 64];
-    for (int d0 = 0; d0 < kv_dim_; d0 += kKeyTile * 64) {
-      const int n = std::min(kv_dim_ - d0, kKeyTile * 64);
-      const uint16_t* k = reinterpret_cast<const uint16_t*>(k_.data()) + key_offset(layer, slot) + size_t{kKeyTile} * d0;
-      for (int d = 0; d < n; ++d) half[d] = k[d * kKeyTile];
+    uint16_t half[1024];
+    for (int d0 = 0; d0 < kv_dim_; d0 += 1024) {
+      const int n = std::min(kv_dim_ - d0, 1024);
+      take_key(layer, slot, d0, n, half);
       kernels::fp16_to_fp32_row(half, out + d0, n);
     }
   }
 }
 
-kernels::KeyTiles KVStore::key_tiles(int layer, int first_dim) const {
-  return {k_.data() + (key_offset(layer, 0) + size_t{kKeyTile} * first_dim) * elem_size(),
-          static_cast<int64_t>(kv_dim_) * kKeyTile, type_ == TensorType::F16};
+kernels::KeyTiles KVStore::key_tiles(int layer, int head) const {
+  return {k_.data() + key_offset(layer, head, 0) * elem_size(), static_cast<int64_t>(head_dim_) * kKeyTile,
+          type_ == TensorType::F16};
 }
 
 void KVStore::read_value(int layer, int64_t slot, float* out) const {

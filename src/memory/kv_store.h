@@ -2,10 +2,11 @@
 // or F16. Allocated once, at its largest, when the sequence is created: a policy's memory bound is
 // this allocation, and nothing grows while a stream runs.
 //
-// Values are rows, one per slot. Keys are kept as attention reads them: in tiles of kKeyTile
-// consecutive slots, each tile a [dimension][slot] block, so dimension d of sixteen keys is one
-// vector (kernels::KeyTiles). Attention then scores a query against many keys side by side
-// straight from the cache, without transposing them at every step.
+// Values are rows, one per slot. Keys are kept as attention reads them: per layer and KV head, in
+// tiles of kKeyTile consecutive slots, each tile a [dimension][slot] block, so dimension d of
+// sixteen keys is one vector (kernels::KeyTiles), and a head's tiles follow each other. Attention
+// then scores a query against many keys side by side straight from the cache, reading the head's
+// keys front to back, without transposing them at every step.
 #pragma once
 
 #include <cstddef>
@@ -22,7 +23,8 @@ class KVStore {
   static constexpr int kKeyTile = kernels::kKeyTile;
 
   KVStore() = default;
-  KVStore(int n_layers, int kv_dim, int64_t capacity, TensorType type);
+  // kv_dim = n_kv_heads * head_dim (head_dim 0: one head of kv_dim).
+  KVStore(int n_layers, int kv_dim, int64_t capacity, TensorType type, int head_dim = 0);
 
   int n_layers() const { return n_layers_; }
   int kv_dim() const { return kv_dim_; }
@@ -42,8 +44,8 @@ class KVStore {
   void set_keys(int layer, int64_t slot, int64_t n, const void* rows);
   // Reads one key back as floats.
   void read_key(int layer, int64_t slot, float* out) const;
-  // A layer's keys from dimension first_dim on (head_dim * h for KV head h), for attention.
-  kernels::KeyTiles key_tiles(int layer, int first_dim) const;
+  // The keys of one layer's KV head, for attention.
+  kernels::KeyTiles key_tiles(int layer, int head) const;
 
   const uint8_t* value(int layer, int64_t slot) const { return at(v_, layer, slot); }
   uint8_t* value(int layer, int64_t slot) { return const_cast<uint8_t*>(at(v_, layer, slot)); }
@@ -53,12 +55,20 @@ class KVStore {
   const uint8_t* at(const std::vector<uint8_t>& buf, int layer, int64_t slot) const {
     return buf.data() + ((static_cast<size_t>(layer) * capacity_ + slot) * kv_dim_) * elem_size();
   }
-  // Element offset of dimension 0 of `slot`'s key; dimension d is kKeyTile elements further on.
-  size_t key_offset(int layer, int64_t slot) const {
-    return ((static_cast<size_t>(layer) * n_tiles_ + slot / kKeyTile) * kv_dim_) * kKeyTile + slot % kKeyTile;
+  // Element offset of dimension 0 of head `head` of `slot`'s key; the head's dimension d is
+  // d * kKeyTile elements further on.
+  size_t key_offset(int layer, int head, int64_t slot) const {
+    return ((static_cast<size_t>(layer) * n_heads_ + head) * n_tiles_ + slot / kKeyTile) * head_dim_ * kKeyTile +
+           slot % kKeyTile;
   }
+  // Dimensions [d0, d0 + n) of one slot's key between a row of them and the tiles.
+  template <typename T>
+  void put_key(int layer, int64_t slot, int d0, int n, const T* row);
+  template <typename T>
+  void take_key(int layer, int64_t slot, int d0, int n, T* row) const;
   int n_layers_ = 0;
   int kv_dim_ = 0;
+  int head_dim_ = 0, n_heads_ = 0;
   int64_t capacity_ = 0;
   int64_t n_tiles_ = 0;  // key tiles per layer: capacity rounded up to whole tiles
   TensorType type_ = TensorType::F32;

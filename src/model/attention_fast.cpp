@@ -87,7 +87,7 @@ void attend_token(const ModelConfig& c, const Rope& rope, TokenScratch& t, const
       kernels::fp16_to_fp32_row(t.half.data(), qr, q_len);
     }
     for (int g = g0; g < g1; ++g)
-      kernels::attention_scores(t.qr.data() + g * group * hd, group, hd, store.key_tiles(layer, g * hd), s.begin,
+      kernels::attention_scores(t.qr.data() + g * group * hd, group, hd, store.key_tiles(layer, g), s.begin,
                                 len, scale, t.scores.data() + g * group * n_keys + j0, n_keys);
     j0 += len;
   }

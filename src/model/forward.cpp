@@ -45,7 +45,8 @@ std::unique_ptr<Sequence> Engine::new_sequence(const MemoryConfig& memory) const
   seq->policy = make_policy(seq->config);
   seq->policy->set_model(config().rope, config().n_layers, config().n_heads, config().n_kv_heads);
   seq->config.max_batch = std::min(seq->config.max_batch, seq->policy->batch_limit());
-  seq->store = KVStore(config().n_layers, config().kv_dim(), seq->policy->capacity(), memory.kv_type);
+  seq->store =
+      KVStore(config().n_layers, config().kv_dim(), seq->policy->capacity(), memory.kv_type, config().head_dim);
   return seq;
 }
 
