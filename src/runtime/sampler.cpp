@@ -38,6 +38,10 @@ void Sampler::accept(int32_t token) {
 }
 
 int32_t Sampler::sample(std::span<const float> logits) {
+  // Greedy: the first largest logit, without building the candidate list. Sampling runs between
+  // batched decode steps while the other threads wait, once per sequence.
+  if (cfg_.temperature <= 0 && (cfg_.repeat_penalty == 1.0f || recent_.empty())) return argmax(logits);
+
   cand_.resize(logits.size());
   for (size_t i = 0; i < logits.size(); ++i) cand_[i] = {static_cast<int32_t>(i), logits[i], 0};
 

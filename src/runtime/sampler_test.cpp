@@ -31,6 +31,13 @@ TEST(Sampler, GreedyPicksTheLargestLogit) {
   Sampler s(plain(0));
   EXPECT_EQ(s.sample(std::vector<float>{0.1f, 3.0f, -2.0f, 2.9f}), 1);
   EXPECT_EQ(argmax(std::vector<float>{-5, -1, -3}), 1);
+  // Ties go to the first, with or without a penalty on other tokens (two ways through sample).
+  EXPECT_EQ(s.sample(std::vector<float>{1, 4, 4, 2}), 1);
+  SamplerConfig c = plain(0);
+  c.repeat_penalty = 2.0f;
+  Sampler p(c);
+  p.accept(0);
+  EXPECT_EQ(p.sample(std::vector<float>{1, 4, 4, 2}), 1);
 }
 
 TEST(Sampler, SameSeedSameTokens) {
