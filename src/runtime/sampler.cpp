@@ -18,10 +18,20 @@ void SamplerConfig::validate() const {
 }
 
 int32_t argmax(std::span<const float> logits) {
-  int32_t best = 0;
-  for (size_t i = 1; i < logits.size(); ++i)
-    if (logits[i] > logits[best]) best = static_cast<int32_t>(i);
-  return best;
+  // The largest value first, in sixteen running maxima (one chain of compare-and-move would wait
+  // on itself at every element; these are vector max instructions), then its first index.
+  constexpr int kLanes = 16;
+  float lane[kLanes];
+  std::fill(lane, lane + kLanes, -INFINITY);
+  const size_t n = logits.size();
+  size_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int k = 0; k < kLanes; ++k) lane[k] = logits[i + k] > lane[k] ? logits[i + k] : lane[k];
+  for (; i < n; ++i) lane[0] = logits[i] > lane[0] ? logits[i] : lane[0];
+  const float best = *std::max_element(lane, lane + kLanes);
+  for (i = 0; i < n; ++i)
+    if (logits[i] == best) return static_cast<int32_t>(i);
+  return 0;  // every logit NaN
 }
 
 Sampler::Sampler(const SamplerConfig& config) : cfg_(config), rng_(config.seed) { cfg_.validate(); }

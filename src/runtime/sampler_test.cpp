@@ -31,6 +31,16 @@ TEST(Sampler, GreedyPicksTheLargestLogit) {
   Sampler s(plain(0));
   EXPECT_EQ(s.sample(std::vector<float>{0.1f, 3.0f, -2.0f, 2.9f}), 1);
   EXPECT_EQ(argmax(std::vector<float>{-5, -1, -3}), 1);
+  // Long rows (the vector part and the tail), the largest anywhere, ties to the first.
+  for (size_t n : {1, 15, 16, 17, 100, 32000})
+    for (size_t at : {size_t{0}, n / 2, n - 1}) {
+      std::vector<float> v(n);
+      for (size_t i = 0; i < n; ++i) v[i] = static_cast<float>((i * 7919) % 1000) / 1000.f - 2.f;
+      v[at] = 5.f;
+      if (at + 3 < n) v[at + 3] = 5.f;
+      EXPECT_EQ(argmax(v), static_cast<int32_t>(at)) << n << " " << at;
+    }
+  EXPECT_EQ(argmax(std::vector<float>{-INFINITY, -INFINITY}), 0);
   // Ties go to the first, with or without a penalty on other tokens (two ways through sample).
   EXPECT_EQ(s.sample(std::vector<float>{1, 4, 4, 2}), 1);
   SamplerConfig c = plain(0);
