@@ -25,24 +25,28 @@ KVStore::KVStore(int n_layers, int kv_dim, int64_t capacity, TensorType type, in
   v_.assign(static_cast<size_t>(n_layers) * capacity * kv_dim * elem_size(), 0);
 }
 
+// Rows may come from anywhere in a byte buffer (a snapshot file), so their elements are copied
+// byte-wise (plain moves once compiled), never read through a possibly misaligned T*.
 template <typename T>
-void KVStore::put_key(int layer, int64_t slot, int d0, int n, const T* row) {
+void KVStore::put_key(int layer, int64_t slot, int d0, int n, const void* row) {
+  const auto* r = static_cast<const uint8_t*>(row);
   T* base = reinterpret_cast<T*>(k_.data());
   for (int d = d0; d < d0 + n;) {  // in runs within one head
     const int h = d / head_dim_, dd = d % head_dim_, len = std::min(head_dim_ - dd, d0 + n - d);
     T* tile = base + key_offset(layer, h, slot) + size_t{kKeyTile} * dd;
-    for (int i = 0; i < len; ++i) tile[i * kKeyTile] = row[d - d0 + i];
+    for (int i = 0; i < len; ++i) std::memcpy(tile + i * kKeyTile, r + (d - d0 + i) * sizeof(T), sizeof(T));
     d += len;
   }
 }
 
 template <typename T>
-void KVStore::take_key(int layer, int64_t slot, int d0, int n, T* row) const {
+void KVStore::take_key(int layer, int64_t slot, int d0, int n, void* row) const {
+  auto* r = static_cast<uint8_t*>(row);
   const T* base = reinterpret_cast<const T*>(k_.data());
   for (int d = d0; d < d0 + n;) {
     const int h = d / head_dim_, dd = d % head_dim_, len = std::min(head_dim_ - dd, d0 + n - d);
     const T* tile = base + key_offset(layer, h, slot) + size_t{kKeyTile} * dd;
-    for (int i = 0; i < len; ++i) row[d - d0 + i] = tile[i * kKeyTile];
+    for (int i = 0; i < len; ++i) std::memcpy(r + (d - d0 + i) * sizeof(T), tile + i * kKeyTile, sizeof(T));
     d += len;
   }
 }
@@ -50,7 +54,7 @@ void KVStore::take_key(int layer, int64_t slot, int d0, int n, T* row) const {
 void KVStore::write(int layer, int64_t slot, const float* k, const float* v) {
   uint8_t* vd = value(layer, slot);
   if (type_ == TensorType::F32) {
-    put_key(layer, slot, 0, kv_dim_, k);
+    put_key<float>(layer, slot, 0, kv_dim_, k);
     std::memcpy(vd, v, kv_dim_ * 4);
   } else {
     // The vectorized conversion (the same bits as fp32_to_fp16): on the decode step's serial
@@ -59,7 +63,7 @@ void KVStore::write(int layer, int64_t slot, const float* k, const float* v) {
     for (int d0 = 0; d0 < kv_dim_; d0 += 1024) {
       const int n = std::min(kv_dim_ - d0, 1024);
       kernels::fp32_to_fp16_row(k + d0, half, n);
-      put_key(layer, slot, d0, n, half);
+      put_key<uint16_t>(layer, slot, d0, n, half);
     }
     kernels::fp32_to_fp16_row(v, reinterpret_cast<uint16_t*>(vd), kv_dim_);
   }
@@ -112,27 +116,31 @@ void KVStore::move(int64_t from, int64_t to, int64_t n) {
 }
 
 void KVStore::get_keys(int layer, int64_t slot, int64_t n, void* rows) const {
+  auto* r = static_cast<uint8_t*>(rows);
+  const size_t row_bytes = kv_dim_ * elem_size();
   for (int64_t i = 0; i < n; ++i) {
-    if (type_ == TensorType::F32) take_key(layer, slot + i, 0, kv_dim_, static_cast<float*>(rows) + i * kv_dim_);
-    else take_key(layer, slot + i, 0, kv_dim_, static_cast<uint16_t*>(rows) + i * kv_dim_);
+    if (type_ == TensorType::F32) take_key<float>(layer, slot + i, 0, kv_dim_, r + i * row_bytes);
+    else take_key<uint16_t>(layer, slot + i, 0, kv_dim_, r + i * row_bytes);
   }
 }
 
 void KVStore::set_keys(int layer, int64_t slot, int64_t n, const void* rows) {
+  const auto* r = static_cast<const uint8_t*>(rows);
+  const size_t row_bytes = kv_dim_ * elem_size();
   for (int64_t i = 0; i < n; ++i) {
-    if (type_ == TensorType::F32) put_key(layer, slot + i, 0, kv_dim_, static_cast<const float*>(rows) + i * kv_dim_);
-    else put_key(layer, slot + i, 0, kv_dim_, static_cast<const uint16_t*>(rows) + i * kv_dim_);
+    if (type_ == TensorType::F32) put_key<float>(layer, slot + i, 0, kv_dim_, r + i * row_bytes);
+    else put_key<uint16_t>(layer, slot + i, 0, kv_dim_, r + i * row_bytes);
   }
 }
 
 void KVStore::read_key(int layer, int64_t slot, float* out) const {
   if (type_ == TensorType::F32) {
-    take_key(layer, slot, 0, kv_dim_, out);
+    take_key<float>(layer, slot, 0, kv_dim_, out);
   } else {
     uint16_t half[1024];
     for (int d0 = 0; d0 < kv_dim_; d0 += 1024) {
       const int n = std::min(kv_dim_ - d0, 1024);
-      take_key(layer, slot, d0, n, half);
+      take_key<uint16_t>(layer, slot, d0, n, half);
       kernels::fp16_to_fp32_row(half, out + d0, n);
     }
   }

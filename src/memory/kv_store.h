@@ -61,16 +61,17 @@ class KVStore {
     return ((static_cast<size_t>(layer) * n_heads_ + head) * n_tiles_ + slot / kKeyTile) * head_dim_ * kKeyTile +
            slot % kKeyTile;
   }
-  // Dimensions [d0, d0 + n) of one slot's key between a row of them and the tiles.
+  // Dimensions [d0, d0 + n) of one slot's key between a row of them (elements of type T, at any
+  // byte address) and the tiles.
   template <typename T>
-  void put_key(int layer, int64_t slot, int d0, int n, const T* row);
+  void put_key(int layer, int64_t slot, int d0, int n, const void* row);
   template <typename T>
-  void take_key(int layer, int64_t slot, int d0, int n, T* row) const;
+  void take_key(int layer, int64_t slot, int d0, int n, void* row) const;
   int n_layers_ = 0;
   int kv_dim_ = 0;
   int head_dim_ = 0, n_heads_ = 0;
   int64_t capacity_ = 0;
-  int64_t n_tiles_ = 0;  // key tiles per layer: capacity rounded up to whole tiles
+  int64_t n_tiles_ = 0;  // key tiles per layer and head: capacity rounded up to whole tiles
   TensorType type_ = TensorType::F32;
   std::vector<uint8_t> k_, v_;
 };
