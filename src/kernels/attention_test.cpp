@@ -100,22 +100,22 @@ TEST(Attention, ScoresFromKeyTilesMatchTheScalarChainsBitForBit) {
             for (int d = 0; d < sh.hd; ++d) dot += double(q[h * sh.hd + d]) * tiles.key(begin + j, d);
             ASSERT_NEAR(ref[h * s_stride + j], dot * scale, 1e-4 * (1 + std::fabs(dot)));
           }
-        if (!detail::cpu_has_avx2()) continue;
-        std::vector<float> got2(sh.n_q * s_stride, -7.f);
-        detail::avx2_attention_scores(q.data(), sh.n_q, sh.hd, tiles.view(half), begin, sh.len, scale, got2.data(),
-                                      s_stride);
-        for (size_t i = 0; i < got2.size(); ++i)
-          ASSERT_TRUE(same_bits(got2[i], ref[i]))
-              << "avx2 n_q " << sh.n_q << " hd " << sh.hd << " len " << sh.len << " begin " << begin
-              << (half ? " f16" : "") << " at " << i << ": " << got2[i] << " vs " << ref[i];
-        if (!detail::cpu_has_avx512()) continue;
-        std::vector<float> got(sh.n_q * s_stride, -7.f);
-        detail::avx512_attention_scores(q.data(), sh.n_q, sh.hd, tiles.view(half), begin, sh.len, scale, got.data(),
-                                        s_stride);
-        for (size_t i = 0; i < got.size(); ++i)
-          ASSERT_TRUE(same_bits(got[i], ref[i]))
-              << "n_q " << sh.n_q << " hd " << sh.hd << " len " << sh.len << " begin " << begin << (half ? " f16" : "")
-              << " at " << i << ": " << got[i] << " vs " << ref[i];
+        using ScoresFn = void (*)(const float*, int, int, const KeyTiles&, int64_t, int64_t, float, float*, int64_t);
+        const struct {
+          const char* name;
+          bool available;
+          ScoresFn fn;
+        } vector_loops[] = {{"avx2", detail::cpu_has_avx2(), detail::avx2_attention_scores},
+                            {"avx512", detail::cpu_has_avx512(), detail::avx512_attention_scores}};
+        for (const auto& loop : vector_loops) {
+          if (!loop.available) continue;
+          std::vector<float> got(sh.n_q * s_stride, -7.f);
+          loop.fn(q.data(), sh.n_q, sh.hd, tiles.view(half), begin, sh.len, scale, got.data(), s_stride);
+          for (size_t i = 0; i < got.size(); ++i)
+            ASSERT_TRUE(same_bits(got[i], ref[i]))
+                << loop.name << " n_q " << sh.n_q << " hd " << sh.hd << " len " << sh.len << " begin " << begin
+                << (half ? " f16" : "") << " at " << i << ": " << got[i] << " vs " << ref[i];
+        }
       }
   if (!detail::cpu_has_avx512()) GTEST_SKIP() << "scalar loops checked; no AVX-512 on this CPU";
 }
