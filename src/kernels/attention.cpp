@@ -19,12 +19,11 @@ namespace {
 inline float key_value(float x) { return x; }
 inline float key_value(uint16_t x) { return fp16_to_fp32(x); }
 
-// Keys four tiles at a time, their sums side by side, the slot innermost (so the compiler can
-// vectorize it; the AVX2 path has its own loop, attention_avx2.cpp).
+// Keys four tiles at a time, their sums side by side, the slot innermost (the AVX2 path has its
+// own loop, attention_avx2.cpp, so this one is not cloned).
 template <typename T>
-__attribute__((always_inline)) inline void scores_tiles(const float* q, int n_q, int hd, const T* k,
-                                                        int64_t tile_stride, int64_t begin, int64_t len,
-                                                        float scale, float* s, int64_t s_stride) {
+void scores_tiles(const float* q, int n_q, int hd, const T* k, int64_t tile_stride, int64_t begin, int64_t len,
+                  float scale, float* s, int64_t s_stride) {
   constexpr int kTiles = 4;
   double acc[kTiles * kKeyTile];
   const int64_t end = begin + len, t_end = (end + kKeyTile - 1) / kKeyTile;
@@ -44,28 +43,15 @@ __attribute__((always_inline)) inline void scores_tiles(const float* q, int n_q,
     }
 }
 
-// Contraction is off, so every clone computes the same numbers.
-__attribute__((target_clones("avx2", "default")))
-void scores_f32(const float* q, int n_q, int hd, const float* k, int64_t tile_stride, int64_t begin, int64_t len,
-                float scale, float* s, int64_t s_stride) {
-  scores_tiles(q, n_q, hd, k, tile_stride, begin, len, scale, s, s_stride);
-}
-
-__attribute__((target_clones("avx2", "default")))
-void scores_f16(const float* q, int n_q, int hd, const uint16_t* k, int64_t tile_stride, int64_t begin, int64_t len,
-                float scale, float* s, int64_t s_stride) {
-  scores_tiles(q, n_q, hd, k, tile_stride, begin, len, scale, s, s_stride);
-}
-
 }  // namespace
 
 void attention_scores_scalar(const float* q, int n_q, int hd, const KeyTiles& k, int64_t begin, int64_t len,
                              float scale, float* s, int64_t s_stride) {
   if (len <= 0) return;
   if (k.f16)
-    scores_f16(q, n_q, hd, static_cast<const uint16_t*>(k.data), k.tile_stride, begin, len, scale, s, s_stride);
+    scores_tiles(q, n_q, hd, static_cast<const uint16_t*>(k.data), k.tile_stride, begin, len, scale, s, s_stride);
   else
-    scores_f32(q, n_q, hd, static_cast<const float*>(k.data), k.tile_stride, begin, len, scale, s, s_stride);
+    scores_tiles(q, n_q, hd, static_cast<const float*>(k.data), k.tile_stride, begin, len, scale, s, s_stride);
 }
 
 // Written so the compiler can vectorize them (dimensions innermost) and cloned for AVX2: the AVX2
