@@ -272,6 +272,10 @@ File File::parse(std::vector<uint8_t> bytes, std::string name) {
   return f;
 }
 
+void File::drop(const uint8_t* p, size_t n) const {
+  if (mapping_) mapping_->drop(p, n);
+}
+
 void File::lock_in_memory() const {
   if (mapping_) mapping_->lock_in_memory();
 }

@@ -72,6 +72,9 @@ class File {
   static File open(const std::string& path, Residency residency = Residency::mapped);
   // Pins a mapped file in RAM (see MappedFile::lock_in_memory); nothing to do for one in memory.
   void lock_in_memory() const;
+  // Bytes of tensor data that will not be read again for a while leave memory (MappedFile::drop);
+  // nothing for a parsed in-memory image.
+  void drop(const uint8_t* p, size_t n) const;
   // Parses an in-memory image (copied); used by tests and fuzzing.
   static File parse(std::vector<uint8_t> bytes, std::string name = "<memory>");
 

@@ -25,6 +25,7 @@
 #include "kernels/gemm.h"
 #include "kernels/internal.h"
 #include "kernels/kernels.h"
+#include "util/error.h"
 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -535,48 +536,91 @@ void prepare_tok_blocks(const void* act, int64_t n_in, int64_t n_tokens, TokBloc
   }
 }
 
+// Q4_0 matrices packed for these tiles (pack_weights), for row counts that are multiples of 16:
+// the rows in groups of sixteen, each group nb * 288 bytes (as many as its rows take in the file),
+// 64-byte aligned when the matrix is: for each block, the four registers `words` of the kernel
+// below (64 bytes each: lane k holds bytes 4c..4c+3 of row k's sixteen bytes of nibbles); then,
+// for each block, the sixteen rows' scales (fp16, row k at k).
+struct Q4_0Packed {
+  static constexpr int64_t kWordBytes = 256;  // per block
+  static constexpr int64_t kScaleBytes = 32;  // per block
+  static_assert(16 * sizeof(block_q4_0) == kWordBytes + kScaleBytes);
+};
+
+void pack_q4_0(const void* w, int64_t n_in, int64_t n_out, uint8_t* out) {
+  const int64_t nb = n_in / kQK8_0;
+  const auto* rows = static_cast<const block_q4_0*>(w);
+  for (int64_t g = 0; g < n_out / 16; ++g) {
+    uint8_t* words = out + g * 16 * nb * sizeof(block_q4_0);
+    uint8_t* scales = words + nb * Q4_0Packed::kWordBytes;
+    for (int64_t b = 0; b < nb; ++b)
+      for (int k = 0; k < 16; ++k) {
+        const block_q4_0& x = rows[(g * 16 + k) * nb + b];
+        for (int c = 0; c < 4; ++c) std::memcpy(words + b * Q4_0Packed::kWordBytes + 64 * c + 4 * k, x.qs + 4 * c, 4);
+        std::memcpy(scales + b * Q4_0Packed::kScaleBytes + 2 * k, &x.d, 2);
+      }
+  }
+}
+
 // Lane 4l + j of a transposed register holds row 4j + l (and the other way round).
 inline __m512i lane_rows() { return _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15); }
 
-// Sixteen rows (rows[k]: row k's first block; the rows past n_rows repeat the last one) against
-// RT tokens (act + t * act_stride: token t's blocks); y[t * ys + k] for k < n_rows.
-template <int RT>
-void q4_0_rows16(int64_t nb, const uint8_t* const* rows, int n_rows, const TokBlock* act, int64_t act_stride,
-                 float* y, int64_t ys, PassPrefetch pf) {
+// Sixteen rows against RT tokens (act + t * act_stride: token t's blocks); y[t * ys + k] for
+// k < n_rows. The rows come either as they lie in the file (rows[k]: row k's first block; the
+// rows past n_rows repeat the last one), transposed block by block on the way in, or packed
+// (Q4_0Packed: `packed` is the group's first byte), which is the same registers read straight
+// from memory, one stream.
+template <int RT, bool kPacked>
+void q4_0_rows16(int64_t nb, const uint8_t* const* rows, const uint8_t* packed, int n_rows, const TokBlock* act,
+                 int64_t act_stride, float* y, int64_t ys, PassPrefetch pf) {
   constexpr int64_t kBlock = sizeof(block_q4_0);
   // Byte offsets of the rows in lane order, for gathering each block's sixteen scales.
-  alignas(64) int32_t offset[16];
-  for (int p = 0; p < 16; ++p) offset[p] = static_cast<int32_t>(rows[4 * (p % 4) + p / 4] - rows[0]);
-  const __m512i gather_at = _mm512_load_si512(offset);
+  __m512i gather_at = _mm512_setzero_si512();
+  if (!kPacked) {
+    alignas(64) int32_t offset[16];
+    for (int p = 0; p < 16; ++p) offset[p] = static_cast<int32_t>(rows[4 * (p % 4) + p / 4] - rows[0]);
+    gather_at = _mm512_load_si512(offset);
+  }
   const __m512i low4 = _mm512_set1_epi8(0x0F);
   __m512 acc[RT];
   for (int t = 0; t < RT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     pf.step();
-    const int64_t at = b * kBlock + 2;  // the block's 16 bytes of packed nibbles
-    __m512i a[4];
-    for (int j = 0; j < 4; ++j) {
-      const uint8_t* const* r = rows + 4 * j;
-      __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r[0] + at)));
-      v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[1] + at)), 1);
-      v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[2] + at)), 2);
-      a[j] = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[3] + at)), 3);
-    }
-    const __m512i u0 = _mm512_unpacklo_epi32(a[0], a[1]);
-    const __m512i u1 = _mm512_unpackhi_epi32(a[0], a[1]);
-    const __m512i u2 = _mm512_unpacklo_epi32(a[2], a[3]);
-    const __m512i u3 = _mm512_unpackhi_epi32(a[2], a[3]);
     // words[c]: bytes 4c..4c+3 of every row, i.e. elements 4c..4c+3 (low nibbles) and
     // 16 + 4c..16 + 4c + 3 (high nibbles).
-    const __m512i words[4] = {_mm512_unpacklo_epi64(u0, u2), _mm512_unpackhi_epi64(u0, u2),
-                              _mm512_unpacklo_epi64(u1, u3), _mm512_unpackhi_epi64(u1, u3)};
+    __m512i words[4];
+    __m512 dw;
+    if constexpr (kPacked) {
+      const uint8_t* g = packed + b * Q4_0Packed::kWordBytes;
+      for (int c = 0; c < 4; ++c) words[c] = _mm512_load_si512(g + 64 * c);
+      dw = _mm512_cvtph_ps(_mm256_load_si256(
+          reinterpret_cast<const __m256i*>(packed + nb * Q4_0Packed::kWordBytes + b * Q4_0Packed::kScaleBytes)));
+    } else {
+      const int64_t at = b * kBlock + 2;  // the block's 16 bytes of packed nibbles
+      __m512i a[4];
+      for (int j = 0; j < 4; ++j) {
+        const uint8_t* const* r = rows + 4 * j;
+        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r[0] + at)));
+        v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[1] + at)), 1);
+        v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[2] + at)), 2);
+        a[j] = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[3] + at)), 3);
+      }
+      const __m512i u0 = _mm512_unpacklo_epi32(a[0], a[1]);
+      const __m512i u1 = _mm512_unpackhi_epi32(a[0], a[1]);
+      const __m512i u2 = _mm512_unpacklo_epi32(a[2], a[3]);
+      const __m512i u3 = _mm512_unpackhi_epi32(a[2], a[3]);
+      words[0] = _mm512_unpacklo_epi64(u0, u2);
+      words[1] = _mm512_unpackhi_epi64(u0, u2);
+      words[2] = _mm512_unpacklo_epi64(u1, u3);
+      words[3] = _mm512_unpackhi_epi64(u1, u3);
+      const __m512i d16 = _mm512_i32gather_epi32(gather_at, rows[0] + b * kBlock, 1);
+      dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(d16));
+    }
     __m512i w[8];
     for (int c = 0; c < 4; ++c) {
       w[c] = _mm512_and_si512(words[c], low4);
       w[4 + c] = _mm512_and_si512(_mm512_srli_epi16(words[c], 4), low4);
     }
-    const __m512i d16 = _mm512_i32gather_epi32(gather_at, rows[0] + b * kBlock, 1);
-    const __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(d16));
     for (int t = 0; t < RT; ++t) {
       const TokBlock& x = act[t * act_stride + b];
       __m512i sum = _mm512_set1_epi32(x.bias);
@@ -589,23 +633,28 @@ void q4_0_rows16(int64_t nb, const uint8_t* const* rows, int n_rows, const TokBl
     }
   }
   const __mmask16 keep = static_cast<__mmask16>((1u << n_rows) - 1);
-  for (int t = 0; t < RT; ++t) _mm512_mask_storeu_ps(y + t * ys, keep, _mm512_permutexvar_ps(lane_rows(), acc[t]));
+  for (int t = 0; t < RT; ++t)
+    _mm512_mask_storeu_ps(y + t * ys, keep, kPacked ? acc[t] : _mm512_permutexvar_ps(lane_rows(), acc[t]));
 }
 
 constexpr int kByBlockTokens = 8;  // tokens per tile
 
-using ByBlockFn = void (*)(int64_t, const uint8_t* const*, int, const TokBlock*, int64_t, float*, int64_t, PassPrefetch);
-template <size_t... I>
+using ByBlockFn = void (*)(int64_t, const uint8_t* const*, const uint8_t*, int, const TokBlock*, int64_t, float*,
+                           int64_t, PassPrefetch);
+template <bool kPacked, size_t... I>
 constexpr std::array<ByBlockFn, sizeof...(I)> by_block_tiles(std::index_sequence<I...>) {
-  return {q4_0_rows16<static_cast<int>(I) + 1>...};
+  return {q4_0_rows16<static_cast<int>(I) + 1, kPacked>...};
 }
 
-void q4_0_by_block_rows(const void* w, int64_t n_in, int64_t n_out, const TokBlock* act, int64_t n_tokens, float* y,
-                        int64_t r0, int64_t r1) {
-  static constexpr auto tiles = by_block_tiles(std::make_index_sequence<kByBlockTokens>());
+// packed: the matrix in Q4_0Packed's layout, or null; then r0 and r1 must be multiples of 16.
+void q4_0_by_block_rows(const void* w, const void* packed, int64_t n_in, int64_t n_out, const TokBlock* act,
+                        int64_t n_tokens, float* y, int64_t r0, int64_t r1) {
+  static constexpr auto by_rows = by_block_tiles<false>(std::make_index_sequence<kByBlockTokens>());
+  static constexpr auto by_packed = by_block_tiles<true>(std::make_index_sequence<kByBlockTokens>());
+  const auto& tiles = packed != nullptr ? by_packed : by_rows;
   const int64_t nb = n_in / kQK8_0;
-  const size_t row_bytes = nb * sizeof(block_q4_0);
-  const auto* base = static_cast<const uint8_t*>(w);
+  const size_t row_bytes = nb * sizeof(block_q4_0);  // also a packed group's bytes per row
+  const auto* base = static_cast<const uint8_t*>(packed != nullptr ? packed : w);
   // More tokens than one tile: rows in blocks that stay in the L2 cache while the token tiles
   // pass over them; the first tile reads them from memory and prefetches the next rows.
   const int64_t rb_rows = n_tokens > kByBlockTokens ? row_block(row_bytes, 16) : r1 - r0;
@@ -616,9 +665,10 @@ void q4_0_by_block_rows(const void* w, int64_t n_in, int64_t n_out, const TokBlo
       for (int64_t r = rb; r < re; r += 16) {
         const int nr = static_cast<int>(std::min<int64_t>(16, re - r));
         const uint8_t* rows[16];
-        for (int k = 0; k < 16; ++k) rows[k] = base + (r + std::min(k, nr - 1)) * row_bytes;
-        const PassPrefetch pf = t == 0 ? next_pass(w, row_bytes, r + 16, 16, n_out, nb) : PassPrefetch{};
-        tiles[nt - 1](nb, rows, nr, act + t * nb, nb, y + t * n_out + r, n_out, pf);
+        if (packed == nullptr)
+          for (int k = 0; k < 16; ++k) rows[k] = base + (r + std::min(k, nr - 1)) * row_bytes;
+        const PassPrefetch pf = t == 0 ? next_pass(base, row_bytes, r + 16, 16, n_out, nb) : PassPrefetch{};
+        tiles[nt - 1](nb, rows, base + r * row_bytes, nr, act + t * nb, nb, y + t * n_out + r, n_out, pf);
       }
     }
   }
@@ -1008,8 +1058,9 @@ void avx512_gemm_prepare(TensorType w, const void* act, int64_t n_in, int64_t n_
   }
 }
 
-bool avx512_gemm_rows(TensorType w_type, const void* w, int64_t n_in, int64_t n_out, const void* act,
-                      const void* prepared, int64_t n_tokens, float* y, int64_t row_begin, int64_t row_end) {
+bool avx512_gemm_rows(TensorType w_type, const void* w, const void* packed, int64_t n_in, int64_t n_out,
+                      const void* act, const void* prepared, int64_t n_tokens, float* y, int64_t row_begin,
+                      int64_t row_end) {
   if (!avx512_has_gemm(w_type, n_in, n_tokens)) return false;
   if (row_begin >= row_end || n_tokens <= 0) return true;
   switch (w_type) {
@@ -1023,7 +1074,8 @@ bool avx512_gemm_rows(TensorType w_type, const void* w, int64_t n_in, int64_t n_
     case TensorType::Q4_0:
       if (q4_0_by_block(w_type, n_out)) {
         const auto* tok = reinterpret_cast<const TokBlock*>(static_cast<const uint8_t*>(prepared) + pairs_size(n_in, n_tokens));
-        q4_0_by_block_rows(w, n_in, n_out, tok, n_tokens, y, row_begin, row_end);
+        if (packed != nullptr && (row_begin % 16 != 0 || row_end % 16 != 0)) packed = nullptr;
+        q4_0_by_block_rows(w, packed, n_in, n_out, tok, n_tokens, y, row_begin, row_end);
         return true;
       }
       return quant32_gemm(w_type, w, n_in, n_out, prepared, n_tokens, y, row_begin, row_end);
@@ -1060,11 +1112,23 @@ void GemmInput::prepare(TensorType w_type, const void* act, int64_t n_in, int64_
   prepared_ = buffer_.get();
 }
 
+size_t packed_weights_size(TensorType w_type, int64_t n_in, int64_t n_out) {
+  if (active_isa() != Isa::avx512 || !q4_0_by_block(w_type, n_out) || n_out % 16 != 0 || n_in % kQK8_0 != 0)
+    return 0;
+  return row_size(w_type, n_in) * static_cast<size_t>(n_out);
+}
+
+void pack_weights(TensorType w_type, const void* w, int64_t n_in, int64_t n_out, void* out) {
+  if (packed_weights_size(w_type, n_in, n_out) == 0)
+    fail("pack_weights: no packed layout for ", type_name(w_type), " [", n_in, ", ", n_out, "] here");
+  detail::pack_q4_0(w, n_in, n_out, static_cast<uint8_t*>(out));
+}
+
 bool gemm_rows(TensorType w_type, const void* w, int64_t n_in, int64_t n_out, const GemmInput& in,
-               float* y, int64_t row_begin, int64_t row_end) {
+               float* y, int64_t row_begin, int64_t row_end, const void* packed) {
   if (active_isa() != Isa::avx512 || in.w_type() != w_type || in.n_in() != n_in) return false;
-  return detail::avx512_gemm_rows(w_type, w, n_in, n_out, in.act(), in.prepared(), in.n_tokens(), y, row_begin,
-                                  row_end);
+  return detail::avx512_gemm_rows(w_type, w, packed, n_in, n_out, in.act(), in.prepared(), in.n_tokens(), y,
+                                  row_begin, row_end);
 }
 
 bool gemm_rows(TensorType w_type, const void* w, int64_t n_in, int64_t n_out, const void* act,

@@ -5,7 +5,9 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <ostream>
 #include <random>
 #include <string>
@@ -136,6 +138,55 @@ INSTANTIATE_TEST_SUITE_P(Types, GemmTest,
                          [](const auto& info) {
                            return std::string(type_name(info.param.type)) + "_" + std::to_string(info.param.n_in);
                          });
+
+// Q4_0 matrices packed for the tiles (pack_weights) give the bits of their rows, and the packed
+// copy is what is read wherever a range covers whole groups of sixteen rows.
+TEST(Gemm, PackedQ4_0MatchesRowsBitForBit) {
+  const TensorType t = TensorType::Q4_0;
+  if (packed_weights_size(t, 64, 48) == 0) GTEST_SKIP() << "no packed layout on this CPU (" << isa_name(active_isa()) << ")";
+  EXPECT_EQ(packed_weights_size(t, 64, 40), 0u) << "row counts not a multiple of 16 stay as rows";
+  EXPECT_EQ(packed_weights_size(TensorType::Q8_0, 64, 48), 0u);
+  const int64_t n_out = 48;
+  uint32_t seed = 700;
+  for (int64_t n_in : {32, 2816}) {
+    const size_t bytes = packed_weights_size(t, n_in, n_out);
+    ASSERT_EQ(bytes, row_size(t, n_in) * n_out);
+    const auto w = make_weights(t, n_in, n_out, ++seed);
+    const auto other = make_weights(t, n_in, n_out, ++seed);
+    std::unique_ptr<uint8_t, decltype(&std::free)> packed(static_cast<uint8_t*>(std::aligned_alloc(64, bytes)), &std::free),
+        packed_other(static_cast<uint8_t*>(std::aligned_alloc(64, bytes)), &std::free);
+    pack_weights(t, w.data(), n_in, n_out, packed.get());
+    pack_weights(t, other.data(), n_in, n_out, packed_other.get());
+    for (int64_t n_tokens : {1, 2, 3, 5, 8, 9, 17}) {
+      const auto act = make_activations(t, n_in, n_tokens, ++seed);
+      std::vector<float> ref(n_out * n_tokens), ref_other(n_out * n_tokens), got(n_out * n_tokens);
+      matmul_rows(t, w.data(), n_in, n_out, act.data(), n_tokens, ref.data(), 0, n_out);
+      matmul_rows(t, other.data(), n_in, n_out, act.data(), n_tokens, ref_other.data(), 0, n_out);
+      GemmInput in;
+      in.prepare(t, act.data(), n_in, n_tokens);
+      auto expect_rows = [&](const std::vector<float>& want, int64_t r0, int64_t r1, const char* what) {
+        for (int64_t tk = 0; tk < n_tokens; ++tk)
+          for (int64_t o = r0; o < r1; ++o) {
+            const float g = got[tk * n_out + o], e = want[tk * n_out + o];
+            ASSERT_EQ(std::memcmp(&g, &e, 4), 0) << what << ": n_in " << n_in << " tokens " << n_tokens << " token "
+                                                  << tk << " row " << o << ": " << bits_diff(g, e);
+          }
+      };
+      ASSERT_TRUE(gemm_rows(t, w.data(), n_in, n_out, in, got.data(), 0, n_out, packed.get()));
+      expect_rows(ref, 0, n_out, "packed");
+      // Another matrix's packed copy beside these rows: whole groups read the packed copy ...
+      ASSERT_TRUE(gemm_rows(t, w.data(), n_in, n_out, in, got.data(), 16, 48, packed_other.get()));
+      expect_rows(ref_other, 16, 48, "whole groups");
+      // ... a range that starts or ends inside a group reads the rows.
+      ASSERT_TRUE(gemm_rows(t, w.data(), n_in, n_out, in, got.data(), 5, 37, packed_other.get()));
+      expect_rows(ref, 5, 37, "inside a group");
+    }
+  }
+  const Isa saved = active_isa();
+  set_isa(Isa::avx2);
+  EXPECT_EQ(packed_weights_size(t, 64, 48), 0u) << "packed only for the instruction set whose tiles read it";
+  set_isa(saved);
+}
 
 // Row lengths the tiles do not cover, and types without a path, are left to matmul_rows.
 TEST(Gemm, DeclinesWhatItDoesNotCover) {

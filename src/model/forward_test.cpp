@@ -306,6 +306,42 @@ void expect_fast_attention_equals_reference() {
   }
 }
 
+// Q4_0 matrices are packed for the AVX-512 tiles at load, and their rows in the file leave memory
+// (MappedFile::drop). The packed copy gives the bits of the rows, and on another instruction set
+// the rows are read again, from the file, with the same results: mapped or read into memory.
+TEST(Forward, PackedQ4_0WeightsGiveTheBitsOfTheRows) {
+  if (kernels::best_isa() != kernels::Isa::avx512) GTEST_SKIP() << "no AVX-512 here: nothing is packed";
+  TinyModelSpec spec;
+  spec.dim = 256;
+  spec.ff = 512;
+  spec.type = TensorType::Q4_0;
+  const auto path = endless::testing::scratch_dir("packed-q4_0") / "model.gguf";
+  endless::testing::write_tiny_model(spec, path.string());
+  const auto tokens = random_tokens(12, spec.vocab, 9);
+  const int32_t next = 7;
+  const kernels::Isa saved = kernels::active_isa();
+  for (Residency residency : {Residency::mapped, Residency::read}) {
+    SCOPED_TRACE(residency == Residency::mapped ? "mapped" : "read");
+    kernels::set_isa(kernels::Isa::avx2);
+    EXPECT_EQ(Model::load(path.string(), residency)->layer(0).wq.packed, nullptr) << "packed without AVX-512";
+    kernels::set_isa(kernels::Isa::avx512);
+    const auto model = Model::load(path.string(), residency);
+    for (const Weight* w : {&model->layer(0).wq, &model->layer(0).wk, &model->layer(1).down, &model->output()})
+      EXPECT_NE(w->packed, nullptr);
+    Engine engine(model, 2);
+    std::vector<std::vector<float>> logits;
+    for (kernels::Isa isa : {kernels::Isa::avx512, kernels::Isa::avx2}) {
+      kernels::set_isa(isa);
+      auto seq = engine.new_sequence(full(32, 32));
+      logits.push_back(engine.eval(*seq, tokens, false));  // prefill: tiles of 8 tokens and of 4
+      logits.push_back(engine.eval(*seq, std::span(&next, 1), false));  // decode
+    }
+    EXPECT_EQ(logits[0], logits[2]);
+    EXPECT_EQ(logits[1], logits[3]);
+  }
+  kernels::set_isa(saved);
+}
+
 // On every instruction set the CPU has: each has its own score and value loops.
 TEST(Forward, FastAttentionEqualsReference) {
   const kernels::Isa saved = kernels::active_isa();

@@ -40,7 +40,7 @@ void Engine::matmul_group(std::span<const Product> products, const float* x, int
     for (const Product& p : products) {
       const int64_t n_out = p.w->n_out;
       const int64_t b = std::max<int64_t>(begin - first, 0), e = std::min<int64_t>(end - first, n_out);
-      if (b < e && !kernels::gemm_rows(w.type, p.w->data, w.n_in, n_out, gemm_in_, p.y, b, e))
+      if (b < e && !kernels::gemm_rows(w.type, p.w->data, w.n_in, n_out, gemm_in_, p.y, b, e, p.w->packed))
         kernels::matmul_rows(w.type, p.w->data, w.n_in, n_out, act_.data(), n_tokens, p.y, b, e);
       first += n_out;
     }

@@ -1,7 +1,11 @@
 #include "model/model.h"
 
+#include <sys/mman.h>
+
+#include <cstdlib>
 #include <map>
 
+#include "kernels/gemm.h"
 #include "kernels/kernels.h"
 #include "util/error.h"
 
@@ -80,6 +84,8 @@ std::shared_ptr<const Model> Model::load(const std::string& path, Residency resi
     }
   }
 
+  m->pack_matrices();
+
   std::map<TensorType, int64_t> by_type;
   for (const auto& t : f.tensors()) {
     m->n_params_ += t.n_elements();
@@ -92,6 +98,32 @@ std::shared_ptr<const Model> Model::load(const std::string& path, Residency resi
       m->main_type_ = type;
     }
   return m;
+}
+
+// Matrices that have a layout of their own for this CPU's tiles are rearranged once, here, into
+// one block of memory (2 MiB pages where the system gives them). Their bytes in the file are not
+// read again on this instruction set, so they leave memory, except the embedding table's.
+void Model::pack_matrices() {
+  std::vector<Weight*> matrices{&output_};
+  for (LayerWeights& L : layers_)
+    for (Weight* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.gate, &L.up, &L.down}) matrices.push_back(w);
+  constexpr size_t kHugePage = size_t{2} << 20;
+  size_t total = 0;
+  for (const Weight* w : matrices) total += (kernels::packed_weights_size(w->type, w->n_in, w->n_out) + 63) / 64 * 64;
+  if (total == 0) return;
+  total = (total + kHugePage - 1) / kHugePage * kHugePage;
+  packed_.reset(static_cast<uint8_t*>(std::aligned_alloc(kHugePage, total)));
+  if (!packed_) fail(file_.path(), ": cannot allocate ", total >> 20, " MiB for the packed weights");
+  ::madvise(packed_.get(), total, MADV_HUGEPAGE);  // advice only
+  size_t at = 0;
+  for (Weight* w : matrices) {
+    const size_t n = kernels::packed_weights_size(w->type, w->n_in, w->n_out);
+    if (n == 0) continue;
+    kernels::pack_weights(w->type, w->data, w->n_in, w->n_out, packed_.get() + at);
+    w->packed = packed_.get() + at;
+    if (w->data != token_embd_.data) file_.drop(static_cast<const uint8_t*>(w->data), n);
+    at += (n + 63) / 64 * 64;
+  }
 }
 
 void Model::embed(int32_t token, float* out) const {

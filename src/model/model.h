@@ -1,6 +1,7 @@
 // A loaded model: its config and its weights, used in place from the memory-mapped GGUF file.
 #pragma once
 
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -16,6 +17,8 @@ struct Weight {
   const void* data = nullptr;
   int64_t n_in = 0;
   int64_t n_out = 0;
+  // The same matrix rearranged for this CPU's tiles (kernels::pack_weights), or null.
+  const void* packed = nullptr;
   bool present() const { return data != nullptr; }
 };
 
@@ -46,7 +49,12 @@ class Model {
 
  private:
   explicit Model(gguf::File file) : file_(std::move(file)) {}
+  void pack_matrices();
+  struct Free {
+    void operator()(uint8_t* p) const { std::free(p); }
+  };
   gguf::File file_;
+  std::unique_ptr<uint8_t, Free> packed_;  // every packed matrix, one after the other
   ModelConfig config_;
   Weight token_embd_, output_;
   std::vector<float> output_norm_;

@@ -93,6 +93,22 @@ void MappedFile::lock_in_memory() const {
          errno == ENOMEM || errno == EPERM ? " (raise the limit with `ulimit -l`)" : "");
 }
 
+void MappedFile::drop(const uint8_t* p, size_t n) const {
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
+  if (data_ == nullptr || p < data_ || p + n > data_ + size_ || begin >= end) return;
+  void* at = reinterpret_cast<void*>(begin);
+  if (residency_ == Residency::mapped) {
+    ::madvise(at, end - begin, MADV_DONTNEED);
+    return;
+  }
+  const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  ::mmap(at, end - begin, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, static_cast<off_t>(begin - reinterpret_cast<uintptr_t>(data_)));
+  ::close(fd);
+}
+
 MappedFile::MappedFile(MappedFile&& other) noexcept
     : data_(std::exchange(other.data_, nullptr)),
       size_(std::exchange(other.size_, 0)),

@@ -35,6 +35,12 @@ class MappedFile {
   // depend on what else ran. Throws Error with the reason (often RLIMIT_MEMLOCK).
   void lock_in_memory() const;
 
+  // The bytes [p, p + n) will not be read again for a while (a model keeps them rearranged
+  // elsewhere): the whole pages among them leave this process's memory, and come back from the
+  // file if they are read after all. A mapping drops them (MADV_DONTNEED); a file read into memory
+  // maps the file's own pages over them. Best effort: where the system refuses, they stay.
+  void drop(const uint8_t* p, size_t n) const;
+
  private:
   void release();
   const uint8_t* data_ = nullptr;

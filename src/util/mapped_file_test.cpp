@@ -52,6 +52,23 @@ TEST(MappedFile, ReadsTheBytesIntoHugePageAlignedMemory) {
   EXPECT_EQ(MappedFile(empty, Residency::read).size(), 0u);
 }
 
+// Dropped bytes are read again from the file, mapped or read into memory; bytes outside the
+// range, and ranges outside the file or smaller than a page, are left alone.
+TEST(MappedFile, DroppedBytesComeBackFromTheFile) {
+  const auto dir = testing::scratch_dir("mapped-file-drop");
+  const std::string path = (dir / "data.bin").string();
+  std::string bytes((size_t{5} << 20) + 777, '\0');
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 29 + (i >> 12));
+  std::ofstream(path, std::ios::binary) << bytes;
+  for (Residency residency : {Residency::mapped, Residency::read}) {
+    const MappedFile f(path, residency);
+    f.drop(f.data() + (size_t{1} << 20) + 123, (size_t{3} << 20) + 5000);
+    f.drop(f.data() + 10, 100);
+    f.drop(f.data() + f.size() - 5000, 10000);  // past the end: refused
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(f.data()), f.size()), bytes);
+  }
+}
+
 TEST(MappedFile, NamesThePathWhenItCannotOpen) {
   try {
     MappedFile f("/nonexistent/endless/model.gguf");
