@@ -56,8 +56,8 @@ bool gemm_rows(TensorType w_type, const void* w, int64_t n_in, int64_t n_out, co
 
 // A matrix rearranged for the tiles of this CPU, made once when a model is loaded: the tiles then
 // read their registers straight from memory, one stream, instead of gathering and transposing
-// each block of rows from the file's row-major layout (Q4_0 under AVX-512: 45% faster decode on
-// the 254M model, docs/benchmarks.md). packed_weights_size is 0 where there is no such layout
+// each block of rows from the file's row-major layout (Q4_0 under AVX-512: 1.3x the decode
+// speed on the 254M model, docs/benchmarks.md). packed_weights_size is 0 where there is no such layout
 // (other types, other instruction sets, row counts not a multiple of 16); otherwise the bytes
 // (as many as the matrix has) that pack_weights writes to `out` (64-byte aligned).
 size_t packed_weights_size(TensorType w_type, int64_t n_in, int64_t n_out);

@@ -28,7 +28,7 @@ std::vector<Reference> read_references() {
   std::string line;
   while (std::getline(in, line)) {
     if (line.starts_with("== ")) {
-      refs.push_back({line.substr(3)});
+      refs.emplace_back().model = line.substr(3);
       continue;
     }
     if (refs.empty()) continue;
