@@ -537,8 +537,9 @@ void prepare_tok_blocks(const void* act, int64_t n_in, int64_t n_tokens, TokBloc
 }
 
 // Q4_0 matrices packed for these tiles (pack_weights), for row counts that are multiples of 16:
-// the rows in groups of sixteen, each group nb * 288 bytes (as many as its rows take in the file),
-// 64-byte aligned when the matrix is: for each block, the four registers `words` of the kernel
+// the rows in groups of sixteen, each group nb * 288 bytes (as many as its rows take in the file;
+// so a group is 64-byte aligned only where nb is even, and the loads are unaligned ones, which
+// cost nothing more on aligned data): for each block, the four registers `words` of the kernel
 // below (64 bytes each: lane k holds bytes 4c..4c+3 of row k's sixteen bytes of nibbles); then,
 // for each block, the sixteen rows' scales (fp16, row k at k).
 struct Q4_0Packed {
@@ -592,8 +593,8 @@ void q4_0_rows16(int64_t nb, const uint8_t* const* rows, const uint8_t* packed, 
     __m512 dw;
     if constexpr (kPacked) {
       const uint8_t* g = packed + b * Q4_0Packed::kWordBytes;
-      for (int c = 0; c < 4; ++c) words[c] = _mm512_load_si512(g + 64 * c);
-      dw = _mm512_cvtph_ps(_mm256_load_si256(
+      for (int c = 0; c < 4; ++c) words[c] = _mm512_loadu_si512(g + 64 * c);
+      dw = _mm512_cvtph_ps(_mm256_loadu_si256(
           reinterpret_cast<const __m256i*>(packed + nb * Q4_0Packed::kWordBytes + b * Q4_0Packed::kScaleBytes)));
     } else {
       const int64_t at = b * kBlock + 2;  // the block's 16 bytes of packed nibbles

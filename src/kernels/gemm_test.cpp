@@ -153,8 +153,9 @@ TEST(Gemm, PackedQ4_0MatchesRowsBitForBit) {
     ASSERT_EQ(bytes, row_size(t, n_in) * n_out);
     const auto w = make_weights(t, n_in, n_out, ++seed);
     const auto other = make_weights(t, n_in, n_out, ++seed);
-    std::unique_ptr<uint8_t, decltype(&std::free)> packed(static_cast<uint8_t*>(std::aligned_alloc(64, bytes)), &std::free),
-        packed_other(static_cast<uint8_t*>(std::aligned_alloc(64, bytes)), &std::free);
+    const size_t alloc = (bytes + 63) / 64 * 64;  // aligned_alloc takes whole multiples of the alignment
+    std::unique_ptr<uint8_t, decltype(&std::free)> packed(static_cast<uint8_t*>(std::aligned_alloc(64, alloc)), &std::free),
+        packed_other(static_cast<uint8_t*>(std::aligned_alloc(64, alloc)), &std::free);
     pack_weights(t, w.data(), n_in, n_out, packed.get());
     pack_weights(t, other.data(), n_in, n_out, packed_other.get());
     for (int64_t n_tokens : {1, 2, 3, 5, 8, 9, 17}) {
