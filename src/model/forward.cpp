@@ -156,7 +156,6 @@ const std::vector<float>& Engine::forward(std::span<const BatchPart> parts) {
   grow(ffb_, n * c.ff);
   grow(slots_, n);
   grow(key_pos_, n);
-  grow(row_store_, n);
 
   // Token embeddings; each sequence's policy makes room and places the new tokens.
   {
@@ -169,7 +168,7 @@ const std::vector<float>& Engine::forward(std::span<const BatchPart> parts) {
       p.seq->policy->observe_tokens(p.tokens.data(), static_cast<int>(p.tokens.size()));
       p.seq->policy->begin_batch(static_cast<int>(p.tokens.size()), p.seq->store,
                                  slots_.data() + row, key_pos_.data() + row);
-      for (size_t i = 0; i < p.tokens.size(); ++i) row_store_[row++] = &p.seq->store;
+      row += static_cast<int64_t>(p.tokens.size());
     }
   }
 
@@ -188,16 +187,16 @@ const std::vector<float>& Engine::forward(std::span<const BatchPart> parts) {
         for (int i = 0; i < c.kv_dim(); ++i) v_[t * c.kv_dim() + i] += L.bv[i];
       }
     }
-    // Keys are rotated once, at the position the policy chose, and stored. Rows side by side: a
-    // key's stores scatter over its tiles and mostly miss the cache, which with several
-    // sequences decoding together was 3% of a step, all of it on one thread.
-    pool_.parallel_for(n, [&](int64_t begin, int64_t end) {
-      for (int64_t row = begin; row < end; ++row) {
-        float* k = k_.data() + row * c.kv_dim();
-        rope_.apply(k, c.n_kv_heads, key_pos_[row]);
-        row_store_[row]->write(l, slots_[row], k, v_.data() + row * c.kv_dim());
-      }
-    });
+    // Keys are rotated once, at the position the policy chose, and stored.
+    {
+      int64_t row = 0;
+      for (const auto& p : parts)
+        for (size_t i = 0; i < p.tokens.size(); ++i, ++row) {
+          float* k = k_.data() + row * c.kv_dim();
+          rope_.apply(k, c.n_kv_heads, key_pos_[row]);
+          p.seq->store.write(l, slots_[row], k, v_.data() + row * c.kv_dim());
+        }
+    }
     {
       int64_t row = 0;
       for (const auto& p : parts) {

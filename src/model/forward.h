@@ -83,7 +83,6 @@ class Engine {
   bool reference_ = false;
   std::vector<int64_t> slots_;
   std::vector<double> key_pos_;
-  std::vector<KVStore*> row_store_;  // the cache each row of the batch writes to
 };
 
 }  // namespace endless
