@@ -464,7 +464,7 @@ int run_bench(BenchOptions& o) {
   for (const auto& s : o.synth) models.push_back(synth_model(s, residency));
   if (models.empty() && !o.bandwidth) models.push_back(load_model(default_model_path(), false));
   if (o.mlock)
-    for (const auto& m : models) m.model->file().lock_in_memory();
+    for (const auto& m : models) m.model->lock_in_memory();
 
   if (o.bandwidth) {
     for (int t : o.threads) {

@@ -133,7 +133,7 @@ Loaded load(const ModelOptions& o) {
   if (o.model.empty())
     std::fprintf(stderr, "no model given (-m): using the built-in random-weight model %s\n", path.c_str());
   l.model = Model::load(path, o.no_mmap ? Residency::read : Residency::mapped);
-  if (o.mlock) l.model->file().lock_in_memory();
+  if (o.mlock) l.model->lock_in_memory();
   l.tokenizer = std::make_unique<Tokenizer>(Tokenizer::from_gguf(l.model->file()));
   if (l.tokenizer->n_vocab() != l.model->config().n_vocab)
     fail(path, ": the tokenizer has ", l.tokenizer->n_vocab(), " tokens but the model's ",

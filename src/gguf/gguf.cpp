@@ -272,7 +272,7 @@ File File::parse(std::vector<uint8_t> bytes, std::string name) {
   return f;
 }
 
-void File::drop(const uint8_t* p, size_t n) const {
+void File::drop(const uint8_t* p, size_t n) {
   if (mapping_) mapping_->drop(p, n);
 }
 

@@ -74,7 +74,7 @@ class File {
   void lock_in_memory() const;
   // Bytes of tensor data that will not be read again for a while leave memory (MappedFile::drop);
   // nothing for a parsed in-memory image.
-  void drop(const uint8_t* p, size_t n) const;
+  void drop(const uint8_t* p, size_t n);
   // Parses an in-memory image (copied); used by tests and fuzzing.
   static File parse(std::vector<uint8_t> bytes, std::string name = "<memory>");
 

@@ -2,7 +2,9 @@
 
 #include <sys/mman.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 
 #include "kernels/gemm.h"
@@ -114,6 +116,7 @@ void Model::pack_matrices() {
   total = (total + kHugePage - 1) / kHugePage * kHugePage;
   packed_.reset(static_cast<uint8_t*>(std::aligned_alloc(kHugePage, total)));
   if (!packed_) fail(file_.path(), ": cannot allocate ", total >> 20, " MiB for the packed weights");
+  packed_bytes_ = total;
   ::madvise(packed_.get(), total, MADV_HUGEPAGE);  // advice only
   size_t at = 0;
   for (Weight* w : matrices) {
@@ -124,6 +127,13 @@ void Model::pack_matrices() {
     if (w->data != token_embd_.data) file_.drop(static_cast<const uint8_t*>(w->data), n);
     at += (n + 63) / 64 * 64;
   }
+}
+
+void Model::lock_in_memory() const {
+  file_.lock_in_memory();
+  if (packed_ && ::mlock(packed_.get(), packed_bytes_) != 0)
+    fail("cannot lock the ", packed_bytes_ >> 20, " MiB of packed weights of '", file_.path(), "' in memory: ",
+         std::strerror(errno), errno == ENOMEM || errno == EPERM ? " (raise the limit with `ulimit -l`)" : "");
 }
 
 void Model::embed(int32_t token, float* out) const {

@@ -44,6 +44,10 @@ class Model {
   int64_t n_params() const { return n_params_; }
   TensorType main_type() const { return main_type_; }
 
+  // Pins the weights in RAM: the file's pages still in use and the packed matrices
+  // (gguf::File::lock_in_memory). Throws Error with the reason.
+  void lock_in_memory() const;
+
   // Expands the embedding row of a token into floats (dim of them).
   void embed(int32_t token, float* out) const;
 
@@ -55,6 +59,7 @@ class Model {
   };
   gguf::File file_;
   std::unique_ptr<uint8_t, Free> packed_;  // every packed matrix, one after the other
+  size_t packed_bytes_ = 0;
   ModelConfig config_;
   Weight token_embd_, output_;
   std::vector<float> output_norm_;

@@ -88,25 +88,38 @@ MappedFile::~MappedFile() { release(); }
 
 void MappedFile::lock_in_memory() const {
   if (data_ == nullptr) return;
-  if (::mlock(data_, size_) != 0)
-    fail("cannot lock the ", size_ >> 20, " MiB of '", path_, "' in memory: ", std::strerror(errno),
-         errno == ENOMEM || errno == EPERM ? " (raise the limit with `ulimit -l`)" : "");
+  // The ranges between dropped pages.
+  std::vector<std::pair<size_t, size_t>> keep;
+  size_t at = 0;
+  for (const auto& [b, e] : dropped_) {
+    if (b > at) keep.emplace_back(at, b);
+    at = std::max(at, e);
+  }
+  if (at < size_) keep.emplace_back(at, size_);
+  for (const auto& [b, e] : keep)
+    if (::mlock(data_ + b, e - b) != 0)
+      fail("cannot lock the ", size_ >> 20, " MiB of '", path_, "' in memory: ", std::strerror(errno),
+           errno == ENOMEM || errno == EPERM ? " (raise the limit with `ulimit -l`)" : "");
 }
 
-void MappedFile::drop(const uint8_t* p, size_t n) const {
+void MappedFile::drop(const uint8_t* p, size_t n) {
   const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
   const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
   const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
   if (data_ == nullptr || p < data_ || p + n > data_ + size_ || begin >= end) return;
   void* at = reinterpret_cast<void*>(begin);
+  const size_t offset = begin - reinterpret_cast<uintptr_t>(data_);
   if (residency_ == Residency::mapped) {
-    ::madvise(at, end - begin, MADV_DONTNEED);
-    return;
+    if (::madvise(at, end - begin, MADV_DONTNEED) != 0) return;
+  } else {
+    const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    void* r = ::mmap(at, end - begin, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, static_cast<off_t>(offset));
+    ::close(fd);
+    if (r == MAP_FAILED) return;
   }
-  const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;
-  ::mmap(at, end - begin, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, static_cast<off_t>(begin - reinterpret_cast<uintptr_t>(data_)));
-  ::close(fd);
+  const std::pair<size_t, size_t> range{offset, offset + (end - begin)};
+  dropped_.insert(std::upper_bound(dropped_.begin(), dropped_.end(), range), range);
 }
 
 MappedFile::MappedFile(MappedFile&& other) noexcept
@@ -114,7 +127,8 @@ MappedFile::MappedFile(MappedFile&& other) noexcept
       size_(std::exchange(other.size_, 0)),
       mapped_size_(std::exchange(other.mapped_size_, 0)),
       residency_(other.residency_),
-      path_(std::move(other.path_)) {}
+      path_(std::move(other.path_)),
+      dropped_(std::move(other.dropped_)) {}
 
 MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
   if (this != &other) {
@@ -124,6 +138,7 @@ MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
     mapped_size_ = std::exchange(other.mapped_size_, 0);
     residency_ = other.residency_;
     path_ = std::move(other.path_);
+    dropped_ = std::move(other.dropped_);
   }
   return *this;
 }

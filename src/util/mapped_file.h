@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace endless {
 
@@ -32,14 +34,15 @@ class MappedFile {
 
   // Pins the mapping in RAM (mlock), reading it all in first, so the kernel never drops its pages
   // and reads them again from disk: memory reclaim on a busy machine otherwise makes decode speed
-  // depend on what else ran. Throws Error with the reason (often RLIMIT_MEMLOCK).
+  // depend on what else ran. Pages given up with drop() stay out. Throws Error with the reason
+  // (often RLIMIT_MEMLOCK).
   void lock_in_memory() const;
 
   // The bytes [p, p + n) will not be read again for a while (a model keeps them rearranged
   // elsewhere): the whole pages among them leave this process's memory, and come back from the
   // file if they are read after all. A mapping drops them (MADV_DONTNEED); a file read into memory
   // maps the file's own pages over them. Best effort: where the system refuses, they stay.
-  void drop(const uint8_t* p, size_t n) const;
+  void drop(const uint8_t* p, size_t n);
 
  private:
   void release();
@@ -48,6 +51,7 @@ class MappedFile {
   size_t mapped_size_ = 0;  // of the mapping to release (the file's size rounded up when read)
   Residency residency_ = Residency::mapped;
   std::string path_;
+  std::vector<std::pair<size_t, size_t>> dropped_;  // [begin, end) offsets of dropped pages, in order
 };
 
 }  // namespace endless
