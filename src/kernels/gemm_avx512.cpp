@@ -502,9 +502,10 @@ bool quant32_gemm(TensorType type, const void* w, int64_t n_in, int64_t n_out, c
 // rows' unsigned nibbles (four consecutive elements of each row) with four activation bytes
 // broadcast to every lane adds four products to each row's sum; eight of them give each row's
 // exact block sum, and the float step acc = fma(float(sum), dw * da, acc) comes once per block
-// for sixteen outputs, not once per eight lanes of one. The weights stay in their mmap'd rows:
-// each block of sixteen rows is transposed on the way in (four 4 x 4 transposes of 32-bit words,
-// which leave row 4j + l at lane 4l + j), and the scales are gathered in that same order.
+// for sixteen outputs, not once per eight lanes of one. Matrices packed at load (Q4_0Packed below)
+// hold those registers as they are; rows read from the file are transposed on the way in, each
+// block of sixteen (four 4 x 4 transposes of 32-bit words, which leave row 4j + l at lane
+// 4l + j), and their scales gathered in that same order.
 
 // One token's block of activations: the 32 values, the scale as a float, and -8 * (sum of the
 // values), which turns the sum over unsigned nibbles into the sum over nibble - 8.
