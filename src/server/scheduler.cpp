@@ -21,7 +21,9 @@ Generation::Generation(GenerationParams params, int prompt_tokens) : params_(std
 Generation::Poll Generation::next(std::string& text, std::chrono::milliseconds timeout) {
   std::unique_lock lock(mu_);
   const auto done = [&] { return finished_ && !held_for_disk_; };
+  ++polling_;
   cv_.wait_for(lock, timeout, [&] { return !unread_.empty() || done(); });
+  --polling_;
   if (!unread_.empty()) {
     text = std::move(unread_);
     unread_.clear();
@@ -72,7 +74,9 @@ void Generation::emit(const std::string& text) {
   std::lock_guard lock(mu_);
   unread_ += text;
   result_.text += text;
-  cv_.notify_all();
+  // A caller in wait() wants only the end: waking it for every token (eight sessions decoding,
+  // eight wake-ups a step) would take a core from the forward pass for nothing.
+  if (polling_ > 0) cv_.notify_all();
 }
 
 void Generation::finish(const std::string& reason, std::optional<HttpError> error) {

@@ -93,6 +93,7 @@ class Generation {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::string unread_;
+  int polling_ = 0;  // callers waiting in next(): only they want a wake-up per piece of text
   GenerationResult result_;
   bool finished_ = false;
   bool held_for_disk_ = false;
