@@ -2,14 +2,13 @@
 
 #include <sys/mman.h>
 
-#include <cerrno>
 #include <cstdlib>
-#include <cstring>
 #include <map>
 
 #include "kernels/gemm.h"
 #include "kernels/kernels.h"
 #include "util/error.h"
+#include "util/mapped_file.h"
 
 namespace endless {
 namespace {
@@ -131,9 +130,7 @@ void Model::pack_matrices() {
 
 void Model::lock_in_memory() const {
   file_.lock_in_memory();
-  if (packed_ && ::mlock(packed_.get(), packed_bytes_) != 0)
-    fail("cannot lock the ", packed_bytes_ >> 20, " MiB of packed weights of '", file_.path(), "' in memory: ",
-         std::strerror(errno), errno == ENOMEM || errno == EPERM ? " (raise the limit with `ulimit -l`)" : "");
+  if (packed_) lock_pages(packed_.get(), packed_bytes_, cat("the packed weights of '", file_.path(), "'"));
 }
 
 void Model::embed(int32_t token, float* out) const {

@@ -86,20 +86,21 @@ MappedFile::MappedFile(const std::string& path, Residency residency) : residency
 
 MappedFile::~MappedFile() { release(); }
 
+void lock_pages(const void* p, size_t n, const std::string& what) {
+  if (n > 0 && ::mlock(p, n) != 0)
+    fail("cannot lock the ", n >> 20, " MiB of ", what, " in memory: ", std::strerror(errno),
+         errno == ENOMEM || errno == EPERM ? " (raise the limit with `ulimit -l`)" : "");
+}
+
 void MappedFile::lock_in_memory() const {
   if (data_ == nullptr) return;
   // The ranges between dropped pages.
-  std::vector<std::pair<size_t, size_t>> keep;
   size_t at = 0;
   for (const auto& [b, e] : dropped_) {
-    if (b > at) keep.emplace_back(at, b);
+    if (b > at) lock_pages(data_ + at, b - at, cat("'", path_, "'"));
     at = std::max(at, e);
   }
-  if (at < size_) keep.emplace_back(at, size_);
-  for (const auto& [b, e] : keep)
-    if (::mlock(data_ + b, e - b) != 0)
-      fail("cannot lock the ", size_ >> 20, " MiB of '", path_, "' in memory: ", std::strerror(errno),
-           errno == ENOMEM || errno == EPERM ? " (raise the limit with `ulimit -l`)" : "");
+  if (at < size_) lock_pages(data_ + at, size_ - at, cat("'", path_, "'"));
 }
 
 void MappedFile::drop(const uint8_t* p, size_t n) {

@@ -15,6 +15,9 @@ namespace endless {
 
 enum class Residency { mapped, read };
 
+// mlock of [p, p + n), or Error naming `what` and the reason (often RLIMIT_MEMLOCK).
+void lock_pages(const void* p, size_t n, const std::string& what);
+
 class MappedFile {
  public:
   MappedFile() = default;

@@ -12,12 +12,19 @@
 namespace endless {
 namespace {
 
+// Writes n bytes, byte i being byte(i), to path; returns them.
+template <typename F>
+std::string write_bytes(const std::string& path, size_t n, F byte) {
+  std::string bytes(n, '\0');
+  for (size_t i = 0; i < n; ++i) bytes[i] = static_cast<char>(byte(i));
+  std::ofstream(path, std::ios::binary) << bytes;
+  return bytes;
+}
+
 TEST(MappedFile, MapsTheBytesAndLocksThemInMemory) {
   const auto dir = testing::scratch_dir("mapped-file");
   const std::string path = (dir / "data.bin").string();
-  std::string bytes(10000, '\0');
-  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 7);
-  std::ofstream(path, std::ios::binary) << bytes;
+  const std::string bytes = write_bytes(path, 10000, [](size_t i) { return i * 7; });
 
   const MappedFile f(path);
   ASSERT_EQ(f.size(), bytes.size());
@@ -31,9 +38,7 @@ TEST(MappedFile, ReadsTheBytesIntoHugePageAlignedMemory) {
   const auto dir = testing::scratch_dir("mapped-file-read");
   const std::string path = (dir / "data.bin").string();
   // Larger than one 2 MiB page and not a multiple of it, so the rounding and the tail are used.
-  std::string bytes((size_t{5} << 20) + 12345, '\0');
-  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 13 + (i >> 16));
-  std::ofstream(path, std::ios::binary) << bytes;
+  const std::string bytes = write_bytes(path, (size_t{5} << 20) + 12345, [](size_t i) { return i * 13 + (i >> 16); });
 
   MappedFile f(path, Residency::read);
   EXPECT_EQ(f.residency(), Residency::read);
@@ -57,9 +62,7 @@ TEST(MappedFile, ReadsTheBytesIntoHugePageAlignedMemory) {
 TEST(MappedFile, DroppedBytesComeBackFromTheFile) {
   const auto dir = testing::scratch_dir("mapped-file-drop");
   const std::string path = (dir / "data.bin").string();
-  std::string bytes((size_t{5} << 20) + 777, '\0');
-  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 29 + (i >> 12));
-  std::ofstream(path, std::ios::binary) << bytes;
+  const std::string bytes = write_bytes(path, (size_t{5} << 20) + 777, [](size_t i) { return i * 29 + (i >> 12); });
   for (Residency residency : {Residency::mapped, Residency::read}) {
     MappedFile f(path, residency);
     f.drop(f.data() + (size_t{3} << 20) + 7, 100000);
