@@ -100,6 +100,35 @@ struct F16Rows {
   }
 };
 
+// [reduce(a), reduce(b), reduce(c), reduce(d)] for reduce = _mm512_reduce_add_ps, with its very
+// pairings (GCC: lane i + lane i+8, then i + i+4, then 0 + 2 and 1 + 3, then those two), so each
+// sum has its bits; four sums share every shuffle and add: 14 operations, not 4 x 8. The float
+// tiles' reductions took 14% of the F32 tile's samples in prefill, one at a time.
+inline __m128 reduce_add4(__m512 a, __m512 b, __m512 c, __m512 d) {
+  // [a.lo + a.hi | b.lo + b.hi], [c.. | d..]: eight lanes each
+  const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
+  const __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xEE));
+  // quarter k: the first four of those eight lanes plus the last four, for a, b, c, d
+  const __m512 s = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(2, 0, 2, 0)),
+                                 _mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(3, 1, 3, 1)));
+  const __m512 t = _mm512_add_ps(s, _mm512_permute_ps(s, _MM_SHUFFLE(1, 0, 3, 2)));  // [s0 + s2, s1 + s3, ..]
+  const __m512 u = _mm512_add_ps(t, _mm512_permute_ps(t, _MM_SHUFFLE(2, 3, 0, 1)));  // lane 0: t0 + t1
+  const __m512i lane0s = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  return _mm512_castps512_ps128(_mm512_permutexvar_ps(lane0s, u));
+}
+
+// The RM x RN sums of a float tile into y[t * ys + r]: four rows of a token at once where the tile
+// has four.
+template <int RM, int RN>
+inline void store_tile_sums(__m512 (&acc)[RM][RN], float* y, int64_t ys) {
+  if constexpr (RM == 4) {
+    for (int t = 0; t < RN; ++t) _mm_storeu_ps(y + t * ys, reduce_add4(acc[0][t], acc[1][t], acc[2][t], acc[3][t]));
+  } else {
+    for (int r = 0; r < RM; ++r)
+      for (int t = 0; t < RN; ++t) y[t * ys + r] = _mm512_reduce_add_ps(acc[r][t]);
+  }
+}
+
 // RM rows (w, w + ws, ...) against RN tokens (x, x + xs, ...) of float activations; y[t * ys + r].
 template <typename Rows, int RM, int RN>
 void tile_float(int64_t n, const typename Rows::Elem* w, int64_t ws, const float* x, int64_t xs,
@@ -134,8 +163,7 @@ void tile_bf16(int64_t n, const uint16_t* w, int64_t ws, const uint16_t* x, int6
       for (int r = 0; r < RM; ++r) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], wv[r], xv);
     }
   }
-  for (int r = 0; r < RM; ++r)
-    for (int t = 0; t < RN; ++t) y[t * ys + r] = _mm512_reduce_add_ps(acc[r][t]);
+  store_tile_sums(acc, y, ys);
 }
 
 // 4 rows x 6 tokens: 24 accumulators, and each step loads 4 weight vectors (from L2) for 24 FMAs.
