@@ -138,8 +138,9 @@ void values_run(const float* p, int64_t p_stride, int64_t len, const V* v, int64
   // span's end only touches a line it does not use).
   constexpr int64_t kRowBytes = int64_t{16} * C * sizeof(V);
   for (int64_t j = 0; j < len; ++j) {
-    const char* ahead = reinterpret_cast<const char*>(v + (j + kValuesAhead) * v_stride + 16 * c0);
-    if (kValuesAhead > 0) for (int64_t b = 0; b < kRowBytes; b += 64) _mm_prefetch(ahead + b, _MM_HINT_T0);
+    // (an address computed as an integer: past the span it may lie outside the cache)
+    const uintptr_t ahead = reinterpret_cast<uintptr_t>(v + 16 * c0) + (j + kValuesAhead) * v_stride * sizeof(V);
+    for (int64_t b = 0; b < kRowBytes; b += 64) _mm_prefetch(reinterpret_cast<const char*>(ahead + b), _MM_HINT_T0);
     __m512 vj[C];
     for (int c = 0; c < C; ++c) vj[c] = load(v + j * v_stride + 16 * (c0 + c), c);
     for (int h = 0; h < H; ++h) {
