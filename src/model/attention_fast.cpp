@@ -123,6 +123,21 @@ void attend_token(const ModelConfig& c, const Rope& rope, TokenScratch& t, const
   }
 }
 
+// Spans that continue one another in the cache, with the query at the same position, as one: the
+// same keys in the same order, so the same numbers, but one pass over the tiles, not two that
+// both compute the tile where they meet. (A sink cache's sinks and window, until the window
+// first slides: a pass over a short span costs about as much as one over 64 keys.)
+void merge_adjacent(std::vector<Span>& spans) {
+  size_t n = 0;
+  for (size_t k = 0; k < spans.size(); ++k) {
+    if (n > 0 && spans[n - 1].end == spans[k].begin && spans[n - 1].query_pos == spans[k].query_pos)
+      spans[n - 1].end = spans[k].end;
+    else
+      spans[n++] = spans[k];
+  }
+  spans.resize(n);
+}
+
 // Units [begin, end) of one part's work: unit u is token u / split and its KV heads' group
 // u % split (of `split` equal groups), so a part's units run in token order.
 void attend_units(const ModelConfig& c, const Rope& rope, int layer, const BatchPart& part, const float* q,
@@ -139,6 +154,7 @@ void attend_units(const ModelConfig& c, const Rope& rope, int layer, const Batch
     const int g = static_cast<int>(u % split);
     if (i != spans_of) {
       policy.spans(layer, static_cast<int>(i), scratch.spans);
+      merge_adjacent(scratch.spans);
       spans_of = i;
     }
     attend_token(c, rope, scratch, q + i * c.q_dim(), part.seq->store, layer, out + i * c.q_dim(), observer,
