@@ -1,5 +1,6 @@
-// `endless bench`: prefill and decode speed in the manner of llama-bench, and a STREAM-like memory
-// bandwidth probe (--bandwidth) to set decode speed against.
+// `endless bench`: prefill and decode speed in the manner of llama-bench, a STREAM-like memory
+// bandwidth probe (--bandwidth) to set decode speed against, and an arithmetic peak probe
+// (--peak, peak_probe.h) to set prefill speed against.
 //
 // ppN: a fresh sequence takes N random tokens in batches of -b (default 512), logits for the
 //      last token of each batch only (as llama-bench's llama_batch_get_one); tokens/s = N / time.
@@ -26,6 +27,7 @@
 #include <tuple>
 
 #include "common.h"
+#include "peak_probe.h"
 #include "convert/synth.h"
 #include "kernels/kernels.h"
 #include "util/error.h"
@@ -102,6 +104,7 @@ struct BenchOptions {
   bool no_mmap = false;
   bool bandwidth = false;
   int64_t bandwidth_mib = 1024;
+  bool peak = false;
   uint64_t seed = 1;
 };
 
@@ -462,7 +465,8 @@ int run_bench(BenchOptions& o) {
   const Residency residency = o.no_mmap ? Residency::read : Residency::mapped;
   for (const auto& p : o.models) models.push_back(load_model(p, false, residency));
   for (const auto& s : o.synth) models.push_back(synth_model(s, residency));
-  if (models.empty() && !o.bandwidth) models.push_back(load_model(default_model_path(), false));
+  const bool probes_only = (o.bandwidth || o.peak) && o.models.empty() && o.synth.empty();
+  if (models.empty() && !probes_only) models.push_back(load_model(default_model_path(), false));
   if (o.mlock)
     for (const auto& m : models) m.model->lock_in_memory();
 
@@ -490,11 +494,34 @@ int run_bench(BenchOptions& o) {
       }
       std::fflush(stdout);
     }
-    if (o.models.empty() && o.synth.empty()) {
-      if (o.json) std::printf("%s\n", json_array(json).c_str());
-      return 0;
+    if (!o.json) std::printf("\n");
+  }
+  if (o.peak) {
+    for (int t : o.threads) {
+      const auto results = probe_peak(t, std::max(o.reps, 3));
+      if (!o.json) {
+        std::printf("| arithmetic peak (a multiply-add is 2 ops) | threads | best Gops/s | mean Gops/s |\n");
+        std::printf("| --- | ---: | ---: | ---: |\n");
+      }
+      for (const auto& r : results) {
+        if (o.json)
+          json.push_back(JsonObject()
+                             .add("peak_test", r.test)
+                             .add("threads", t)
+                             .add("best_gops", r.best)
+                             .add("mean_gops", r.mean)
+                             .add("cpu", cpu_model())
+                             .add("date", today()));
+        else
+          std::printf("| %s | %d | %.1f | %.1f |\n", r.test.c_str(), t, r.best, r.mean);
+      }
+      std::fflush(stdout);
     }
     if (!o.json) std::printf("\n");
+  }
+  if (probes_only) {
+    if (o.json) std::printf("%s\n", json_array(json).c_str());
+    return 0;
   }
 
   if (!o.json) {
@@ -554,7 +581,7 @@ int run_bench(BenchOptions& o) {
 }
 
 Registration reg(
-    "bench", "Measure prefill and decode speed (like llama-bench) and memory bandwidth",
+    "bench", "Measure prefill and decode speed (like llama-bench), memory bandwidth and arithmetic peak",
     [](CLI::App& sub) {
       auto o = std::make_shared<BenchOptions>();
       sub.footer(
@@ -596,6 +623,9 @@ Registration reg(
                    "the file (as llama-bench -mmp 0)");
       sub.add_flag("--bandwidth", o->bandwidth,
                    "Measure memory bandwidth (STREAM-like read, copy, triad) at each thread count");
+      sub.add_flag("--peak", o->peak,
+                   "Measure the arithmetic peak (f32 FMA, bf16 and int8 dot products in registers) at each thread "
+                   "count, to set prefill against");
       sub.add_option("--bandwidth-mib", o->bandwidth_mib, "Array size of the bandwidth probe, MiB")
           ->check(CLI::Range(int64_t{16}, int64_t{1} << 16));
       return [o] { return run_bench(*o); };

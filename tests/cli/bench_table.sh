@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `endless bench` on a small random-weight model: one row per test (ppN, tgN, and tgNxS for S
-# sequences decoding together; "@ dD" from a context of D tokens), JSON fields as documented, and
-# bad options refused.
+# sequences decoding together; "@ dD" from a context of D tokens), JSON fields as documented, the
+# arithmetic peak probe, and bad options refused.
 source "$(dirname "$0")/lib.sh"
 
 spec="dim=128,layers=2,heads=4,kv_heads=2,ff=256,vocab=300,type=q8_0"
@@ -37,6 +37,30 @@ if set(rows) != set(want):
 for test, depth in want.items():
     if rows[test]["n_depth"] != depth or not rows[test]["avg_ts"] > 0:
         sys.exit(f"FAIL: {test}: n_depth {rows[test]['n_depth']}, avg_ts {rows[test]['avg_ts']}")
+PY
+
+# --peak: one row per multiply-add instruction this CPU has (/proc/cpuinfo's flags), each a rate.
+"$ENDLESS_BIN" bench --peak -t 1 -r 1 --json >"$TMP/peak.json" 2>"$TMP/err" || fail "bench --peak exited non-zero: $(cat "$TMP/err")"
+python3 - "$TMP/peak.json" <<'PY' || exit 1
+import json, sys
+rows = {r["peak_test"]: r for r in json.load(open(sys.argv[1]))}
+flags = set()
+for line in open("/proc/cpuinfo"):
+    if line.startswith("flags"):
+        flags = set(line.split(":", 1)[1].split())
+        break
+want = set()
+if "avx512f" in flags:
+    want.add("f32 fma (AVX-512)")
+    if "avx512_bf16" in flags: want.add("bf16 dot (VDPBF16PS)")
+    if "avx512_vnni" in flags: want.add("int8 dot (VPDPBUSD)")
+elif "avx2" in flags and "fma" in flags:
+    want.add("f32 fma (AVX2)")
+if set(rows) != want:
+    sys.exit(f"FAIL: peak tests {sorted(rows)}, expected {sorted(want)} from the CPU flags")
+for name, r in rows.items():
+    if r["threads"] != 1 or not (1 < r["best_gops"] < 1e5) or r["mean_gops"] > r["best_gops"] * (1 + 1e-9):
+        sys.exit(f"FAIL: {name}: {r}")
 PY
 
 if "$ENDLESS_BIN" bench --synth "$spec" -s 0 >"$TMP/bad" 2>&1; then fail "-s 0 was accepted"; fi
