@@ -15,12 +15,44 @@
 namespace endless {
 namespace {
 
-// As ggml's rms_norm: squares rounded to float, summed in double; then x * scale, times weight.
-void rmsnorm(float* out, const float* x, const float* weight, int n, float eps) {
-  double ss = 0;
-  for (int i = 0; i < n; ++i) ss += static_cast<double>(x[i] * x[i]);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(ss / n) + eps);
-  for (int i = 0; i < n; ++i) out[i] = x[i] * scale * weight[i];
+// The sums of squares of M rows of n (as ggml's rms_norm: squares rounded to float, summed in
+// double, in order), the rows' chains side by side: the same additions in the same order, but M
+// chains of dependent additions in flight instead of one.
+template <int M>
+void sums_of_squares(const float* x, int n, double* ss) {
+  double s[M] = {};
+  for (int i = 0; i < n; ++i)
+    for (int t = 0; t < M; ++t) s[t] += static_cast<double>(x[t * n + i] * x[t * n + i]);
+  for (int t = 0; t < M; ++t) ss[t] = s[t];
+}
+
+// ggml's rms_norm of each of `rows` rows of n: scale = 1 / sqrt(sum of squares / n + eps), then
+// x * scale, times weight. Rows go through the sums up to eight at a time: one row's sum is a
+// chain of n dependent double additions, and a batch of eight sessions' tokens, one after the
+// other, spent 3% of each step here.
+void rmsnorm_rows(float* out, const float* x, const float* weight, int n, int64_t rows, float eps) {
+  constexpr int kRows = 8;
+  double ss[kRows];
+  for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+    const int m = static_cast<int>(std::min<int64_t>(kRows, rows - r0));
+    const float* xr = x + r0 * n;
+    switch (m) {
+      case 1: sums_of_squares<1>(xr, n, ss); break;
+      case 2: sums_of_squares<2>(xr, n, ss); break;
+      case 3: sums_of_squares<3>(xr, n, ss); break;
+      case 4: sums_of_squares<4>(xr, n, ss); break;
+      case 5: sums_of_squares<5>(xr, n, ss); break;
+      case 6: sums_of_squares<6>(xr, n, ss); break;
+      case 7: sums_of_squares<7>(xr, n, ss); break;
+      default: sums_of_squares<8>(xr, n, ss); break;
+    }
+    for (int t = 0; t < m; ++t) {
+      const float scale = 1.0f / std::sqrt(static_cast<float>(ss[t] / n) + eps);
+      const float* xt = xr + int64_t{t} * n;
+      float* ot = out + (r0 + t) * n;
+      for (int i = 0; i < n; ++i) ot[i] = xt[i] * scale * weight[i];
+    }
+  }
 }
 
 template <typename T>
@@ -157,6 +189,7 @@ const std::vector<float>& Engine::forward(std::span<const BatchPart> parts) {
   grow(slots_, n);
   grow(key_pos_, n);
 
+  const int half_rot = rope_.config().n_rot / 2;
   // Token embeddings; each sequence's policy makes room and places the new tokens.
   {
     int64_t row = 0;
@@ -170,14 +203,19 @@ const std::vector<float>& Engine::forward(std::span<const BatchPart> parts) {
                                  slots_.data() + row, key_pos_.data() + row);
       row += static_cast<int64_t>(p.tokens.size());
     }
+    // Each new key's rotation angles, once for every layer.
+    grow(key_angles_, static_cast<size_t>(n) * 2 * half_rot);
+    for (int64_t t = 0; t < n; ++t) {
+      float* a = key_angles_.data() + t * 2 * half_rot;
+      rope_.angles(key_pos_[t], a, a + half_rot);
+    }
   }
 
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = model_->layer(l);
 
     // Attention block: x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
-    for (int64_t t = 0; t < n; ++t)
-      rmsnorm(xb_.data() + t * c.dim, x_.data() + t * c.dim, L.attn_norm.data(), c.dim, c.rms_eps);
+    rmsnorm_rows(xb_.data(), x_.data(), L.attn_norm.data(), c.dim, n, c.rms_eps);
     const Product qkv[] = {{&L.wq, q_.data()}, {&L.wk, k_.data()}, {&L.wv, v_.data()}};
     matmul_group(qkv, xb_.data(), n);
     if (c.qkv_bias) {
@@ -193,7 +231,8 @@ const std::vector<float>& Engine::forward(std::span<const BatchPart> parts) {
       for (const auto& p : parts)
         for (size_t i = 0; i < p.tokens.size(); ++i, ++row) {
           float* k = k_.data() + row * c.kv_dim();
-          rope_.apply(k, c.n_kv_heads, key_pos_[row]);
+          const float* a = key_angles_.data() + row * 2 * half_rot;
+          rope_.rotate(k, c.n_kv_heads, a, a + half_rot);
           p.seq->store.write(l, slots_[row], k, v_.data() + row * c.kv_dim());
         }
     }
@@ -240,8 +279,7 @@ const std::vector<float>& Engine::forward(std::span<const BatchPart> parts) {
 
     // Feed-forward block (SwiGLU): x += W_down · (silu(W_gate·norm(x)) * W_up·norm(x)), SiLU as
     // ggml computes it (its own exp polynomial).
-    for (int64_t t = 0; t < rows; ++t)
-      rmsnorm(xb_.data() + t * c.dim, x_.data() + t * c.dim, L.ffn_norm.data(), c.dim, c.rms_eps);
+    rmsnorm_rows(xb_.data(), x_.data(), L.ffn_norm.data(), c.dim, rows, c.rms_eps);
     const Product gate_up[] = {{&L.gate, ffa_.data()}, {&L.up, ffb_.data()}};
     matmul_group(gate_up, xb_.data(), rows);
     for (int64_t t = 0; t < rows; ++t)
@@ -254,9 +292,7 @@ const std::vector<float>& Engine::forward(std::span<const BatchPart> parts) {
   for (const auto& p : parts) p.seq->policy->end_batch(static_cast<int>(p.tokens.size()));
 
   // Final norm and output projection of the rows whose logits are wanted (the first n_out_rows).
-  for (int64_t t = 0; t < n_out_rows; ++t)
-    rmsnorm(xb_.data() + t * c.dim, x_.data() + t * c.dim, model_->output_norm().data(), c.dim,
-            c.rms_eps);
+  rmsnorm_rows(xb_.data(), x_.data(), model_->output_norm().data(), c.dim, n_out_rows, c.rms_eps);
   logits_.resize(n_out_rows * c.n_vocab);
   matmul(model_->output(), xb_.data(), n_out_rows, logits_.data());
   return logits_;

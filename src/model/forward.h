@@ -83,6 +83,7 @@ class Engine {
   bool reference_ = false;
   std::vector<int64_t> slots_;
   std::vector<double> key_pos_;
+  std::vector<float> key_angles_;  // per row: its position's n_rot / 2 cos, then n_rot / 2 sin
 };
 
 }  // namespace endless
