@@ -3,8 +3,9 @@
 //  - Scores: keys lie transposed, so sixteen keys' dimension d are one vector; up to eight vectors
 //    (128 keys) of one query head advance together: per dimension a float multiply, widened to
 //    two vectors of doubles, each added to its running sum (sixteen in registers). With
-//    half-precision inputs the float products are exact, and two heads go together, each key
-//    vector widened once and fused-multiply-added into both heads' double sums (same numbers).
+//    half-precision inputs the float products are exact, and two heads go together over six
+//    tiles (24 double sums in registers), each key vector widened once and fused-multiply-added
+//    into both heads' double sums (same numbers), the queries widened once per span.
 //  - Weighted values: a head's output lives in registers (16 dimensions each, the last one masked
 //    when the head dimension is not a multiple of 16) while the keys go by in order; two heads of
 //    a group go together, so each value vector loaded serves both and eight chains are in flight.
@@ -12,6 +13,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "kernels/attention.h"
 
@@ -80,18 +82,21 @@ void scores_run(const float* qh, int hd, const T* k, int64_t tile_stride, int64_
 // Two query heads over tiles [t0, t0 + NB), every value a half: a product is exact in float, so
 // double(float(q * k)) added to a sum equals fma(double(q), double(k), sum). Each key vector is
 // widened once for both heads.
+// q2: the two heads' queries as doubles, dimension by dimension (q2[2d] head a, q2[2d + 1] head b),
+// converted once per span rather than once per run of tiles: a broadcast from memory is a load,
+// while converting and broadcasting took two of the operations the key conversions compete for.
 template <int NB>
-void scores_run_halves2(const float* qa, const float* qb, int hd, const uint16_t* k, int64_t tile_stride, int64_t t0,
+void scores_run_halves2(const double* q2, int hd, const uint16_t* k, int64_t tile_stride, int64_t t0,
                         int64_t begin, int64_t end, float scale, float* sa, float* sb) {
   __m512d lo[2][NB], hi[2][NB];
   for (int h = 0; h < 2; ++h)
     for (int b = 0; b < NB; ++b) lo[h][b] = hi[h][b] = _mm512_setzero_pd();
   for (int d = 0; d < hd; ++d) {
-    const __m512d q[2] = {_mm512_set1_pd(qa[d]), _mm512_set1_pd(qb[d])};
+    const __m512d q[2] = {_mm512_set1_pd(q2[2 * d]), _mm512_set1_pd(q2[2 * d + 1])};
     for (int b = 0; b < NB; ++b) {
-      const __m512 kv = load_keys(k + (t0 + b) * tile_stride + d * kKeyTile);
-      const __m512d k_lo = _mm512_cvtps_pd(_mm512_castps512_ps256(kv));
-      const __m512d k_hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(kv, 1));
+      const uint16_t* kp = k + (t0 + b) * tile_stride + d * kKeyTile;
+      const __m512d k_lo = _mm512_cvtps_pd(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kp))));
+      const __m512d k_hi = _mm512_cvtps_pd(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kp + 8))));
       for (int h = 0; h < 2; ++h) {
         lo[h][b] = _mm512_fmadd_pd(q[h], k_lo, lo[h][b]);
         hi[h][b] = _mm512_fmadd_pd(q[h], k_hi, hi[h][b]);
@@ -225,19 +230,28 @@ void avx512_attention_scores(const float* q, int n_q, int hd, const KeyTiles& k,
   }
   const auto* kh = static_cast<const uint16_t*>(k.data);
   const int64_t t_end = (end + kKeyTile - 1) / kKeyTile;
+  thread_local std::vector<double> q2_buf;
+  if (q2_buf.size() < 2 * static_cast<size_t>(hd)) q2_buf.resize(2 * static_cast<size_t>(hd));
+  double* q2 = q2_buf.data();
   int h = 0;
   for (; h + 2 <= n_q; h += 2) {
     const float* qa = q + h * hd;
     const float* qb = qa + hd;
+    for (int d = 0; d < hd; ++d) {
+      q2[2 * d] = qa[d];
+      q2[2 * d + 1] = qb[d];
+    }
     float* sa = s + h * s_stride;
     float* sb = sa + s_stride;
     int64_t t0 = begin / kKeyTile;
-    for (; t0 + 4 <= t_end; t0 += 4) scores_run_halves2<4>(qa, qb, hd, kh, k.tile_stride, t0, begin, end, scale, sa, sb);
+    for (; t0 + 6 <= t_end; t0 += 6) scores_run_halves2<6>(q2, hd, kh, k.tile_stride, t0, begin, end, scale, sa, sb);
     switch (t_end - t0) {
       case 0: break;
-      case 1: scores_run_halves2<1>(qa, qb, hd, kh, k.tile_stride, t0, begin, end, scale, sa, sb); break;
-      case 2: scores_run_halves2<2>(qa, qb, hd, kh, k.tile_stride, t0, begin, end, scale, sa, sb); break;
-      default: scores_run_halves2<3>(qa, qb, hd, kh, k.tile_stride, t0, begin, end, scale, sa, sb); break;
+      case 1: scores_run_halves2<1>(q2, hd, kh, k.tile_stride, t0, begin, end, scale, sa, sb); break;
+      case 2: scores_run_halves2<2>(q2, hd, kh, k.tile_stride, t0, begin, end, scale, sa, sb); break;
+      case 3: scores_run_halves2<3>(q2, hd, kh, k.tile_stride, t0, begin, end, scale, sa, sb); break;
+      case 4: scores_run_halves2<4>(q2, hd, kh, k.tile_stride, t0, begin, end, scale, sa, sb); break;
+      default: scores_run_halves2<5>(q2, hd, kh, k.tile_stride, t0, begin, end, scale, sa, sb); break;
     }
   }
   if (h < n_q) scores_head<8>(q + h * hd, hd, kh, k.tile_stride, begin, end, scale, s + h * s_stride);
