@@ -4,7 +4,8 @@
 # "timings" object of each answer), so the client's cost does not count. Prints a Markdown table.
 # The two are measured in alternation, ROUNDS times (one alone, then all at once), and each is
 # the best of its rounds: the machine's speed drifts, and a ratio of two runs minutes apart
-# measures the drift as much as the server.
+# measures the drift as much as the server. Each round's own ratio is printed too, and their
+# median.
 #
 #   bench/server_bench.sh [ENDLESS_BIN] [MODEL]    (env: SESSIONS=8 TOKENS=64 THREADS=0 ROUNDS=3 BENCH_DIR)
 #
@@ -59,11 +60,12 @@ for i in $(seq 1 "$sessions"); do
 done
 generate s1 >/dev/null  # warm-up (and the system prompts are read meanwhile)
 
-single=0; single_ttft=0; aggregate=0; ttft_med=0; ttft_max=0
+single=0; single_ttft=0; aggregate=0; ttft_med=0; ttft_max=0; ratios=()
 for _ in $(seq 1 "$rounds"); do
   # One session alone.
   r=$(generate s1)
   rate=$(field predicted_per_second <<<"$r")
+  round_single=$rate
   if [ "$(calc "$rate > $single")" = 1 ]; then single=$rate; single_ttft=$(field ttft_ms <<<"$r"); fi
 
   # All sessions at once: each decodes while the others do.
@@ -76,6 +78,7 @@ for _ in $(seq 1 "$rounds"); do
     ttfts+=("$(field ttft_ms <"$dir/run.$i")")
   done
   rate=$(calc "$decoded / ($window / 1000)")
+  ratios+=("$(calc "$rate / $round_single")")
   if [ "$(calc "$rate > $aggregate")" = 1 ]; then
     aggregate=$rate
     sorted=$(printf '%s\n' "${ttfts[@]}" | sort -g)
@@ -95,7 +98,12 @@ wait "$load"
 printf '| measure | value |\n|---|---|\n'
 printf '| decode, 1 session alone (best of %d) | %.1f tokens/s |\n' "$rounds" "$single"
 printf '| decode, %d sessions at once (aggregate, best of %d) | %.1f tokens/s |\n' "$sessions" "$rounds" "$aggregate"
-printf '| speed-up | %.2fx |\n' "$(calc "$aggregate / $single")"
+printf '| speed-up (best / best) | %.2fx |\n' "$(calc "$aggregate / $single")"
+# The same ratio within each round (one alone, then all at once, seconds apart), so a moment when
+# the machine reads memory fast, which speeds up one session far more than eight, counts in both.
+sorted_ratios=$(printf '%s\n' "${ratios[@]}" | sort -g)
+printf '| speed-up per round (sorted) | %s |\n' "$(printf '%.2fx ' $sorted_ratios)"
+printf '| speed-up, median of the rounds | %.2fx |\n' "$(sed -n "$(( (rounds + 1) / 2 ))p" <<<"$sorted_ratios")"
 printf '| time to first token, 1 session alone | %.0f ms |\n' "$single_ttft"
 printf '| time to first token, %d sessions asking together (median / max) | %.0f ms / %.0f ms |\n' \
   "$sessions" "$ttft_med" "$ttft_max"
