@@ -80,11 +80,11 @@ void scores_run(const float* qh, int hd, const T* k, int64_t tile_stride, int64_
 }
 
 // Two query heads over tiles [t0, t0 + NB), every value a half: a product is exact in float, so
-// double(float(q * k)) added to a sum equals fma(double(q), double(k), sum). Each key vector is
-// widened once for both heads.
-// q2: the two heads' queries as doubles, dimension by dimension (q2[2d] head a, q2[2d + 1] head b),
-// converted once per span rather than once per run of tiles: a broadcast from memory is a load,
-// while converting and broadcasting took two of the operations the key conversions compete for.
+// double(float(q * k)) added to a sum equals fma(double(q), double(k), sum). Each eight keys are
+// widened once, straight from their halves, for both heads. q2: the two heads' queries as
+// doubles, dimension by dimension (q2[2d] head a, q2[2d + 1] head b), converted once per span,
+// not once per run of tiles: a broadcast from memory is a load, while converting and broadcasting
+// took two of the operations the key conversions compete for.
 template <int NB>
 void scores_run_halves2(const double* q2, int hd, const uint16_t* k, int64_t tile_stride, int64_t t0,
                         int64_t begin, int64_t end, float scale, float* sa, float* sb) {
