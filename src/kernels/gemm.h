@@ -25,8 +25,13 @@ namespace endless::kernels {
 class GemmInput {
  public:
   // act: n_tokens rows of n_in in the weights' vec_dot_type (convert_activations). act must
-  // stay valid while the GemmInput is used.
-  void prepare(TensorType w_type, const void* act, int64_t n_in, int64_t n_tokens);
+  // stay valid while the GemmInput is used. by_block_only: every product to be read with this
+  // input has a row count that q4_0_by_block accepts, so the layout the other Q4_0 products read
+  // (token pairs) is left out; gemm_rows then declines those others (matmul_rows gives their
+  // bits).
+  void prepare(TensorType w_type, const void* act, int64_t n_in, int64_t n_tokens, bool by_block_only = false);
+  // Whether products whose row count q4_0_by_block refuses can read this input.
+  bool has_pairs() const { return has_pairs_; }
 
   const void* act() const { return act_; }
   const void* prepared() const { return prepared_; }
@@ -43,6 +48,7 @@ class GemmInput {
   TensorType w_type_ = TensorType::F32;
   int64_t n_in_ = 0;
   int64_t n_tokens_ = 0;
+  bool has_pairs_ = false;
   std::unique_ptr<uint8_t, Free> buffer_;  // 64-byte aligned
   size_t capacity_ = 0;
 };

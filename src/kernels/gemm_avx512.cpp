@@ -1066,13 +1066,14 @@ size_t avx512_gemm_prepared_size(TensorType w, int64_t n_in, int64_t n_tokens) {
   }
 }
 
-void avx512_gemm_prepare(TensorType w, const void* act, int64_t n_in, int64_t n_tokens, void* out) {
+void avx512_gemm_prepare(TensorType w, const void* act, int64_t n_in, int64_t n_tokens, bool pairs, void* out) {
   switch (w) {
     case TensorType::F16:
       if (n_tokens >= 2) fp16_to_fp32_row(static_cast<const uint16_t*>(act), static_cast<float*>(out), n_in * n_tokens);
       break;
     case TensorType::Q4_0:
-      prepare_pairs(act, n_in, n_tokens, Q4_0Rows::kOffset, static_cast<PairBlock*>(out));
+      // The pairs serve only row counts that are not a multiple of 8 (q4_0_by_block).
+      if (pairs) prepare_pairs(act, n_in, n_tokens, Q4_0Rows::kOffset, static_cast<PairBlock*>(out));
       prepare_tok_blocks(act, n_in, n_tokens,
                          reinterpret_cast<TokBlock*>(static_cast<uint8_t*>(out) + pairs_size(n_in, n_tokens)));
       break;
@@ -1124,12 +1125,13 @@ bool has_gemm(TensorType w_type, int64_t n_in, int64_t n_tokens) {
   return active_isa() == Isa::avx512 && detail::avx512_has_gemm(w_type, n_in, n_tokens);
 }
 
-void GemmInput::prepare(TensorType w_type, const void* act, int64_t n_in, int64_t n_tokens) {
+void GemmInput::prepare(TensorType w_type, const void* act, int64_t n_in, int64_t n_tokens, bool by_block_only) {
   act_ = act;
   w_type_ = w_type;
   n_in_ = n_in;
   n_tokens_ = n_tokens;
   prepared_ = nullptr;
+  has_pairs_ = !(by_block_only && w_type == TensorType::Q4_0);
   if (!has_gemm(w_type, n_in, n_tokens)) return;
   const size_t bytes = detail::avx512_gemm_prepared_size(w_type, n_in, n_tokens);
   if (bytes == 0) return;
@@ -1138,7 +1140,7 @@ void GemmInput::prepare(TensorType w_type, const void* act, int64_t n_in, int64_
     if (!buffer_) throw std::bad_alloc();
     capacity_ = (bytes + 63) / 64 * 64;
   }
-  detail::avx512_gemm_prepare(w_type, act, n_in, n_tokens, buffer_.get());
+  detail::avx512_gemm_prepare(w_type, act, n_in, n_tokens, has_pairs_, buffer_.get());
   prepared_ = buffer_.get();
 }
 
@@ -1157,6 +1159,7 @@ void pack_weights(TensorType w_type, const void* w, int64_t n_in, int64_t n_out,
 bool gemm_rows(TensorType w_type, const void* w, int64_t n_in, int64_t n_out, const GemmInput& in,
                float* y, int64_t row_begin, int64_t row_end, const void* packed) {
   if (active_isa() != Isa::avx512 || in.w_type() != w_type || in.n_in() != n_in) return false;
+  if (w_type == TensorType::Q4_0 && !q4_0_by_block(w_type, n_out) && !in.has_pairs()) return false;
   return detail::avx512_gemm_rows(w_type, w, packed, n_in, n_out, in.act(), in.prepared(), in.n_tokens(), y,
                                   row_begin, row_end);
 }

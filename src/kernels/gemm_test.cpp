@@ -189,6 +189,39 @@ TEST(Gemm, PackedQ4_0MatchesRowsBitForBit) {
   set_isa(saved);
 }
 
+// An input prepared for by-block Q4_0 products only (no token pairs) serves those bit for bit and
+// declines the others, leaving their outputs alone, rather than read pairs it does not hold.
+TEST(Gemm, ByBlockOnlyInputServesByBlockRowsAndDeclinesTheRest) {
+  const TensorType t = TensorType::Q4_0;
+  const int64_t n_in = 256;
+  if (!has_gemm(t, n_in, 3)) GTEST_SKIP() << "no gemm path for Q4_0 on this CPU (" << isa_name(active_isa()) << ")";
+  uint32_t seed = 900;
+  for (int64_t n_tokens : {1, 3, 9}) {
+    const auto act = make_activations(t, n_in, n_tokens, ++seed);
+    GemmInput in;
+    in.prepare(t, act.data(), n_in, n_tokens, /*by_block_only=*/true);
+    EXPECT_FALSE(in.has_pairs());
+    // 40 rows: by block (a multiple of 8), read from the token blocks.
+    const auto w = make_weights(t, n_in, 40, ++seed);
+    std::vector<float> want(40 * n_tokens), got(40 * n_tokens);
+    matmul_rows(t, w.data(), n_in, 40, act.data(), n_tokens, want.data(), 0, 40);
+    ASSERT_TRUE(gemm_rows(t, w.data(), n_in, 40, in, got.data(), 0, 40));
+    EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * sizeof(float))) << n_tokens << " tokens";
+    // 6 rows: not by block, would need the pairs: declined, y untouched.
+    const auto w6 = make_weights(t, n_in, 6, ++seed);
+    std::vector<float> y6(6 * n_tokens, -1.0f);
+    EXPECT_FALSE(gemm_rows(t, w6.data(), n_in, 6, in, y6.data(), 0, 6));
+    EXPECT_EQ(y6, std::vector<float>(6 * n_tokens, -1.0f));
+    // Prepared for every product, the same 6 rows run tiled.
+    in.prepare(t, act.data(), n_in, n_tokens);
+    EXPECT_TRUE(in.has_pairs());
+    std::vector<float> want6(6 * n_tokens);
+    matmul_rows(t, w6.data(), n_in, 6, act.data(), n_tokens, want6.data(), 0, 6);
+    ASSERT_TRUE(gemm_rows(t, w6.data(), n_in, 6, in, y6.data(), 0, 6));
+    EXPECT_EQ(0, std::memcmp(want6.data(), y6.data(), want6.size() * sizeof(float))) << n_tokens << " tokens";
+  }
+}
+
 // Row lengths the tiles do not cover, and types without a path, are left to matmul_rows.
 TEST(Gemm, DeclinesWhatItDoesNotCover) {
   std::vector<float> y(4, 1.0f);
