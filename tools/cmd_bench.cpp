@@ -353,33 +353,28 @@ struct Buffer {
   Buffer& operator=(const Buffer&) = delete;
 };
 
-struct BandwidthResult {
-  std::string test;
-  double gbps = 0;  // best run, 1e9 bytes/s
-  double mean = 0;
-};
 
 template <typename F>
-BandwidthResult best_of(const std::string& name, int runs, double bytes, F&& f) {
-  BandwidthResult r{name, 0, 0};
+ProbeResult best_of(const std::string& name, int runs, double bytes, F&& f) {
+  ProbeResult r{name, 0, 0};
   f();  // warm-up: faults the pages in
   for (int i = 0; i < runs; ++i) {
     const auto t0 = Clock::now();
     f();
     const double s = std::chrono::duration<double>(Clock::now() - t0).count();
     const double gbps = bytes / s / 1e9;
-    r.gbps = std::max(r.gbps, gbps);
+    r.best = std::max(r.best, gbps);
     r.mean += gbps / runs;
   }
   return r;
 }
 
-std::vector<BandwidthResult> probe_bandwidth(int threads, int64_t mib, int runs,
+std::vector<ProbeResult> probe_bandwidth(int threads, int64_t mib, int runs,
                                              const Model* model) {
   ThreadPool pool(threads);
   const size_t bytes = static_cast<size_t>(mib) << 20;
   const int64_t n_floats = static_cast<int64_t>(bytes / sizeof(float));
-  std::vector<BandwidthResult> out;
+  std::vector<ProbeResult> out;
   std::vector<uint64_t> partial(threads);
   auto read_test = [&](const void* data, size_t n_bytes) {
     const auto* w = static_cast<const uint64_t*>(data);
@@ -454,6 +449,31 @@ std::string cpu_model() {
   return "unknown";
 }
 
+// One probe's results at t threads: a Markdown table, or JSON objects with the fields
+// KIND_test, threads, best_UNIT, mean_UNIT (and mib for the bandwidth probe), cpu and date.
+void report_probe(const BenchOptions& o, std::vector<JsonObject>& json, int t, const std::string& title,
+                  const char* unit_label, const char* kind, const char* unit, const std::vector<ProbeResult>& results,
+                  int64_t mib = 0) {
+  if (!o.json) {
+    std::printf("| %s | threads | best %s | mean %s |\n", title.c_str(), unit_label, unit_label);
+    std::printf("| --- | ---: | ---: | ---: |\n");
+  }
+  for (const auto& r : results) {
+    if (o.json) {
+      JsonObject row;
+      row.add(cat(kind, "_test"), r.test)
+          .add("threads", t)
+          .add(cat("best_", unit), r.best)
+          .add(cat("mean_", unit), r.mean);
+      if (mib > 0) row.add("mib", mib);
+      json.push_back(row.add("cpu", cpu_model()).add("date", today()));
+    } else {
+      std::printf("| %s | %d | %.1f | %.1f |\n", r.test.c_str(), t, r.best, r.mean);
+    }
+  }
+  std::fflush(stdout);
+}
+
 int run_bench(BenchOptions& o) {
   if (o.threads.empty()) o.threads.push_back(std::clamp(static_cast<int>(std::thread::hardware_concurrency()), 1, 8));
   for (int t : o.threads)
@@ -471,52 +491,17 @@ int run_bench(BenchOptions& o) {
     for (const auto& m : models) m.model->lock_in_memory();
 
   if (o.bandwidth) {
-    for (int t : o.threads) {
-      const auto results = probe_bandwidth(t, o.bandwidth_mib, std::max(o.reps, 3),
-                                           models.empty() ? nullptr : models.front().model.get());
-      if (!o.json) {
-        std::printf("| memory bandwidth (%lld MiB arrays) | threads | best GB/s | mean GB/s |\n",
-                    static_cast<long long>(o.bandwidth_mib));
-        std::printf("| --- | ---: | ---: | ---: |\n");
-      }
-      for (const auto& r : results) {
-        if (o.json)
-          json.push_back(JsonObject()
-                             .add("bandwidth_test", r.test)
-                             .add("threads", t)
-                             .add("best_gbps", r.gbps)
-                             .add("mean_gbps", r.mean)
-                             .add("mib", o.bandwidth_mib)
-                             .add("cpu", cpu_model())
-                             .add("date", today()));
-        else
-          std::printf("| %s | %d | %.1f | %.1f |\n", r.test.c_str(), t, r.gbps, r.mean);
-      }
-      std::fflush(stdout);
-    }
+    for (int t : o.threads)
+      report_probe(o, json, t, cat("memory bandwidth (", o.bandwidth_mib, " MiB arrays)"), "GB/s", "bandwidth", "gbps",
+                   probe_bandwidth(t, o.bandwidth_mib, std::max(o.reps, 3),
+                                   models.empty() ? nullptr : models.front().model.get()),
+                   o.bandwidth_mib);
     if (!o.json) std::printf("\n");
   }
   if (o.peak) {
-    for (int t : o.threads) {
-      const auto results = probe_peak(t, std::max(o.reps, 3));
-      if (!o.json) {
-        std::printf("| arithmetic peak (a multiply-add is 2 ops) | threads | best Gops/s | mean Gops/s |\n");
-        std::printf("| --- | ---: | ---: | ---: |\n");
-      }
-      for (const auto& r : results) {
-        if (o.json)
-          json.push_back(JsonObject()
-                             .add("peak_test", r.test)
-                             .add("threads", t)
-                             .add("best_gops", r.best)
-                             .add("mean_gops", r.mean)
-                             .add("cpu", cpu_model())
-                             .add("date", today()));
-        else
-          std::printf("| %s | %d | %.1f | %.1f |\n", r.test.c_str(), t, r.best, r.mean);
-      }
-      std::fflush(stdout);
-    }
+    for (int t : o.threads)
+      report_probe(o, json, t, "arithmetic peak (a multiply-add is 2 ops)", "Gops/s", "peak", "gops",
+                   probe_peak(t, std::max(o.reps, 3)));
     if (!o.json) std::printf("\n");
   }
   if (probes_only) {

@@ -30,6 +30,10 @@ namespace {
     asm volatile("" : "+v"(a6), "+v"(a7), "+v"(a8), "+v"(a9), "+v"(a10), "+v"(a11));               \
   }
 
+// The twelve accumulators added up with ADD (their sum only has to depend on every step).
+#define ENDLESS_PEAK_SUM(ADD) \
+  ADD(ADD(ADD(ADD(a0, a1), ADD(a2, a3)), ADD(ADD(a4, a5), ADD(a6, a7))), ADD(ADD(a8, a9), ADD(a10, a11)))
+
 constexpr int kChains = 12;
 
 // Each returns a value that depends on every step, so nothing is left out.
@@ -38,9 +42,7 @@ __attribute__((target("avx512f"))) float f32_avx512(int64_t iters) {
 #define STEP(a) _mm512_fmadd_ps(a, m, c)
   ENDLESS_PEAK_LOOP(__m512, STEP)
 #undef STEP
-  const __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
-                                 _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));
-  return _mm512_reduce_add_ps(_mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(a8, a9), _mm512_add_ps(a10, a11))));
+  return _mm512_reduce_add_ps(ENDLESS_PEAK_SUM(_mm512_add_ps));
 }
 
 __attribute__((target("avx2,fma"))) float f32_avx2(int64_t iters) {
@@ -48,9 +50,7 @@ __attribute__((target("avx2,fma"))) float f32_avx2(int64_t iters) {
 #define STEP(a) _mm256_fmadd_ps(a, m, c)
   ENDLESS_PEAK_LOOP(__m256, STEP)
 #undef STEP
-  __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
-                           _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)));
-  s = _mm256_add_ps(s, _mm256_add_ps(_mm256_add_ps(a8, a9), _mm256_add_ps(a10, a11)));
+  const __m256 s = ENDLESS_PEAK_SUM(_mm256_add_ps);
   alignas(32) float f[8];
   _mm256_store_ps(f, s);
   return f[0] + f[1] + f[2] + f[3] + f[4] + f[5] + f[6] + f[7];
@@ -63,9 +63,7 @@ __attribute__((target("avx512f,avx512bf16"))) float bf16_avx512(int64_t iters) {
 #define STEP(a) _mm512_dpbf16_ps(a, x, y)
   ENDLESS_PEAK_LOOP(__m512, STEP)
 #undef STEP
-  const __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
-                                 _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));
-  return _mm512_reduce_add_ps(_mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(a8, a9), _mm512_add_ps(a10, a11))));
+  return _mm512_reduce_add_ps(ENDLESS_PEAK_SUM(_mm512_add_ps));
 }
 
 __attribute__((target("avx512f,avx512vnni"))) float int8_avx512(int64_t iters) {
@@ -73,12 +71,10 @@ __attribute__((target("avx512f,avx512vnni"))) float int8_avx512(int64_t iters) {
 #define STEP(a) _mm512_dpbusd_epi32(a, u, s8)
   ENDLESS_PEAK_LOOP(__m512i, STEP)
 #undef STEP
-  const __m512i s = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)),
-                                     _mm512_add_epi32(_mm512_add_epi32(a4, a5), _mm512_add_epi32(a6, a7)));
-  return static_cast<float>(_mm512_reduce_add_epi32(
-      _mm512_add_epi32(s, _mm512_add_epi32(_mm512_add_epi32(a8, a9), _mm512_add_epi32(a10, a11)))));
+  return static_cast<float>(_mm512_reduce_add_epi32(ENDLESS_PEAK_SUM(_mm512_add_epi32)));
 }
 
+#undef ENDLESS_PEAK_SUM
 #undef ENDLESS_PEAK_LOOP
 
 struct Probe {
@@ -91,7 +87,7 @@ volatile float g_peak_sink;
 
 }  // namespace
 
-std::vector<PeakResult> probe_peak(int threads, int runs) {
+std::vector<ProbeResult> probe_peak(int threads, int runs) {
   std::vector<Probe> probes;
   const bool zmm = kernels::best_isa() == kernels::Isa::avx512;
   if (zmm) probes.push_back({"f32 fma (AVX-512)", f32_avx512, 16 * 2});
@@ -100,7 +96,7 @@ std::vector<PeakResult> probe_peak(int threads, int runs) {
   if (zmm && __builtin_cpu_supports("avx512vnni")) probes.push_back({"int8 dot (VPDPBUSD)", int8_avx512, 64 * 2});
 
   ThreadPool pool(threads);
-  std::vector<PeakResult> out;
+  std::vector<ProbeResult> out;
   for (const Probe& p : probes) {
     // Iterations for about 0.1 s on one thread, from a short timed run.
     int64_t iters = 1 << 16;
@@ -114,7 +110,7 @@ std::vector<PeakResult> probe_peak(int threads, int runs) {
       }
       iters *= 4;
     }
-    PeakResult r{p.name, 0, 0};
+    ProbeResult r{p.name, 0, 0};
     const double ops = p.ops_per_step * kChains * static_cast<double>(iters) * threads;
     for (int k = 0; k < runs; ++k) {
       std::atomic<float> sum{0};

@@ -9,14 +9,15 @@
 
 namespace endless::cli {
 
-struct PeakResult {
+// One test of a machine probe (this one, or the bandwidth probe): its best and mean rate.
+struct ProbeResult {
   std::string test;  // e.g. "f32 fma (AVX-512)"
-  double best = 0;   // 1e9 operations/s (a multiply-add counts two), best run
+  double best = 0;   // here 1e9 operations/s (a multiply-add counts two), best run
   double mean = 0;
 };
 
 // The multiply-add instructions this CPU has, each measured on `threads` threads at once: f32
 // FMA (AVX-512 or AVX2), bf16 dot (VDPBF16PS) and int8 dot (VPDPBUSD) where present.
-std::vector<PeakResult> probe_peak(int threads, int runs);
+std::vector<ProbeResult> probe_peak(int threads, int runs);
 
 }  // namespace endless::cli
