@@ -5,6 +5,8 @@
 //  - F32 / F16 / BF16, two or more tokens (llamafile's tinyBLAS order): per output one 16-lane
 //    accumulator, acc = fma(w[i..i+16], x[i..i+16], acc) over the row (VDPBF16PS over steps of 32
 //    for BF16), then _mm512_reduce_add_ps. A tile keeps RM x RN such accumulators.
+//  - F32 / F16, one token (ggml's vec_dot order): four 16-lane accumulators over each 64
+//    elements, (a0 + a2) + (a1 + a3), then _mm512_reduce_add_ps; several rows share the loads.
 //  - Q4_0 / Q8_0 (activations Q8_0): per output an 8-lane float accumulator; per block the eight
 //    int32 lanes of exact sums of four products, then acc = fma(dw * dy, float(lanes), acc); at
 //    the end the 8-lane horizontal sum plus 0.0f. The lanes are computed here as
@@ -19,6 +21,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -223,20 +226,23 @@ void gemm_float_rows(const Tiles& tiles, const Elem* w, int64_t n_in, int64_t n_
 }
 
 
-// Decode of F32 rows (one token): ggml's vec_dot arithmetic for each row exactly as
+// Decode of float rows (one token): ggml's vec_dot arithmetic for each row exactly as
 // dot_avx512.cpp's vec_float computes it (four accumulators of sixteen lanes over each 64
 // elements, (a0 + a2) + (a1 + a3), reduced), but R rows at a time, so the activations are loaded
-// once for R rows. Rows must be a multiple of 64 long (no tail).
-template <int R>
-void gemv_f32(int64_t n, const float* w, int64_t row_stride, const float* x, float* out) {
+// once for R rows. F16 activations come as floats (prepared once, exact), not converted per row.
+// Rows must be a multiple of 64 long (no tail).
+template <typename Rows, int R>
+void gemv_float(int64_t n, const typename Rows::Elem* w, int64_t row_stride, const float* x, float* out,
+                PassPrefetch pf = {}) {
   __m512 acc[R][4];
   for (int r = 0; r < R; ++r)
     for (auto& a : acc[r]) a = _mm512_setzero_ps();
   for (int64_t i = 0; i < n; i += 64) {
+    pf.step();
     for (int j = 0; j < 4; ++j) {
       const __m512 xv = _mm512_loadu_ps(x + i + 16 * j);
       for (int r = 0; r < R; ++r)
-        acc[r][j] = _mm512_fmadd_ps(_mm512_loadu_ps(w + r * row_stride + i + 16 * j), xv, acc[r][j]);
+        acc[r][j] = _mm512_fmadd_ps(Rows::load(w + r * row_stride + i + 16 * j), xv, acc[r][j]);
     }
   }
   for (int r = 0; r < R; ++r) {
@@ -245,25 +251,34 @@ void gemv_f32(int64_t n, const float* w, int64_t row_stride, const float* x, flo
   }
 }
 
-// Rows [r0, r1); the prefetch of the next pass may reach up to row pf_end (past r1: the rows a
-// thread most likely takes next).
-// Rows [r0, r1), four at a time. No software prefetch here: F32 rows are long (4 KiB and more),
-// so four of them side by side are streams the hardware prefetchers follow, and prefetching the
-// next pass as the quantized passes do measured slower. One thread, a 1 GiB matrix of 1024-wide
-// rows from memory: 24.5 GB/s with 8 rows and the prefetch, 27.6 with 8 rows and none, 29.9 with
-// 4 and none; the 254M model's decode, 2 threads, alternating runs: 36.7-39.7 tokens/s with the
-// prefetch, 40.2-42.8 without (llama.cpp 41.2-42.4 in the same runs).
-void gemv_f32_rows(const float* w, int64_t n_in, const float* x, float* y, int64_t r0, int64_t r1) {
+// Rows [r0, r1), four at a time. F32 rows are long (4 KiB and more), so four of them side by
+// side are streams the hardware prefetchers follow, and prefetching the next pass as the
+// quantized passes do measured slower: one thread, a 1 GiB matrix of 1024-wide rows from memory,
+// 24.5 GB/s with 8 rows and the prefetch, 27.6 with 8 rows and none, 29.9 with 4 and none; on
+// another machine (27 GB/s read with 2 threads) the 254M model's decode read 24-28 tokens/s with
+// it, 27-29 without. F16 rows are half as long, and there the prefetch of the next pass (up to
+// the matrix's end: the rows a thread most likely takes next) pays: 254M F16 decode, 2 threads,
+// alternating runs, 33-37 tokens/s without, 47-50 with.
+template <typename Rows>
+void gemv_float_rows(const typename Rows::Elem* w, int64_t n_in, const float* x, float* y, int64_t r0, int64_t r1,
+                     int64_t n_out) {
   constexpr int kRows = 4;
+  constexpr bool kPrefetch = !std::is_same_v<Rows, F32Rows>;
   int64_t r = r0;
-  for (; r + kRows <= r1; r += kRows) gemv_f32<kRows>(n_in, w + r * n_in, n_in, x, y + r);
-  for (; r < r1; ++r) gemv_f32<1>(n_in, w + r * n_in, n_in, x, y + r);
+  for (; r + kRows <= r1; r += kRows)
+    gemv_float<Rows, kRows>(n_in, w + r * n_in, n_in, x, y + r,
+                            kPrefetch ? next_pass(w, n_in * sizeof(*w), r + kRows, kRows, n_out, n_in / 64) : PassPrefetch{});
+  for (; r < r1; ++r) gemv_float<Rows, 1>(n_in, w + r * n_in, n_in, x, y + r);
 }
 
 bool float_gemm(TensorType type, const void* w, int64_t n_in, int64_t n_out, const void* act,
                 const void* prepared, int64_t n_tokens, float* y, int64_t r0, int64_t r1) {
   if (n_tokens == 1 && type == TensorType::F32) {
-    gemv_f32_rows(static_cast<const float*>(w), n_in, static_cast<const float*>(act), y, r0, r1);
+    gemv_float_rows<F32Rows>(static_cast<const float*>(w), n_in, static_cast<const float*>(act), y, r0, r1, n_out);
+    return true;
+  }
+  if (n_tokens == 1 && type == TensorType::F16) {
+    gemv_float_rows<F16Rows>(static_cast<const uint16_t*>(w), n_in, static_cast<const float*>(prepared), y, r0, r1, n_out);
     return true;
   }
   switch (type) {
@@ -1043,8 +1058,8 @@ bool kquant_gemm(TensorType type, const void* w, int64_t n_in, int64_t n_out, co
 
 bool avx512_has_gemm(TensorType w, int64_t n_in, int64_t n_tokens) {
   switch (w) {
-    case TensorType::F32: return n_tokens >= 2 ? n_in % 16 == 0 : n_in % 64 == 0;
-    case TensorType::F16: return n_tokens >= 2 && n_in % 16 == 0;
+    case TensorType::F32:
+    case TensorType::F16: return n_tokens >= 2 ? n_in % 16 == 0 : n_in % 64 == 0;
     case TensorType::BF16: return n_tokens >= 2 && n_in % 32 == 0;
     case TensorType::Q4_0:
     case TensorType::Q8_0: return n_in % kQK8_0 == 0;
@@ -1069,7 +1084,7 @@ size_t avx512_gemm_prepared_size(TensorType w, int64_t n_in, int64_t n_tokens) {
 void avx512_gemm_prepare(TensorType w, const void* act, int64_t n_in, int64_t n_tokens, bool pairs, void* out) {
   switch (w) {
     case TensorType::F16:
-      if (n_tokens >= 2) fp16_to_fp32_row(static_cast<const uint16_t*>(act), static_cast<float*>(out), n_in * n_tokens);
+      fp16_to_fp32_row(static_cast<const uint16_t*>(act), static_cast<float*>(out), n_in * n_tokens);
       break;
     case TensorType::Q4_0:
       // The pairs serve only row counts that are not a multiple of 8 (q4_0_by_block).
