@@ -1171,6 +1171,11 @@ void pack_weights(TensorType w_type, const void* w, int64_t n_in, int64_t n_out,
   detail::pack_q4_0(w, n_in, n_out, static_cast<uint8_t*>(out));
 }
 
+bool wants_aligned_copy(TensorType w_type, const void* data) {
+  return active_isa() == Isa::avx512 && (w_type == TensorType::F32 || w_type == TensorType::BF16) &&
+         reinterpret_cast<uintptr_t>(data) % 64 != 0;
+}
+
 bool gemm_rows(TensorType w_type, const void* w, int64_t n_in, int64_t n_out, const GemmInput& in,
                float* y, int64_t row_begin, int64_t row_end, const void* packed) {
   if (active_isa() != Isa::avx512 || in.w_type() != w_type || in.n_in() != n_in) return false;

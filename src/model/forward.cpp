@@ -55,8 +55,8 @@ void rmsnorm_rows(float* out, const float* x, const float* weight, int n, int64_
   }
 }
 
-template <typename T>
-void grow(std::vector<T>& v, size_t n) {
+template <typename T, typename A>
+void grow(std::vector<T, A>& v, size_t n) {
   if (v.size() < n) v.resize(n);
 }
 

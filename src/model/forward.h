@@ -11,6 +11,7 @@
 #include "memory/policy.h"
 #include "memory/rope.h"
 #include "model/model.h"
+#include "util/aligned.h"
 #include "util/thread_pool.h"
 
 namespace endless {
@@ -75,8 +76,10 @@ class Engine {
   Rope rope_;
   ThreadPool pool_;
   // Scratch, grown to the largest batch seen and then reused: no allocation per token.
-  std::vector<float> x_, xb_, q_, k_, v_, att_, ffa_, ffb_, logits_, all_logits_;
-  std::vector<uint8_t> act_;
+  // Cache-line aligned, as the kernels' 64-byte loads run best (util/aligned.h).
+  AlignedVector<float> x_, xb_, q_, k_, v_, att_, ffa_, ffb_;
+  std::vector<float> logits_, all_logits_;
+  AlignedVector<uint8_t> act_;
   kernels::GemmInput gemm_in_;  // act_ laid out for the tiled products
   std::vector<int64_t> part_rows_;   // each side-by-side part's first row
   std::vector<int64_t> part_units_;  // and its first unit of attention work

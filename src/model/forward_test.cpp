@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
+#include <tuple>
 
 #include "kernels/kernels.h"
 #include "test_support.h"
@@ -338,6 +340,62 @@ TEST(Forward, PackedQ4_0WeightsGiveTheBitsOfTheRows) {
     }
     EXPECT_EQ(logits[0], logits[2]);
     EXPECT_EQ(logits[1], logits[3]);
+  }
+  kernels::set_isa(saved);
+}
+
+// F32 and BF16 matrices that the file puts off a 64-byte boundary (GGUF aligns to 32) are copied
+// at load, under AVX-512, to memory that starts on one; the copy holds the file's bytes, and the
+// model gives the logits of one loaded without it (under AVX2, which copies nothing).
+TEST(Forward, FloatMatricesOffCacheLinesAreCopiedAlignedWithTheirBytes) {
+  if (kernels::best_isa() != kernels::Isa::avx512) GTEST_SKIP() << "no AVX-512 here: nothing is copied";
+  const kernels::Isa saved = kernels::active_isa();
+  for (TensorType type : {TensorType::F32, TensorType::BF16}) {
+    TinyModelSpec spec;
+    spec.dim = 128;
+    spec.ff = 320;
+    spec.type = type;
+    const auto path = endless::testing::scratch_dir("aligned-copy") / cat(type_name(type), ".gguf");
+    // Whether the matrices sit on 64-byte boundaries depends on the length of the metadata before
+    // them: a few vocabulary sizes give both cases.
+    for (spec.vocab = 128; spec.vocab < 136; ++spec.vocab) {
+      endless::testing::write_tiny_model(spec, path.string());
+      const gguf::File f = gguf::File::open(path.string());
+      if (reinterpret_cast<uintptr_t>(f.tensor("blk.0.attn_q.weight")->data) % 64 != 0) break;
+    }
+    const auto tokens = random_tokens(10, spec.vocab, 4);
+    const int32_t next = 3;
+    for (Residency residency : {Residency::mapped, Residency::read}) {
+      SCOPED_TRACE(cat(type_name(type), residency == Residency::mapped ? " mapped" : " read"));
+      kernels::set_isa(kernels::Isa::avx2);
+      const auto plain = Model::load(path.string(), residency);
+      kernels::set_isa(kernels::Isa::avx512);
+      const auto copied = Model::load(path.string(), residency);
+      const gguf::File& f = plain->file();
+      int off_line = 0;
+      for (const auto& [plain_w, copied_w, name] :
+           {std::tuple{&plain->layer(0).wq, &copied->layer(0).wq, "blk.0.attn_q.weight"},
+            std::tuple{&plain->layer(1).down, &copied->layer(1).down, "blk.1.ffn_down.weight"},
+            std::tuple{&plain->layer(1).up, &copied->layer(1).up, "blk.1.ffn_up.weight"}}) {
+        const auto* t = f.tensor(name);
+        ASSERT_NE(t, nullptr) << name;
+        const size_t n = row_size(type, plain_w->n_in) * static_cast<size_t>(plain_w->n_out);
+        off_line += reinterpret_cast<uintptr_t>(t->data) % 64 != 0;
+        EXPECT_EQ(reinterpret_cast<uintptr_t>(copied_w->data) % 64, 0u) << name;
+        EXPECT_EQ(std::memcmp(copied_w->data, t->data, n), 0) << name;
+        EXPECT_EQ(plain_w->data, static_cast<const void*>(t->data)) << name << ": copied without AVX-512";
+      }
+      EXPECT_GT(off_line, 0) << "the test file should put some matrices off a 64-byte boundary";
+      std::vector<std::vector<float>> logits;
+      for (const auto& model : {plain, copied}) {
+        Engine engine(model, 2);
+        auto seq = engine.new_sequence(full(32, 32));
+        logits.push_back(engine.eval(*seq, tokens, false));
+        logits.push_back(engine.eval(*seq, std::span(&next, 1), false));
+      }
+      EXPECT_EQ(logits[0], logits[2]);
+      EXPECT_EQ(logits[1], logits[3]);
+    }
   }
   kernels::set_isa(saved);
 }

@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <map>
 
 #include "kernels/gemm.h"
@@ -102,15 +103,22 @@ std::shared_ptr<const Model> Model::load(const std::string& path, Residency resi
 }
 
 // Matrices that have a layout of their own for this CPU's tiles are rearranged once, here, into
-// one block of memory (2 MiB pages where the system gives them). Their bytes in the file are not
-// read again on this instruction set, so they leave memory, except the embedding table's.
+// one block of memory (2 MiB pages where the system gives them); so are copied, as they are, the
+// float matrices the tiles would read from addresses that split their loads across cache lines
+// (kernels::wants_aligned_copy). Their bytes in the file are not read again, so they leave
+// memory, except the embedding table's.
 void Model::pack_matrices() {
   std::vector<Weight*> matrices{&output_};
   for (LayerWeights& L : layers_)
     for (Weight* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.gate, &L.up, &L.down}) matrices.push_back(w);
+  auto bytes_of = [](const Weight& w) -> std::pair<size_t, bool> {  // bytes, and whether it is a copy
+    if (const size_t n = kernels::packed_weights_size(w.type, w.n_in, w.n_out)) return {n, false};
+    if (kernels::wants_aligned_copy(w.type, w.data)) return {row_size(w.type, w.n_in) * static_cast<size_t>(w.n_out), true};
+    return {0, false};
+  };
   constexpr size_t kHugePage = size_t{2} << 20;
   size_t total = 0;
-  for (const Weight* w : matrices) total += (kernels::packed_weights_size(w->type, w->n_in, w->n_out) + 63) / 64 * 64;
+  for (const Weight* w : matrices) total += (bytes_of(*w).first + 63) / 64 * 64;
   if (total == 0) return;
   total = (total + kHugePage - 1) / kHugePage * kHugePage;
   packed_.reset(static_cast<uint8_t*>(std::aligned_alloc(kHugePage, total)));
@@ -119,11 +127,17 @@ void Model::pack_matrices() {
   ::madvise(packed_.get(), total, MADV_HUGEPAGE);  // advice only
   size_t at = 0;
   for (Weight* w : matrices) {
-    const size_t n = kernels::packed_weights_size(w->type, w->n_in, w->n_out);
+    const auto [n, copy] = bytes_of(*w);
     if (n == 0) continue;
-    kernels::pack_weights(w->type, w->data, w->n_in, w->n_out, packed_.get() + at);
-    w->packed = packed_.get() + at;
-    if (w->data != token_embd_.data) file_.drop(static_cast<const uint8_t*>(w->data), n);
+    const void* file_bytes = w->data;
+    if (copy) {
+      std::memcpy(packed_.get() + at, w->data, n);
+      w->data = packed_.get() + at;
+    } else {
+      kernels::pack_weights(w->type, w->data, w->n_in, w->n_out, packed_.get() + at);
+      w->packed = packed_.get() + at;
+    }
+    if (file_bytes != token_embd_.data) file_.drop(static_cast<const uint8_t*>(file_bytes), n);
     at += (n + 63) / 64 * 64;
   }
 }

@@ -1,0 +1,35 @@
+// Containers whose storage starts on a 64-byte boundary (a cache line; one AVX-512 register).
+// A 64-byte load from an address that is not a multiple of 64 spans two cache lines, and a tile
+// that loads every operand that way ran at about two thirds of its speed with aligned operands
+// (the F32 prefill tile: 43 against 55-70 GMAC/s, one thread).
+#pragma once
+
+#include <cstddef>
+#include <cstdlib>
+#include <new>
+#include <vector>
+
+namespace endless {
+
+template <typename T>
+struct CacheLineAllocator {
+  using value_type = T;
+  static constexpr size_t kAlign = 64;
+  CacheLineAllocator() = default;
+  template <typename U>
+  CacheLineAllocator(const CacheLineAllocator<U>&) {}
+  T* allocate(size_t n) {
+    if (n > static_cast<size_t>(-1) / sizeof(T) - kAlign) throw std::bad_array_new_length();
+    void* p = std::aligned_alloc(kAlign, (n * sizeof(T) + kAlign - 1) / kAlign * kAlign);
+    if (p == nullptr) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t) { std::free(p); }
+  template <typename U>
+  bool operator==(const CacheLineAllocator<U>&) const { return true; }
+};
+
+template <typename T>
+using AlignedVector = std::vector<T, CacheLineAllocator<T>>;
+
+}  // namespace endless
