@@ -28,6 +28,7 @@
 #include "kernels/gemm.h"
 #include "kernels/internal.h"
 #include "kernels/kernels.h"
+#include "util/aligned.h"
 #include "util/error.h"
 
 #pragma GCC diagnostic push
@@ -291,8 +292,25 @@ bool float_gemm(TensorType type, const void* w, int64_t n_in, int64_t n_out, con
     case TensorType::F16: {
       // The activations as floats (exact, prepared once), not converted once per weight row.
       const auto* x = static_cast<const float*>(prepared);
-      static const FloatTiles<uint16_t, float, F16Tile> tiles;
-      gemm_float_rows(tiles, static_cast<const uint16_t*>(w), n_in, n_out, x, n_tokens, y, r0, r1);
+      const auto* w16 = static_cast<const uint16_t*>(w);
+      if (n_tokens <= 2 * kFloatRN) {
+        static const FloatTiles<uint16_t, float, F16Tile> tiles;
+        gemm_float_rows(tiles, w16, n_in, n_out, x, n_tokens, y, r0, r1);
+        return true;
+      }
+      // Many token tiles pass over each block of rows: the block is converted to floats once
+      // (exact), and the F32 tiles run on it, free of a conversion (two micro-ops on the FMA
+      // ports) per weight vector and tile. One thread, 2816 x 1024, 128 tokens: 56.5 -> 69.1
+      // GMAC/s; 254M F16 pp128, 2 threads, alternating runs: 410-484 -> 490-572 tokens/s.
+      static const FloatTiles<float, float, F32Tile> tiles;
+      const int64_t rb_rows = row_block(n_in * sizeof(uint16_t), kFloatRM);
+      thread_local AlignedVector<float> block;
+      if (block.size() < static_cast<size_t>(rb_rows * n_in)) block.resize(rb_rows * n_in);
+      for (int64_t rb = r0; rb < r1; rb += rb_rows) {
+        const int64_t re = std::min(r1, rb + rb_rows);
+        fp16_to_fp32_row(w16 + rb * n_in, block.data(), (re - rb) * n_in);
+        gemm_float_rows(tiles, block.data(), n_in, n_out, x, n_tokens, y + rb, 0, re - rb);
+      }
       return true;
     }
     case TensorType::BF16: {
