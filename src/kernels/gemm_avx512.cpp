@@ -7,6 +7,8 @@
 //    for BF16), then _mm512_reduce_add_ps. A tile keeps RM x RN such accumulators.
 //  - F32 / F16, one token (ggml's vec_dot order): four 16-lane accumulators over each 64
 //    elements, (a0 + a2) + (a1 + a3), then _mm512_reduce_add_ps; several rows share the loads.
+//    BF16, one token: two VDPBF16PS accumulators (alternate 32s of each 64), reduced, added in
+//    double.
 //  - Q4_0 / Q8_0 (activations Q8_0): per output an 8-lane float accumulator; per block the eight
 //    int32 lanes of exact sums of four products, then acc = fma(dw * dy, float(lanes), acc); at
 //    the end the 8-lane horizontal sum plus 0.0f. The lanes are computed here as
@@ -272,10 +274,46 @@ void gemv_float_rows(const typename Rows::Elem* w, int64_t n_in, const float* x,
   for (; r < r1; ++r) gemv_float<Rows, 1>(n_in, w + r * n_in, n_in, x, y + r);
 }
 
+// Decode of BF16 rows as dot_avx512.cpp's dot_bf16 (ggml_vec_dot_bf16): two VDPBF16PS
+// accumulators taking alternate groups of 32 of each 64 elements, each reduced and added in
+// double; R rows at a time, prefetching the next pass as the F16 rows do. Rows must be a
+// multiple of 64 long.
+template <int R>
+void gemv_bf16(int64_t n, const uint16_t* w, int64_t row_stride, const uint16_t* x, float* out, PassPrefetch pf = {}) {
+  __m512 c1[R], c2[R];
+  for (int r = 0; r < R; ++r) c1[r] = c2[r] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 64) {
+    pf.step();
+    const __m512bh x0 = (__m512bh)_mm512_loadu_si512(x + i), x1 = (__m512bh)_mm512_loadu_si512(x + i + 32);
+    for (int r = 0; r < R; ++r) {
+      c1[r] = _mm512_dpbf16_ps(c1[r], (__m512bh)_mm512_loadu_si512(w + r * row_stride + i), x0);
+      c2[r] = _mm512_dpbf16_ps(c2[r], (__m512bh)_mm512_loadu_si512(w + r * row_stride + i + 32), x1);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    double sum = 0;
+    sum += static_cast<double>(_mm512_reduce_add_ps(c1[r]));
+    sum += static_cast<double>(_mm512_reduce_add_ps(c2[r]));
+    out[r] = static_cast<float>(sum);
+  }
+}
+
+void gemv_bf16_rows(const uint16_t* w, int64_t n_in, const uint16_t* x, float* y, int64_t r0, int64_t r1, int64_t n_out) {
+  constexpr int kRows = 4;
+  int64_t r = r0;
+  for (; r + kRows <= r1; r += kRows)
+    gemv_bf16<kRows>(n_in, w + r * n_in, n_in, x, y + r, next_pass(w, n_in * sizeof(*w), r + kRows, kRows, n_out, n_in / 64));
+  for (; r < r1; ++r) gemv_bf16<1>(n_in, w + r * n_in, n_in, x, y + r);
+}
+
 bool float_gemm(TensorType type, const void* w, int64_t n_in, int64_t n_out, const void* act,
                 const void* prepared, int64_t n_tokens, float* y, int64_t r0, int64_t r1) {
   if (n_tokens == 1 && type == TensorType::F32) {
     gemv_float_rows<F32Rows>(static_cast<const float*>(w), n_in, static_cast<const float*>(act), y, r0, r1, n_out);
+    return true;
+  }
+  if (n_tokens == 1 && type == TensorType::BF16) {
+    gemv_bf16_rows(static_cast<const uint16_t*>(w), n_in, static_cast<const uint16_t*>(act), y, r0, r1, n_out);
     return true;
   }
   if (n_tokens == 1 && type == TensorType::F16) {
@@ -1078,7 +1116,7 @@ bool avx512_has_gemm(TensorType w, int64_t n_in, int64_t n_tokens) {
   switch (w) {
     case TensorType::F32:
     case TensorType::F16: return n_tokens >= 2 ? n_in % 16 == 0 : n_in % 64 == 0;
-    case TensorType::BF16: return n_tokens >= 2 && n_in % 32 == 0;
+    case TensorType::BF16: return n_tokens >= 2 ? n_in % 32 == 0 : n_in % 64 == 0;
     case TensorType::Q4_0:
     case TensorType::Q8_0: return n_in % kQK8_0 == 0;
     case TensorType::Q4_K:
