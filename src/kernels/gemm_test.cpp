@@ -128,9 +128,9 @@ TEST_P(GemmTest, MatchesMatmulRowsBitForBit) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, GemmTest,
-                         ::testing::Values(Case{TensorType::F32, 64}, Case{TensorType::F32, 1024},
+                         ::testing::Values(Case{TensorType::F32, 64}, Case{TensorType::F32, 1024}, Case{TensorType::F32, 1056},
                                            Case{TensorType::F16, 64}, Case{TensorType::F16, 1024}, Case{TensorType::F16, 1056},
-                                           Case{TensorType::BF16, 64}, Case{TensorType::BF16, 1024}, Case{TensorType::BF16, 1056},
+                                           Case{TensorType::BF16, 64}, Case{TensorType::BF16, 1024}, Case{TensorType::BF16, 1056}, Case{TensorType::BF16, 2816},
                                            Case{TensorType::Q8_0, 32}, Case{TensorType::Q8_0, 1024},
                                            Case{TensorType::Q4_0, 32}, Case{TensorType::Q4_0, 2816},
                                            Case{TensorType::Q4_K, 256}, Case{TensorType::Q4_K, 2816},
