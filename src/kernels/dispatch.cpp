@@ -1,4 +1,8 @@
 // Run-time choice of the instruction set and the vec_dot entry points.
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <cstdlib>
 #include <string>
@@ -22,6 +26,27 @@ bool cpu_has_avx512() {
                           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni") &&
                           __builtin_cpu_supports("avx512bf16");
+  return has;
+}
+
+// CPUID.7.0:EDX bit 24 (AMX-TILE) and 25 (AMX-INT8); the OS must enable the tile state in XCR0
+// (bits 17, 18) and, on Linux, grant it to the process (ARCH_REQ_XCOMP_PERM for XTILEDATA), as
+// the tile data is too large for the signal frame of a process that did not ask.
+bool cpu_has_amx_int8() {
+  static const bool has = [] {
+    if (const char* env = std::getenv("ENDLESS_AMX"); env && std::string(env) == "0") return false;
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 24)) || !(d & (1u << 25))) return false;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return false;  // OSXSAVE
+    unsigned lo = 0, hi = 0;
+    __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & (3u << 17)) != (3u << 17)) return false;
+#ifdef __linux__
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) != 0) return false;
+#endif
+    return true;
+  }();
   return has;
 }
 

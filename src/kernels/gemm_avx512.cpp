@@ -775,6 +775,94 @@ void q4_0_rows16(int64_t nb, const uint8_t* const* rows, const uint8_t* packed, 
     _mm512_mask_storeu_ps(y + t * ys, keep, kPacked ? acc[t] : _mm512_permutexvar_ps(lane_rows(), acc[t]));
 }
 
+// ---------------------------------------------------------------------------------------------
+// Q4_0 by block on AMX (prefill, 16 tokens at a time): per block, TDPBSUD gives the exact int32
+// sums of 16 tokens (A: 16 x 32 signed activations) against 16 rows (B: their nibbles, 0..15,
+// in the 4-byte groups q4_0_rows16 also uses); then the very float operations of q4_0_rows16,
+// acc = fma(float(sum + bias), dw * d, acc) per block, so the results keep their bits.
+
+// One block of a group of sixteen rows, ready for the tiles: B (8 rows of 64 bytes) and the
+// rows' scales as floats.
+struct alignas(64) AmxBlock {
+  uint8_t b[8][64];
+  float dw[16];
+};
+static_assert(sizeof(AmxBlock) == 576);
+
+// The group's blocks as AmxBlocks: from the packed layout, or from rows as they lie in the file
+// (rows[k], the rows past n_rows repeating the last one), as q4_0_rows16 reads them.
+void amx_unpack_group(int64_t nb, const uint8_t* const* rows, const uint8_t* packed, AmxBlock* out,
+                      PassPrefetch pf) {
+  constexpr int64_t kBlock = sizeof(block_q4_0);
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  __m512i gather_at = _mm512_setzero_si512();
+  if (packed == nullptr) {
+    alignas(64) int32_t offset[16];
+    for (int p = 0; p < 16; ++p) offset[p] = static_cast<int32_t>(rows[p] - rows[0]);
+    gather_at = _mm512_load_si512(offset);
+  }
+  for (int64_t b = 0; b < nb; ++b) {
+    pf.step();
+    __m512i words[4];
+    if (packed != nullptr) {
+      const uint8_t* g = packed + b * Q4_0Packed::kWordBytes;
+      for (int c = 0; c < 4; ++c) words[c] = _mm512_loadu_si512(g + 64 * c);
+      _mm512_store_ps(out[b].dw, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(
+                                     packed + nb * Q4_0Packed::kWordBytes + b * Q4_0Packed::kScaleBytes))));
+    } else {
+      // words[c], lane k: bytes 4c..4c+3 of row k's nibbles.
+      alignas(64) uint32_t lanes[4][16];
+      for (int k = 0; k < 16; ++k)
+        for (int c = 0; c < 4; ++c) std::memcpy(&lanes[c][k], rows[k] + b * kBlock + 2 + 4 * c, 4);
+      for (int c = 0; c < 4; ++c) words[c] = _mm512_load_si512(lanes[c]);
+      const __m512i d16 = _mm512_i32gather_epi32(gather_at, rows[0] + b * kBlock, 1);
+      _mm512_store_ps(out[b].dw, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(d16)));
+    }
+    for (int c = 0; c < 4; ++c) {
+      _mm512_store_si512(out[b].b[c], _mm512_and_si512(words[c], low4));
+      _mm512_store_si512(out[b].b[4 + c], _mm512_and_si512(_mm512_srli_epi16(words[c], 4), low4));
+    }
+  }
+}
+
+// A group of sixteen rows (its AmxBlocks) against n_tiles x 16 tokens (act + t * act_stride:
+// token t's blocks); y[t * ys + k] for k < n_rows.
+__attribute__((target("avx2,fma,f16c,bmi2,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512bf16,amx-tile,amx-int8")))
+void q4_0_amx_group(int64_t nb, const AmxBlock* blocks, int n_rows, const TokBlock* act, int64_t act_stride,
+                    int64_t n_tiles, float* y, int64_t ys) {
+  struct alignas(64) TileConfig {
+    uint8_t palette = 1, start_row = 0, reserved[14] = {};
+    uint16_t colsb[16] = {};
+    uint8_t rows[16] = {};
+  } cfg;
+  cfg.rows[0] = 16, cfg.colsb[0] = 64;  // C: 16 tokens x 16 rows of int32
+  cfg.rows[1] = 16, cfg.colsb[1] = 32;  // A: 16 tokens x 32 activations
+  cfg.rows[2] = 8, cfg.colsb[2] = 64;   // B: 32 elements (4 per row) x 16 rows
+  _tile_loadconfig(&cfg);
+  const __mmask16 keep = static_cast<__mmask16>((1u << n_rows) - 1);
+  alignas(64) int32_t c[16][16];
+  for (int64_t i = 0; i < n_tiles; ++i) {
+    const TokBlock* a = act + i * 16 * act_stride;
+    __m512 acc[16];
+    for (auto& v : acc) v = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+      _tile_zero(0);
+      _tile_loadd(1, a[b].qs, act_stride * static_cast<int64_t>(sizeof(TokBlock)));
+      _tile_loadd(2, blocks[b].b, 64);
+      _tile_dpbsud(0, 1, 2);
+      _tile_stored(0, c, 64);
+      const __m512 dw = _mm512_load_ps(blocks[b].dw);
+      for (int t = 0; t < 16; ++t) {
+        const TokBlock& x = a[t * act_stride + b];
+        const __m512i sum = _mm512_add_epi32(_mm512_set1_epi32(x.bias), _mm512_load_si512(c[t]));
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(dw, _mm512_set1_ps(x.d)), acc[t]);
+      }
+    }
+    for (int t = 0; t < 16; ++t) _mm512_mask_storeu_ps(y + (i * 16 + t) * ys, keep, acc[t]);
+  }
+  _tile_release();
+}
+
 constexpr int kByBlockTokens = 8;  // tokens per tile
 
 using ByBlockFn = void (*)(int64_t, const uint8_t* const*, const uint8_t*, int, const TokBlock*, int64_t, float*,
@@ -796,6 +884,25 @@ void q4_0_by_block_rows(const void* w, const void* packed, int64_t n_in, int64_t
   // More tokens than one tile: rows in blocks that stay in the L2 cache while the token tiles
   // pass over them; the first tile reads them from memory and prefetches the next rows.
   const int64_t rb_rows = n_tokens > kByBlockTokens ? row_block(row_bytes, 16) : r1 - r0;
+  // AMX takes whole tiles of 16 tokens, a group of rows at a time; the tiles above the rest.
+  const int64_t amx_tokens = n_tokens >= 16 && cpu_has_amx_int8() ? n_tokens / 16 * 16 : 0;
+  if (amx_tokens > 0) {
+    thread_local AlignedVector<AmxBlock> blocks;
+    if (blocks.size() < static_cast<size_t>(nb)) blocks.resize(nb);
+    for (int64_t r = r0; r < r1; r += 16) {
+      const int nr = static_cast<int>(std::min<int64_t>(16, r1 - r));
+      const uint8_t* rows[16];
+      if (packed == nullptr)
+        for (int k = 0; k < 16; ++k) rows[k] = base + (r + std::min(k, nr - 1)) * row_bytes;
+      amx_unpack_group(nb, rows, packed != nullptr ? base + r * row_bytes : nullptr, blocks.data(),
+                       next_pass(base, row_bytes, r + 16, 16, n_out, nb));
+      q4_0_amx_group(nb, blocks.data(), nr, act, nb, amx_tokens / 16, y + r, n_out);
+    }
+    if (amx_tokens == n_tokens) return;
+    act += amx_tokens * nb;
+    y += amx_tokens * n_out;
+    n_tokens -= amx_tokens;
+  }
   for (int64_t rb = r0; rb < r1; rb += rb_rows) {
     const int64_t re = std::min(r1, rb + rb_rows);
     for (int64_t t = 0; t < n_tokens; t += kByBlockTokens) {

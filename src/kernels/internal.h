@@ -75,6 +75,9 @@ MultiDotTable multi_batch_dot(TensorType w);
 // Whether the running CPU has the features each fast path was compiled for.
 bool cpu_has_avx2();
 bool cpu_has_avx512();
+// AMX with int8 tiles, and the kernel's leave to use their state (Linux: arch_prctl); false
+// where ENDLESS_AMX=0.
+bool cpu_has_amx_int8();
 
 // ggml's exp polynomial (ggml_v_expf) for one float, and _mm512_reduce_add_ps's order of adding
 // sixteen floats; scalar emulations, bit-identical to the vector code (activations.cpp).
