@@ -776,13 +776,14 @@ void q4_0_rows16(int64_t nb, const uint8_t* const* rows, const uint8_t* packed, 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Q4_0 by block on AMX (prefill, 16 tokens at a time): per block, TDPBSUD gives the exact int32
-// sums of 16 tokens (A: 16 x 32 signed activations) against 16 rows (B: their nibbles, 0..15,
-// in the 4-byte groups q4_0_rows16 also uses); then the very float operations of q4_0_rows16,
-// acc = fma(float(sum + bias), dw * d, acc) per block, so the results keep their bits.
+// Q4_0 by block on AMX (prefill, 16 tokens at a time): per block, TDPBSSD gives the exact int32
+// sums of 16 tokens (A: 16 x 32 activations) against 16 rows (B: their weights, nibble - 8, in
+// the 4-byte groups q4_0_rows16 also uses), the same integers as q4_0_rows16's VPDPBUSD sums
+// plus bias; then its very float operations, acc = fma(float(sum), dw * d, acc) per block, so
+// the results keep their bits.
 
-// One block of a group of sixteen rows, ready for the tiles: B (8 rows of 64 bytes) and the
-// rows' scales as floats.
+// One block of a group of sixteen rows, ready for the tiles: B (8 rows of 64 bytes: row j, lane
+// k holds row k's weights 4j..4j+3 as signed bytes) and the rows' scales as floats.
 struct alignas(64) AmxBlock {
   uint8_t b[8][64];
   float dw[16];
@@ -794,7 +795,7 @@ static_assert(sizeof(AmxBlock) == 576);
 void amx_unpack_group(int64_t nb, const uint8_t* const* rows, const uint8_t* packed, AmxBlock* out,
                       PassPrefetch pf) {
   constexpr int64_t kBlock = sizeof(block_q4_0);
-  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  const __m512i low4 = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(8);
   __m512i gather_at = _mm512_setzero_si512();
   if (packed == nullptr) {
     alignas(64) int32_t offset[16];
@@ -819,8 +820,8 @@ void amx_unpack_group(int64_t nb, const uint8_t* const* rows, const uint8_t* pac
       _mm512_store_ps(out[b].dw, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(d16)));
     }
     for (int c = 0; c < 4; ++c) {
-      _mm512_store_si512(out[b].b[c], _mm512_and_si512(words[c], low4));
-      _mm512_store_si512(out[b].b[4 + c], _mm512_and_si512(_mm512_srli_epi16(words[c], 4), low4));
+      _mm512_store_si512(out[b].b[c], _mm512_sub_epi8(_mm512_and_si512(words[c], low4), eight));
+      _mm512_store_si512(out[b].b[4 + c], _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(words[c], 4), low4), eight));
     }
   }
 }
@@ -837,8 +838,9 @@ void q4_0_amx_group(int64_t nb, const AmxBlock* blocks, int n_rows, const TokBlo
   } cfg;
   cfg.rows[0] = 16, cfg.colsb[0] = 64;  // C: 16 tokens x 16 rows of int32
   cfg.rows[1] = 16, cfg.colsb[1] = 32;  // A: 16 tokens x 32 activations
-  cfg.rows[2] = 8, cfg.colsb[2] = 64;   // B: 32 elements (4 per row) x 16 rows
+  cfg.rows[2] = 8, cfg.colsb[2] = 64;   // B: 32 weights (4 per row) x 16 rows
   _tile_loadconfig(&cfg);
+  const int64_t a_stride = act_stride * static_cast<int64_t>(sizeof(TokBlock));
   const __mmask16 keep = static_cast<__mmask16>((1u << n_rows) - 1);
   alignas(64) int32_t c[16][16];
   for (int64_t i = 0; i < n_tiles; ++i) {
@@ -847,16 +849,14 @@ void q4_0_amx_group(int64_t nb, const AmxBlock* blocks, int n_rows, const TokBlo
     for (auto& v : acc) v = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
       _tile_zero(0);
-      _tile_loadd(1, a[b].qs, act_stride * static_cast<int64_t>(sizeof(TokBlock)));
+      _tile_loadd(1, a[b].qs, a_stride);
       _tile_loadd(2, blocks[b].b, 64);
-      _tile_dpbsud(0, 1, 2);
+      _tile_dpbssd(0, 1, 2);
       _tile_stored(0, c, 64);
       const __m512 dw = _mm512_load_ps(blocks[b].dw);
-      for (int t = 0; t < 16; ++t) {
-        const TokBlock& x = a[t * act_stride + b];
-        const __m512i sum = _mm512_add_epi32(_mm512_set1_epi32(x.bias), _mm512_load_si512(c[t]));
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(dw, _mm512_set1_ps(x.d)), acc[t]);
-      }
+      for (int t = 0; t < 16; ++t)
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c[t])),
+                                 _mm512_mul_ps(dw, _mm512_set1_ps(a[t * act_stride + b].d)), acc[t]);
     }
     for (int t = 0; t < 16; ++t) _mm512_mask_storeu_ps(y + (i * 16 + t) * ys, keep, acc[t]);
   }
