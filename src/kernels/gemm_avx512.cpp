@@ -839,7 +839,9 @@ void q4_0_amx_group(int64_t nb, const AmxBlock* blocks, int n_rows, const TokBlo
   cfg.rows[0] = 16, cfg.colsb[0] = 64;  // C: 16 tokens x 16 rows of int32
   cfg.rows[1] = 16, cfg.colsb[1] = 32;  // A: 16 tokens x 32 activations
   cfg.rows[2] = 8, cfg.colsb[2] = 64;   // B: 32 weights (4 per row) x 16 rows
-  _tile_loadconfig(&cfg);
+  // Written out, not _tile_loadconfig: GCC 12 does not always see that builtin read the structure
+  // and may drop the stores that fill it (it did in a variant of this function).
+  __asm__ volatile("ldtilecfg %0" : : "m"(cfg));
   const int64_t a_stride = act_stride * static_cast<int64_t>(sizeof(TokBlock));
   const __mmask16 keep = static_cast<__mmask16>((1u << n_rows) - 1);
   alignas(64) int32_t c[16][16];
@@ -884,7 +886,10 @@ void q4_0_by_block_rows(const void* w, const void* packed, int64_t n_in, int64_t
   // More tokens than one tile: rows in blocks that stay in the L2 cache while the token tiles
   // pass over them; the first tile reads them from memory and prefetches the next rows.
   const int64_t rb_rows = n_tokens > kByBlockTokens ? row_block(row_bytes, 16) : r1 - r0;
-  // AMX takes whole tiles of 16 tokens, a group of rows at a time; the tiles above the rest.
+  // AMX takes whole tiles of 16 tokens, a group of rows at a time; the tiles above the rest. (A
+  // last tile of 8-15 tokens on AMX, the eight sessions of a server step among them, measured
+  // slower: 8 x 64 tokens at depth 256, 366-488 -> 291-353 tokens/s; unpacking a group's blocks
+  // costs more than their VPDPBUSDs for so few tokens.)
   const int64_t amx_tokens = n_tokens >= 16 && cpu_has_amx_int8() ? n_tokens / 16 * 16 : 0;
   if (amx_tokens > 0) {
     thread_local AlignedVector<AmxBlock> blocks;
