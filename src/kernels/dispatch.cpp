@@ -50,6 +50,24 @@ bool cpu_has_amx_int8() {
   return has;
 }
 
+namespace {
+std::atomic<int> g_bf16_by_fma{-1};  // -1 until first use
+}  // namespace
+
+bool bf16_by_fma() {
+  int v = g_bf16_by_fma.load(std::memory_order_relaxed);
+  if (v < 0) {
+    if (const char* env = std::getenv("ENDLESS_BF16_FMA"); env && *env)
+      v = std::string(env) != "0";
+    else
+      v = __builtin_cpu_is("intel") ? 1 : 0;
+    g_bf16_by_fma.store(v, std::memory_order_relaxed);
+  }
+  return v != 0;
+}
+
+void set_bf16_by_fma(bool on) { g_bf16_by_fma.store(on ? 1 : 0, std::memory_order_relaxed); }
+
 }  // namespace detail
 
 namespace {

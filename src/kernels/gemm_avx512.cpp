@@ -98,6 +98,14 @@ struct F32Rows {
   static constexpr int kStep = 16;
   static __m512 load(const float* p) { return _mm512_loadu_ps(p); }
 };
+// BF16 pairs widened to floats, odd element first (split_bf16): VDPBF16PS's two fused steps per
+// lane with its denormals flushed (MXCSR's DAZ and FTZ while the tile multiplies).
+struct Bf16SplitRows {
+  using Elem = float;
+  static constexpr int kStep = 16;
+  static constexpr bool kFlushDenormals = true;
+  static __m512 load(const float* p) { return _mm512_loadu_ps(p); }
+};
 struct F16Rows {
   using Elem = uint16_t;
   static constexpr int kStep = 16;
@@ -151,6 +159,12 @@ void tile_float(int64_t n, const typename Rows::Elem* w, int64_t ws, const float
   __m512 acc[RM][RN];
   for (int r = 0; r < RM; ++r)
     for (int t = 0; t < RN; ++t) acc[r][t] = carry.first ? _mm512_setzero_ps() : carry.acc[r * RN + t];
+  constexpr bool kFlush = requires { Rows::kFlushDenormals; };
+  unsigned csr = 0;
+  if constexpr (kFlush) {
+    csr = _mm_getcsr();
+    _mm_setcsr(csr | 0x8040);  // FTZ | DAZ
+  }
   for (int64_t i = 0; i < n; i += 16) {
     __m512 wv[RM];
     for (int r = 0; r < RM; ++r) wv[r] = Rows::load(w + r * ws + i);
@@ -159,6 +173,7 @@ void tile_float(int64_t n, const typename Rows::Elem* w, int64_t ws, const float
       for (int r = 0; r < RM; ++r) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
     }
   }
+  if constexpr (kFlush) _mm_setcsr(csr);  // the sums are reduced as VDPBF16PS's are, unflushed
   if (carry.last) {
     store_tile_sums(acc, y, ys);
     return;
@@ -217,6 +232,12 @@ struct F32Tile {
   }
 };
 template <int RM, int RN>
+struct Bf16SplitTile {
+  static void run(int64_t n, const float* w, int64_t ws, const float* x, int64_t xs, float* y, int64_t ys, TileCarry c) {
+    tile_float<Bf16SplitRows, RM, RN>(n, w, ws, x, xs, y, ys, c);
+  }
+};
+template <int RM, int RN>
 struct F16Tile {
   static void run(int64_t n, const uint16_t* w, int64_t ws, const float* x, int64_t xs, float* y, int64_t ys, TileCarry c) {
     tile_float<F16Rows, RM, RN>(n, w, ws, x, xs, y, ys, c);
@@ -235,6 +256,14 @@ struct BF16Tile {
 // 66 KiB), one thread, 128 tokens, alternating runs: 61-63 GMAC/s whole, 64-66 in three slices;
 // slices of 12 KiB (two for 1024-long rows too) were slower.
 constexpr size_t kTileActivationBytes = 24 * 1024;
+
+// Whether a BF16 product runs through the F32 tiles (split_bf16) instead of VDPBF16PS tiles:
+// where the CPU's VDPBF16PS is slower than two FMAs (Intel's, so far: 163 against 330 Gops/s of
+// FMA, 2 threads, Emerald Rapids; AMD's ran at 1.8 times the FMA rate) and enough token tiles
+// pass over each row block to pay for widening it.
+bool bf16_split_tiles(int64_t n_in, int64_t n_tokens) {
+  return n_tokens > 2 * kFloatRN && n_in % 32 == 0 && bf16_by_fma();
+}
 
 // Rows [r0, r1) of y = W x for n_tokens tokens, x as XElem rows of n_in.
 template <typename Elem, typename XElem, typename Tiles>
@@ -343,6 +372,18 @@ void gemv_bf16_rows(const uint16_t* w, int64_t n_in, const uint16_t* x, float* y
   for (; r < r1; ++r) gemv_bf16<1>(n_in, w + r * n_in, n_in, x, y + r);
 }
 
+// BF16 values as floats, each 32 of them reordered so that a lane's pair comes as VDPBF16PS
+// adds it: lanes 0-15 the odd elements (2j + 1), then lanes 16-31 the even ones (2j). n is a
+// multiple of 32.
+void split_bf16(const uint16_t* x, float* out, int64_t n) {
+  const __m512i high = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+  for (int64_t i = 0; i < n; i += 32) {
+    const __m512i pairs = _mm512_loadu_si512(x + i);  // lane j: element 2j low, 2j + 1 high
+    _mm512_storeu_si512(out + i, _mm512_and_si512(pairs, high));
+    _mm512_storeu_si512(out + i + 16, _mm512_slli_epi32(pairs, 16));
+  }
+}
+
 bool float_gemm(TensorType type, const void* w, int64_t n_in, int64_t n_out, const void* act,
                 const void* prepared, int64_t n_tokens, float* y, int64_t r0, int64_t r1) {
   if (n_tokens == 1 && type == TensorType::F32) {
@@ -389,9 +430,24 @@ bool float_gemm(TensorType type, const void* w, int64_t n_in, int64_t n_out, con
       return true;
     }
     case TensorType::BF16: {
-      static const FloatTiles<uint16_t, uint16_t, BF16Tile> tiles;
-      gemm_float_rows(tiles, static_cast<const uint16_t*>(w), n_in, n_out,
-                      static_cast<const uint16_t*>(act), n_tokens, y, r0, r1);
+      const auto* w16 = static_cast<const uint16_t*>(w);
+      if (prepared == nullptr) {
+        static const FloatTiles<uint16_t, uint16_t, BF16Tile> tiles;
+        gemm_float_rows(tiles, w16, n_in, n_out, static_cast<const uint16_t*>(act), n_tokens, y, r0, r1);
+        return true;
+      }
+      // VDPBF16PS by FMAs (bf16_by_fma): each block of rows split and widened once, then the
+      // F32 tiles with denormals flushed, against the activations split the same way.
+      static const FloatTiles<float, float, Bf16SplitTile> tiles;
+      const int64_t rb_rows = row_block(n_in * sizeof(uint16_t), kFloatRM);
+      thread_local AlignedVector<float> block;
+      if (block.size() < static_cast<size_t>(rb_rows * n_in)) block.resize(rb_rows * n_in);
+      for (int64_t rb = r0; rb < r1; rb += rb_rows) {
+        const int64_t re = std::min(r1, rb + rb_rows);
+        split_bf16(w16 + rb * n_in, block.data(), (re - rb) * n_in);
+        gemm_float_rows(tiles, block.data(), n_in, n_out, static_cast<const float*>(prepared), n_tokens, y + rb, 0,
+                        re - rb);
+      }
       return true;
     }
     default: return false;
@@ -1277,6 +1333,8 @@ bool avx512_has_gemm(TensorType w, int64_t n_in, int64_t n_tokens) {
 size_t avx512_gemm_prepared_size(TensorType w, int64_t n_in, int64_t n_tokens) {
   switch (w) {
     case TensorType::F16: return static_cast<size_t>(n_in * n_tokens) * sizeof(float);
+    case TensorType::BF16:
+      return bf16_split_tiles(n_in, n_tokens) ? static_cast<size_t>(n_in * n_tokens) * sizeof(float) : 0;
     // Q4_0: the pairs (for row counts that are not a multiple of 8), then the token blocks.
     case TensorType::Q4_0: return pairs_size(n_in, n_tokens) + tok_blocks_size(n_in, n_tokens);
     case TensorType::Q8_0: return pairs_size(n_in, n_tokens);
@@ -1290,6 +1348,9 @@ void avx512_gemm_prepare(TensorType w, const void* act, int64_t n_in, int64_t n_
   switch (w) {
     case TensorType::F16:
       fp16_to_fp32_row(static_cast<const uint16_t*>(act), static_cast<float*>(out), n_in * n_tokens);
+      break;
+    case TensorType::BF16:
+      split_bf16(static_cast<const uint16_t*>(act), static_cast<float*>(out), n_in * n_tokens);
       break;
     case TensorType::Q4_0:
       // The pairs serve only row counts that are not a multiple of 8 (q4_0_by_block).

@@ -246,3 +246,54 @@ TEST(Gemm, FollowsTheActiveInstructionSet) {
 
 }  // namespace
 }  // namespace endless::kernels
+
+namespace endless::kernels {
+namespace {
+
+// BF16 prefill computed by FMAs (split pairs, denormals flushed while multiplying) gives
+// VDPBF16PS's bits, and so does the VDPBF16PS tile: both ways on whichever CPU runs the test,
+// on values that make VDPBF16PS flush (denormal inputs, products and sums below the normal
+// range), besides ordinary ones.
+TEST(Gemm, Bf16ByFmaGivesVdpbf16psBits) {
+  if (!has_gemm(TensorType::BF16, 64, 16)) GTEST_SKIP() << "no BF16 tiles on this CPU (" << isa_name(active_isa()) << ")";
+  const bool saved = detail::bf16_by_fma();
+  std::mt19937 rng(77);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int64_t n_in : {64, 1056, 2816}) {
+    const int64_t n_out = 24;
+    for (int64_t n_tokens : {13, 17, 40}) {
+      for (bool tiny : {false, true}) {
+        // tiny: magnitudes around 2^-63, so products lie near 2^-126 and below.
+        auto value = [&] {
+          float v = normal(rng);
+          if (tiny) v = std::ldexp(v, -63 + static_cast<int>(rng() % 4));
+          if (rng() % 53 == 0) v = std::ldexp(1.0f + static_cast<float>(rng() % 100) / 128.0f, -127 - static_cast<int>(rng() % 6));
+          return v;
+        };
+        std::vector<float> wf(n_in * n_out), xf(n_in * n_tokens);
+        for (auto& v : wf) v = value();
+        for (auto& v : xf) v = value();
+        std::vector<uint8_t> w(row_size(TensorType::BF16, n_in) * n_out);
+        for (int64_t o = 0; o < n_out; ++o)
+          quantize_weights_row(TensorType::BF16, wf.data() + o * n_in, w.data() + o * row_size(TensorType::BF16, n_in), n_in);
+        std::vector<uint8_t> act(activations_size(TensorType::BF16, n_in, n_tokens));
+        convert_activations(TensorType::BF16, xf.data(), n_in, n_tokens, act.data());
+        std::vector<float> ref(n_out * n_tokens);
+        matmul_rows(TensorType::BF16, w.data(), n_in, n_out, act.data(), n_tokens, ref.data(), 0, n_out);
+        for (bool by_fma : {true, false}) {
+          detail::set_bf16_by_fma(by_fma);
+          std::vector<float> got(n_out * n_tokens, -1.0f);
+          ASSERT_TRUE(gemm_rows(TensorType::BF16, w.data(), n_in, n_out, act.data(), n_tokens, got.data(), 0, n_out));
+          for (size_t i = 0; i < got.size(); ++i)
+            ASSERT_EQ(std::memcmp(&got[i], &ref[i], 4), 0)
+                << (by_fma ? "by FMA" : "VDPBF16PS") << " n_in " << n_in << " tokens " << n_tokens
+                << (tiny ? " tiny" : "") << " at " << i << ": " << bits_diff(got[i], ref[i]);
+        }
+      }
+    }
+  }
+  detail::set_bf16_by_fma(saved);
+}
+
+}  // namespace
+}  // namespace endless::kernels

@@ -78,6 +78,11 @@ bool cpu_has_avx512();
 // AMX with int8 tiles, and the kernel's leave to use their state (Linux: arch_prctl); false
 // where ENDLESS_AMX=0.
 bool cpu_has_amx_int8();
+// Whether BF16 prefill tiles compute VDPBF16PS's arithmetic with FMAs (gemm_avx512.cpp): by
+// default on Intel CPUs, whose VDPBF16PS runs at half the FMA's rate; ENDLESS_BF16_FMA=0|1 or
+// set_bf16_by_fma decide otherwise (the tests run both).
+bool bf16_by_fma();
+void set_bf16_by_fma(bool on);
 
 // ggml's exp polynomial (ggml_v_expf) for one float, and _mm512_reduce_add_ps's order of adding
 // sixteen floats; scalar emulations, bit-identical to the vector code (activations.cpp).
