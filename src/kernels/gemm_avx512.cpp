@@ -384,6 +384,27 @@ void split_bf16(const uint16_t* x, float* out, int64_t n) {
   }
 }
 
+// A per-thread buffer of at least n floats (one for every widened product).
+float* widened_block(size_t n) {
+  thread_local AlignedVector<float> block;
+  if (block.size() < n) block.resize(n);
+  return block.data();
+}
+
+// Rows [r0, r1) of 16-bit float rows through float tiles: each block of rows (the tiles' row
+// block of the 16-bit rows) widened once by `widen`, then every token tile passes over it.
+template <typename Tiles>
+void gemm_widened_rows(const Tiles& tiles, void (*widen)(const uint16_t*, float*, int64_t), const uint16_t* w,
+                       int64_t n_in, int64_t n_out, const float* x, int64_t n_tokens, float* y, int64_t r0, int64_t r1) {
+  const int64_t rb_rows = row_block(n_in * sizeof(uint16_t), kFloatRM);
+  float* block = widened_block(static_cast<size_t>(rb_rows * n_in));
+  for (int64_t rb = r0; rb < r1; rb += rb_rows) {
+    const int64_t re = std::min(r1, rb + rb_rows);
+    widen(w + rb * n_in, block, (re - rb) * n_in);
+    gemm_float_rows(tiles, block, n_in, n_out, x, n_tokens, y + rb, 0, re - rb);
+  }
+}
+
 bool float_gemm(TensorType type, const void* w, int64_t n_in, int64_t n_out, const void* act,
                 const void* prepared, int64_t n_tokens, float* y, int64_t r0, int64_t r1) {
   if (n_tokens == 1 && type == TensorType::F32) {
@@ -419,14 +440,7 @@ bool float_gemm(TensorType type, const void* w, int64_t n_in, int64_t n_out, con
       // ports) per weight vector and tile. One thread, 2816 x 1024, 128 tokens: 56.5 -> 69.1
       // GMAC/s; 254M F16 pp128, 2 threads, alternating runs: 410-484 -> 490-572 tokens/s.
       static const FloatTiles<float, float, F32Tile> tiles;
-      const int64_t rb_rows = row_block(n_in * sizeof(uint16_t), kFloatRM);
-      thread_local AlignedVector<float> block;
-      if (block.size() < static_cast<size_t>(rb_rows * n_in)) block.resize(rb_rows * n_in);
-      for (int64_t rb = r0; rb < r1; rb += rb_rows) {
-        const int64_t re = std::min(r1, rb + rb_rows);
-        fp16_to_fp32_row(w16 + rb * n_in, block.data(), (re - rb) * n_in);
-        gemm_float_rows(tiles, block.data(), n_in, n_out, x, n_tokens, y + rb, 0, re - rb);
-      }
+      gemm_widened_rows(tiles, fp16_to_fp32_row, w16, n_in, n_out, x, n_tokens, y, r0, r1);
       return true;
     }
     case TensorType::BF16: {
@@ -439,15 +453,7 @@ bool float_gemm(TensorType type, const void* w, int64_t n_in, int64_t n_out, con
       // VDPBF16PS by FMAs (bf16_by_fma): each block of rows split and widened once, then the
       // F32 tiles with denormals flushed, against the activations split the same way.
       static const FloatTiles<float, float, Bf16SplitTile> tiles;
-      const int64_t rb_rows = row_block(n_in * sizeof(uint16_t), kFloatRM);
-      thread_local AlignedVector<float> block;
-      if (block.size() < static_cast<size_t>(rb_rows * n_in)) block.resize(rb_rows * n_in);
-      for (int64_t rb = r0; rb < r1; rb += rb_rows) {
-        const int64_t re = std::min(r1, rb + rb_rows);
-        split_bf16(w16 + rb * n_in, block.data(), (re - rb) * n_in);
-        gemm_float_rows(tiles, block.data(), n_in, n_out, static_cast<const float*>(prepared), n_tokens, y + rb, 0,
-                        re - rb);
-      }
+      gemm_widened_rows(tiles, split_bf16, w16, n_in, n_out, static_cast<const float*>(prepared), n_tokens, y, r0, r1);
       return true;
     }
     default: return false;
