@@ -52,7 +52,19 @@ bool cpu_has_amx_int8() {
 
 namespace {
 std::atomic<int> g_bf16_by_fma{-1};  // -1 until first use
+std::atomic<int> g_amx_arithmetic{-1};
 }  // namespace
+
+bool amx_arithmetic() {
+  int v = g_amx_arithmetic.load(std::memory_order_relaxed);
+  if (v < 0) {
+    v = cpu_has_amx_int8() ? 1 : 0;
+    g_amx_arithmetic.store(v, std::memory_order_relaxed);
+  }
+  return v != 0;
+}
+
+void set_amx_arithmetic(bool on) { g_amx_arithmetic.store(on ? 1 : 0, std::memory_order_relaxed); }
 
 bool bf16_by_fma() {
   int v = g_bf16_by_fma.load(std::memory_order_relaxed);

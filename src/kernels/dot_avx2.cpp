@@ -103,27 +103,41 @@ void avx2_fp32_to_fp16(const float* x, uint16_t* y, int64_t n) {
 
 namespace {
 
-// Q4_0 rows in llama.cpp's repacked order (kernels::dot_q4_0_by_block): each block's sum exact in
-// integers, then one fused multiply-add per block, blocks in order; up to T tokens per weight
-// row, so each block is unpacked once for all of them.
-template <int T>
-void dot_q4_0_by_block(int64_t n, const void* vx, const void* act, size_t stride, float* out) {
-  const auto* x = static_cast<const block_q4_0*>(vx);
+// Rows by block (kernels::by_block): each block's sum exact in integers, then one fused
+// multiply-add per block, blocks in order; up to T tokens per weight row, so each block is
+// unpacked once for all of them.
+
+// A block's 32 weights as signed bytes.
+struct Q4_0Weights {
+  using Block = block_q4_0;
+  static __m256i values(const Block& x) {
+    // Elements 0-15 (low nibbles) then 16-31 (high nibbles), each minus 8.
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x.qs));
+    const __m128i low4 = _mm_set1_epi8(0x0F);
+    return _mm256_sub_epi8(_mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), low4), _mm_and_si128(q, low4)),
+                           _mm256_set1_epi8(8));
+  }
+};
+struct Q8_0Weights {
+  using Block = block_q8_0;
+  static __m256i values(const Block& x) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs)); }
+};
+
+template <typename Weights, int T>
+void dot_by_block(int64_t n, const void* vx, const void* act, size_t stride, float* out) {
+  const auto* x = static_cast<const typename Weights::Block*>(vx);
   const block_q8_0* y[T];
   for (int t = 0; t < T; ++t) y[t] = reinterpret_cast<const block_q8_0*>(static_cast<const uint8_t*>(act) + t * stride);
   float acc[T] = {};
-  const __m128i low4 = _mm_set1_epi8(0x0F);
-  const __m256i eight = _mm256_set1_epi8(8), ones = _mm256_set1_epi16(1);
+  const __m256i ones = _mm256_set1_epi16(1);
   for (int64_t b = 0; b < n / 32; ++b) {
-    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[b].qs));
-    // Elements 0-15 (low nibbles) then 16-31 (high nibbles), each minus 8.
-    const __m256i w = _mm256_sub_epi8(
-        _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), low4), _mm_and_si128(q, low4)), eight);
-    const __m256i w_abs = _mm256_sign_epi8(w, w);
+    const __m256i w = Weights::values(x[b]);
+    const __m256i w_abs = _mm256_sign_epi8(w, w);  // -128 stays 0x80: 128 as the unsigned byte
     const float dw = fp16_to_fp32(x[b].d);
     for (int t = 0; t < T; ++t) {
-      // |w| * (y with w's sign): pairs of products at most 2 * 8 * 128 in magnitude, so the
-      // 16-bit sums never saturate and the block's sum is exact.
+      // |w| * (y with w's sign): pairs of products at most 2 * 128 * 127 in magnitude (the
+      // activations' quantizer writes no -128), so the 16-bit sums never saturate and the
+      // block's sum is exact.
       const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[t][b].qs));
       const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(w_abs, _mm256_sign_epi8(yv, w)), ones);
       __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
@@ -136,15 +150,22 @@ void dot_q4_0_by_block(int64_t n, const void* vx, const void* act, size_t stride
   for (int t = 0; t < T; ++t) out[t] = acc[t];
 }
 
+template <typename Weights>
+MultiDotTable by_block_table() {
+  MultiDotTable m;
+  m.fn[0] = dot_by_block<Weights, 1>;
+  m.fn[1] = dot_by_block<Weights, 2>;
+  m.fn[2] = dot_by_block<Weights, 3>;
+  m.fn[3] = dot_by_block<Weights, 4>;
+  return m;
+}
+
 }  // namespace
 
-MultiDotTable avx2_q4_0_by_block_multi() {
-  MultiDotTable m;
-  m.fn[0] = dot_q4_0_by_block<1>;
-  m.fn[1] = dot_q4_0_by_block<2>;
-  m.fn[2] = dot_q4_0_by_block<3>;
-  m.fn[3] = dot_q4_0_by_block<4>;
-  return m;
+MultiDotTable avx2_by_block_multi(TensorType w) {
+  if (w == TensorType::Q4_0) return by_block_table<Q4_0Weights>();
+  if (w == TensorType::Q8_0) return by_block_table<Q8_0Weights>();
+  return {};
 }
 
 MultiDotTable avx2_multi_dot(TensorType w) {

@@ -26,11 +26,11 @@ class GemmInput {
  public:
   // act: n_tokens rows of n_in in the weights' vec_dot_type (convert_activations). act must
   // stay valid while the GemmInput is used. by_block_only: every product to be read with this
-  // input has a row count that q4_0_by_block accepts, so the layout the other Q4_0 products read
-  // (token pairs) is left out; gemm_rows then declines those others (matmul_rows gives their
-  // bits).
+  // input is multiplied by block (kernels.h: by_block), so the layout the other Q4_0 / Q8_0
+  // products read (token pairs) is left out; gemm_rows then declines those others (matmul_rows
+  // gives their bits).
   void prepare(TensorType w_type, const void* act, int64_t n_in, int64_t n_tokens, bool by_block_only = false);
-  // Whether products whose row count q4_0_by_block refuses can read this input.
+  // Whether products that are not multiplied by block can read this input.
   bool has_pairs() const { return has_pairs_; }
 
   const void* act() const { return act_; }
@@ -63,8 +63,9 @@ bool gemm_rows(TensorType w_type, const void* w, int64_t n_in, int64_t n_out, co
 // A matrix rearranged for the tiles of this CPU, made once when a model is loaded: the tiles then
 // read their registers straight from memory, one stream, instead of gathering and transposing
 // each block of rows from the file's row-major layout (Q4_0 under AVX-512: 1.3x the decode
-// speed on the 254M model, docs/benchmarks.md). packed_weights_size is 0 where there is no such layout
-// (other types, other instruction sets, row counts not a multiple of 16); otherwise the bytes
+// speed on the 254M model, docs/benchmarks.md). Matrices multiplied by block (kernels.h:
+// by_block) have one. packed_weights_size is 0 where there is no such layout (other matrices,
+// other instruction sets, row counts not a multiple of 16); otherwise the bytes
 // (as many as the matrix has) that pack_weights writes to `out` (64-byte aligned).
 size_t packed_weights_size(TensorType w_type, int64_t n_in, int64_t n_out);
 void pack_weights(TensorType w_type, const void* w, int64_t n_in, int64_t n_out, void* out);

@@ -694,19 +694,20 @@ bool quant32_gemm(TensorType type, const void* w, int64_t n_in, int64_t n_out, c
 
 
 // ---------------------------------------------------------------------------------------------
-// Q4_0 by block (kernels.h: q4_0_by_block), for matrices whose row count is a multiple of 8.
+// Q4_0 and Q8_0 by block (kernels.h: by_block).
 //
 // Each output is one int32 lane: sixteen rows side by side in a register, so a VPDPBUSD of the
-// rows' unsigned nibbles (four consecutive elements of each row) with four activation bytes
-// broadcast to every lane adds four products to each row's sum; eight of them give each row's
-// exact block sum, and the float step acc = fma(float(sum), dw * da, acc) comes once per block
-// for sixteen outputs, not once per eight lanes of one. Matrices packed at load (Q4_0Packed below)
-// hold those registers as they are; rows read from the file are transposed on the way in, each
-// block of sixteen (four 4 x 4 transposes of 32-bit words, which leave row 4j + l at lane
-// 4l + j), and their scales gathered in that same order.
+// rows' unsigned weights (four consecutive elements of each row, value + offset) with four
+// activation bytes broadcast to every lane adds four products to each row's sum; eight of them
+// give each row's exact block sum (the offset taken out by the token's bias), and the float step
+// acc = fma(float(sum), dw * da, acc) comes once per block for sixteen outputs, not once per
+// eight lanes of one. Matrices packed at load (pack_by_block below) hold those registers as they
+// are; rows read from the file are transposed on the way in, each sixteen bytes of sixteen rows
+// (four 4 x 4 transposes of 32-bit words, which leave row 4j + l at lane 4l + j), and their
+// scales gathered in that same order.
 
-// One token's block of activations: the 32 values, the scale as a float, and -8 * (sum of the
-// values), which turns the sum over unsigned nibbles into the sum over nibble - 8.
+// One token's block of activations: the 32 values, the scale as a float, and -offset * (sum of
+// the values), which turns the sum over the unsigned weights into the sum over the weights.
 struct TokBlock {
   int8_t qs[32];
   float d;
@@ -719,7 +720,7 @@ size_t tok_blocks_size(int64_t n_in, int64_t n_tokens) {
 }
 
 // Layout [token][block].
-void prepare_tok_blocks(const void* act, int64_t n_in, int64_t n_tokens, TokBlock* out) {
+void prepare_tok_blocks(const void* act, int64_t n_in, int64_t n_tokens, int offset, TokBlock* out) {
   const int64_t nb = n_in / kQK8_0;
   const size_t act_row = row_size(TensorType::Q8_0, n_in);
   for (int64_t t = 0; t < n_tokens; ++t) {
@@ -730,34 +731,71 @@ void prepare_tok_blocks(const void* act, int64_t n_in, int64_t n_tokens, TokBloc
       int32_t sum = 0;
       for (int j = 0; j < 32; ++j) sum += blocks[i].qs[j];
       o.d = _cvtsh_ss(blocks[i].d);
-      o.bias = -8 * sum;
+      o.bias = -offset * sum;
     }
   }
 }
 
-// Q4_0 matrices packed for these tiles (pack_weights), for row counts that are multiples of 16:
-// the rows in groups of sixteen, each group nb * 288 bytes (as many as its rows take in the file;
-// so a group is 64-byte aligned only where nb is even, and the loads are unaligned ones, which
-// cost nothing more on aligned data): for each block, the four registers `words` of the kernel
-// below (64 bytes each: lane k holds bytes 4c..4c+3 of row k's sixteen bytes of nibbles); then,
-// for each block, the sixteen rows' scales (fp16, row k at k).
-struct Q4_0Packed {
-  static constexpr int64_t kWordBytes = 256;  // per block
-  static constexpr int64_t kScaleBytes = 32;  // per block
-  static_assert(16 * sizeof(block_q4_0) == kWordBytes + kScaleBytes);
+// The two formats. Per block, kWords registers of sixteen rows' 4-byte groups ("words": word c,
+// lane k holds bytes 4c..4c+3 of row k's quants) become the eight registers w[c] of elements
+// 4c..4c+3: unsigned (value + kOffset) for VPDPBUSD, or signed for AMX's TDPBSSD.
+struct Q4_0ByBlock {
+  using Block = block_q4_0;
+  static constexpr int kOffset = 8;
+  static constexpr int kWords = 4;  // the 16 bytes of nibbles: elements c and 16 + c share byte c
+  static void unsigned_values(const __m512i* words, __m512i* w) {
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    for (int c = 0; c < 4; ++c) {
+      w[c] = _mm512_and_si512(words[c], low4);
+      w[4 + c] = _mm512_and_si512(_mm512_srli_epi16(words[c], 4), low4);
+    }
+  }
+  static void signed_values(const __m512i* words, __m512i* w) {
+    unsigned_values(words, w);
+    for (int c = 0; c < 8; ++c) w[c] = _mm512_sub_epi8(w[c], _mm512_set1_epi8(kOffset));
+  }
+};
+struct Q8_0ByBlock {
+  using Block = block_q8_0;
+  static constexpr int kOffset = 128;
+  static constexpr int kWords = 8;
+  static void unsigned_values(const __m512i* words, __m512i* w) {
+    for (int c = 0; c < 8; ++c) w[c] = _mm512_xor_si512(words[c], _mm512_set1_epi8(static_cast<char>(0x80)));
+  }
+  static void signed_values(const __m512i* words, __m512i* w) {
+    for (int c = 0; c < 8; ++c) w[c] = words[c];
+  }
 };
 
-void pack_q4_0(const void* w, int64_t n_in, int64_t n_out, uint8_t* out) {
+// A matrix packed for these tiles (pack_weights), for row counts that are multiples of 16: the
+// rows in groups of sixteen, each group nb * 16 * sizeof(Block) bytes (as many as its rows take
+// in the file; so a group is 64-byte aligned only where nb is even, and the loads are unaligned
+// ones, which cost nothing more on aligned data): for each block, the kWords words (64 bytes
+// each, lane k = row k), then, for each block, the sixteen rows' scales (fp16, row k at k).
+template <typename F>
+struct Packed {
+  static constexpr int64_t kWordBytes = 64 * F::kWords;  // per block
+  static constexpr int64_t kScaleBytes = 32;             // per block
+  static_assert(16 * sizeof(typename F::Block) == kWordBytes + kScaleBytes);
+  static const uint8_t* words(const uint8_t* group, int64_t b) { return group + b * kWordBytes; }
+  static __m512 scales(const uint8_t* group, int64_t nb, int64_t b) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + nb * kWordBytes + b * kScaleBytes)));
+  }
+};
+
+template <typename F>
+void pack_by_block(const void* w, int64_t n_in, int64_t n_out, uint8_t* out) {
+  using P = Packed<F>;
   const int64_t nb = n_in / kQK8_0;
-  const auto* rows = static_cast<const block_q4_0*>(w);
+  const auto* rows = static_cast<const typename F::Block*>(w);
   for (int64_t g = 0; g < n_out / 16; ++g) {
-    uint8_t* words = out + g * 16 * nb * sizeof(block_q4_0);
-    uint8_t* scales = words + nb * Q4_0Packed::kWordBytes;
+    uint8_t* words = out + g * 16 * nb * sizeof(typename F::Block);
+    uint8_t* scales = words + nb * P::kWordBytes;
     for (int64_t b = 0; b < nb; ++b)
       for (int k = 0; k < 16; ++k) {
-        const block_q4_0& x = rows[(g * 16 + k) * nb + b];
-        for (int c = 0; c < 4; ++c) std::memcpy(words + b * Q4_0Packed::kWordBytes + 64 * c + 4 * k, x.qs + 4 * c, 4);
-        std::memcpy(scales + b * Q4_0Packed::kScaleBytes + 2 * k, &x.d, 2);
+        const auto& x = rows[(g * 16 + k) * nb + b];
+        for (int c = 0; c < F::kWords; ++c) std::memcpy(words + b * P::kWordBytes + 64 * c + 4 * k, x.qs + 4 * c, 4);
+        std::memcpy(scales + b * P::kScaleBytes + 2 * k, &x.d, 2);
       }
   }
 }
@@ -765,15 +803,41 @@ void pack_q4_0(const void* w, int64_t n_in, int64_t n_out, uint8_t* out) {
 // Lane 4l + j of a transposed register holds row 4j + l (and the other way round).
 inline __m512i lane_rows() { return _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15); }
 
+// Block b's words from sixteen rows as they lie in the file (rows[k]: row k's first block),
+// transposed: lane 4l + j holds row 4j + l.
+template <typename F>
+inline void transposed_words(const uint8_t* const* rows, int64_t b, __m512i* words) {
+  for (int h = 0; h < F::kWords / 4; ++h) {
+    const int64_t at = b * static_cast<int64_t>(sizeof(typename F::Block)) + 2 + 16 * h;  // sixteen bytes of quants
+    __m512i a[4];
+    for (int j = 0; j < 4; ++j) {
+      const uint8_t* const* r = rows + 4 * j;
+      __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r[0] + at)));
+      v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[1] + at)), 1);
+      v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[2] + at)), 2);
+      a[j] = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[3] + at)), 3);
+    }
+    const __m512i u0 = _mm512_unpacklo_epi32(a[0], a[1]);
+    const __m512i u1 = _mm512_unpackhi_epi32(a[0], a[1]);
+    const __m512i u2 = _mm512_unpacklo_epi32(a[2], a[3]);
+    const __m512i u3 = _mm512_unpackhi_epi32(a[2], a[3]);
+    words[4 * h + 0] = _mm512_unpacklo_epi64(u0, u2);
+    words[4 * h + 1] = _mm512_unpackhi_epi64(u0, u2);
+    words[4 * h + 2] = _mm512_unpacklo_epi64(u1, u3);
+    words[4 * h + 3] = _mm512_unpackhi_epi64(u1, u3);
+  }
+}
+
 // Sixteen rows against RT tokens (act + t * act_stride: token t's blocks); y[t * ys + k] for
 // k < n_rows. The rows come either as they lie in the file (rows[k]: row k's first block; the
 // rows past n_rows repeat the last one), transposed block by block on the way in, or packed
-// (Q4_0Packed: `packed` is the group's first byte), which is the same registers read straight
-// from memory, one stream.
-template <int RT, bool kPacked>
-void q4_0_rows16(int64_t nb, const uint8_t* const* rows, const uint8_t* packed, int n_rows, const TokBlock* act,
-                 int64_t act_stride, float* y, int64_t ys, PassPrefetch pf) {
-  constexpr int64_t kBlock = sizeof(block_q4_0);
+// (`packed` is the group's first byte), which is the same registers read straight from memory,
+// one stream.
+template <typename F, int RT, bool kPacked>
+void rows16(int64_t nb, const uint8_t* const* rows, const uint8_t* packed, int n_rows, const TokBlock* act,
+            int64_t act_stride, float* y, int64_t ys, PassPrefetch pf) {
+  using P = Packed<F>;
+  constexpr int64_t kBlock = sizeof(typename F::Block);
   // Byte offsets of the rows in lane order, for gathering each block's sixteen scales.
   __m512i gather_at = _mm512_setzero_si512();
   if (!kPacked) {
@@ -781,46 +845,22 @@ void q4_0_rows16(int64_t nb, const uint8_t* const* rows, const uint8_t* packed, 
     for (int p = 0; p < 16; ++p) offset[p] = static_cast<int32_t>(rows[4 * (p % 4) + p / 4] - rows[0]);
     gather_at = _mm512_load_si512(offset);
   }
-  const __m512i low4 = _mm512_set1_epi8(0x0F);
   __m512 acc[RT];
   for (int t = 0; t < RT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     pf.step();
-    // words[c]: bytes 4c..4c+3 of every row, i.e. elements 4c..4c+3 (low nibbles) and
-    // 16 + 4c..16 + 4c + 3 (high nibbles).
-    __m512i words[4];
+    __m512i words[F::kWords];
     __m512 dw;
     if constexpr (kPacked) {
-      const uint8_t* g = packed + b * Q4_0Packed::kWordBytes;
-      for (int c = 0; c < 4; ++c) words[c] = _mm512_loadu_si512(g + 64 * c);
-      dw = _mm512_cvtph_ps(_mm256_loadu_si256(
-          reinterpret_cast<const __m256i*>(packed + nb * Q4_0Packed::kWordBytes + b * Q4_0Packed::kScaleBytes)));
+      for (int c = 0; c < F::kWords; ++c) words[c] = _mm512_loadu_si512(P::words(packed, b) + 64 * c);
+      dw = P::scales(packed, nb, b);
     } else {
-      const int64_t at = b * kBlock + 2;  // the block's 16 bytes of packed nibbles
-      __m512i a[4];
-      for (int j = 0; j < 4; ++j) {
-        const uint8_t* const* r = rows + 4 * j;
-        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r[0] + at)));
-        v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[1] + at)), 1);
-        v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[2] + at)), 2);
-        a[j] = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[3] + at)), 3);
-      }
-      const __m512i u0 = _mm512_unpacklo_epi32(a[0], a[1]);
-      const __m512i u1 = _mm512_unpackhi_epi32(a[0], a[1]);
-      const __m512i u2 = _mm512_unpacklo_epi32(a[2], a[3]);
-      const __m512i u3 = _mm512_unpackhi_epi32(a[2], a[3]);
-      words[0] = _mm512_unpacklo_epi64(u0, u2);
-      words[1] = _mm512_unpackhi_epi64(u0, u2);
-      words[2] = _mm512_unpacklo_epi64(u1, u3);
-      words[3] = _mm512_unpackhi_epi64(u1, u3);
+      transposed_words<F>(rows, b, words);
       const __m512i d16 = _mm512_i32gather_epi32(gather_at, rows[0] + b * kBlock, 1);
       dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(d16));
     }
     __m512i w[8];
-    for (int c = 0; c < 4; ++c) {
-      w[c] = _mm512_and_si512(words[c], low4);
-      w[4 + c] = _mm512_and_si512(_mm512_srli_epi16(words[c], 4), low4);
-    }
+    F::unsigned_values(words, w);
     for (int t = 0; t < RT; ++t) {
       const TokBlock& x = act[t * act_stride + b];
       __m512i sum = _mm512_set1_epi32(x.bias);
@@ -838,11 +878,10 @@ void q4_0_rows16(int64_t nb, const uint8_t* const* rows, const uint8_t* packed, 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Q4_0 by block on AMX (prefill, 16 tokens at a time): per block, TDPBSSD gives the exact int32
-// sums of 16 tokens (A: 16 x 32 activations) against 16 rows (B: their weights, nibble - 8, in
-// the 4-byte groups q4_0_rows16 also uses), the same integers as q4_0_rows16's VPDPBUSD sums
-// plus bias; then its very float operations, acc = fma(float(sum), dw * d, acc) per block, so
-// the results keep their bits.
+// By block on AMX (prefill, 16 tokens at a time): per block, TDPBSSD gives the exact int32 sums
+// of 16 tokens (A: 16 x 32 activations) against 16 rows (B: their signed weights in the 4-byte
+// groups of rows16's words), the same integers as rows16's VPDPBUSD sums plus bias; then its very
+// float operations, acc = fma(float(sum), dw * d, acc) per block, so the results keep their bits.
 
 // One block of a group of sixteen rows, ready for the tiles: B (8 rows of 64 bytes: row j, lane
 // k holds row k's weights 4j..4j+3 as signed bytes) and the rows' scales as floats.
@@ -852,12 +891,27 @@ struct alignas(64) AmxBlock {
 };
 static_assert(sizeof(AmxBlock) == 576);
 
+// Where the tiles read a group's blocks: AmxBlocks unpacked for them, or a packed Q8_0 group,
+// whose words already are B.
+struct AmxUnpacked {
+  const AmxBlock* blocks;
+  const void* b(int64_t i) const { return blocks[i].b; }
+  __m512 dw(int64_t i) const { return _mm512_load_ps(blocks[i].dw); }
+};
+struct AmxPackedQ8_0 {
+  const uint8_t* group;
+  int64_t nb;
+  const void* b(int64_t i) const { return Packed<Q8_0ByBlock>::words(group, i); }
+  __m512 dw(int64_t i) const { return Packed<Q8_0ByBlock>::scales(group, nb, i); }
+};
+
 // The group's blocks as AmxBlocks: from the packed layout, or from rows as they lie in the file
-// (rows[k], the rows past n_rows repeating the last one), as q4_0_rows16 reads them.
+// (rows[k], the rows past n_rows repeating the last one).
+template <typename F>
 void amx_unpack_group(int64_t nb, const uint8_t* const* rows, const uint8_t* packed, AmxBlock* out,
                       PassPrefetch pf) {
-  constexpr int64_t kBlock = sizeof(block_q4_0);
-  const __m512i low4 = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(8);
+  using P = Packed<F>;
+  constexpr int64_t kBlock = sizeof(typename F::Block);
   __m512i gather_at = _mm512_setzero_si512();
   if (packed == nullptr) {
     alignas(64) int32_t offset[16];
@@ -866,33 +920,31 @@ void amx_unpack_group(int64_t nb, const uint8_t* const* rows, const uint8_t* pac
   }
   for (int64_t b = 0; b < nb; ++b) {
     pf.step();
-    __m512i words[4];
+    __m512i words[F::kWords];
     if (packed != nullptr) {
-      const uint8_t* g = packed + b * Q4_0Packed::kWordBytes;
-      for (int c = 0; c < 4; ++c) words[c] = _mm512_loadu_si512(g + 64 * c);
-      _mm512_store_ps(out[b].dw, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(
-                                     packed + nb * Q4_0Packed::kWordBytes + b * Q4_0Packed::kScaleBytes))));
+      for (int c = 0; c < F::kWords; ++c) words[c] = _mm512_loadu_si512(P::words(packed, b) + 64 * c);
+      _mm512_store_ps(out[b].dw, P::scales(packed, nb, b));
     } else {
-      // words[c], lane k: bytes 4c..4c+3 of row k's nibbles.
-      alignas(64) uint32_t lanes[4][16];
+      // words[c], lane k: bytes 4c..4c+3 of row k's quants.
+      alignas(64) uint32_t lanes[F::kWords][16];
       for (int k = 0; k < 16; ++k)
-        for (int c = 0; c < 4; ++c) std::memcpy(&lanes[c][k], rows[k] + b * kBlock + 2 + 4 * c, 4);
-      for (int c = 0; c < 4; ++c) words[c] = _mm512_load_si512(lanes[c]);
+        for (int c = 0; c < F::kWords; ++c) std::memcpy(&lanes[c][k], rows[k] + b * kBlock + 2 + 4 * c, 4);
+      for (int c = 0; c < F::kWords; ++c) words[c] = _mm512_load_si512(lanes[c]);
       const __m512i d16 = _mm512_i32gather_epi32(gather_at, rows[0] + b * kBlock, 1);
       _mm512_store_ps(out[b].dw, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(d16)));
     }
-    for (int c = 0; c < 4; ++c) {
-      _mm512_store_si512(out[b].b[c], _mm512_sub_epi8(_mm512_and_si512(words[c], low4), eight));
-      _mm512_store_si512(out[b].b[4 + c], _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(words[c], 4), low4), eight));
-    }
+    __m512i w[8];
+    F::signed_values(words, w);
+    for (int c = 0; c < 8; ++c) _mm512_store_si512(out[b].b[c], w[c]);
   }
 }
 
-// A group of sixteen rows (its AmxBlocks) against n_tiles x 16 tokens (act + t * act_stride:
-// token t's blocks); y[t * ys + k] for k < n_rows.
+// A group of sixteen rows (its blocks, from `src`) against n_tiles x 16 tokens (act + t *
+// act_stride: token t's blocks); y[t * ys + k] for k < n_rows.
+template <typename Source>
 __attribute__((target("avx2,fma,f16c,bmi2,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512bf16,amx-tile,amx-int8")))
-void q4_0_amx_group(int64_t nb, const AmxBlock* blocks, int n_rows, const TokBlock* act, int64_t act_stride,
-                    int64_t n_tiles, float* y, int64_t ys) {
+void amx_group(int64_t nb, Source src, int n_rows, const TokBlock* act, int64_t act_stride, int64_t n_tiles,
+               float* y, int64_t ys) {
   struct alignas(64) TileConfig {
     uint8_t palette = 1, start_row = 0, reserved[14] = {};
     uint16_t colsb[16] = {};
@@ -914,10 +966,10 @@ void q4_0_amx_group(int64_t nb, const AmxBlock* blocks, int n_rows, const TokBlo
     for (int64_t b = 0; b < nb; ++b) {
       _tile_zero(0);
       _tile_loadd(1, a[b].qs, a_stride);
-      _tile_loadd(2, blocks[b].b, 64);
+      _tile_loadd(2, src.b(b), 64);
       _tile_dpbssd(0, 1, 2);
       _tile_stored(0, c, 64);
-      const __m512 dw = _mm512_load_ps(blocks[b].dw);
+      const __m512 dw = src.dw(b);
       for (int t = 0; t < 16; ++t)
         acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c[t])),
                                  _mm512_mul_ps(dw, _mm512_set1_ps(a[t * act_stride + b].d)), acc[t]);
@@ -931,39 +983,46 @@ constexpr int kByBlockTokens = 8;  // tokens per tile
 
 using ByBlockFn = void (*)(int64_t, const uint8_t* const*, const uint8_t*, int, const TokBlock*, int64_t, float*,
                            int64_t, PassPrefetch);
-template <bool kPacked, size_t... I>
+template <typename F, bool kPacked, size_t... I>
 constexpr std::array<ByBlockFn, sizeof...(I)> by_block_tiles(std::index_sequence<I...>) {
-  return {q4_0_rows16<static_cast<int>(I) + 1, kPacked>...};
+  return {rows16<F, static_cast<int>(I) + 1, kPacked>...};
 }
 
-// packed: the matrix in Q4_0Packed's layout, or null; then r0 and r1 must be multiples of 16.
-void q4_0_by_block_rows(const void* w, const void* packed, int64_t n_in, int64_t n_out, const TokBlock* act,
-                        int64_t n_tokens, float* y, int64_t r0, int64_t r1) {
-  static constexpr auto by_rows = by_block_tiles<false>(std::make_index_sequence<kByBlockTokens>());
-  static constexpr auto by_packed = by_block_tiles<true>(std::make_index_sequence<kByBlockTokens>());
+// packed: the matrix in Packed<F>'s layout, or null; then r0 and r1 must be multiples of 16.
+template <typename F>
+void by_block_rows(const void* w, const void* packed, int64_t n_in, int64_t n_out, const TokBlock* act,
+                   int64_t n_tokens, float* y, int64_t r0, int64_t r1) {
+  static constexpr auto by_rows = by_block_tiles<F, false>(std::make_index_sequence<kByBlockTokens>());
+  static constexpr auto by_packed = by_block_tiles<F, true>(std::make_index_sequence<kByBlockTokens>());
   const auto& tiles = packed != nullptr ? by_packed : by_rows;
   const int64_t nb = n_in / kQK8_0;
-  const size_t row_bytes = nb * sizeof(block_q4_0);  // also a packed group's bytes per row
+  const size_t row_bytes = nb * sizeof(typename F::Block);  // also a packed group's bytes per row
   const auto* base = static_cast<const uint8_t*>(packed != nullptr ? packed : w);
   // More tokens than one tile: rows in blocks that stay in the L2 cache while the token tiles
   // pass over them; the first tile reads them from memory and prefetches the next rows.
   const int64_t rb_rows = n_tokens > kByBlockTokens ? row_block(row_bytes, 16) : r1 - r0;
   // AMX takes whole tiles of 16 tokens, a group of rows at a time; the tiles above the rest. (A
   // last tile of 8-15 tokens on AMX, the eight sessions of a server step among them, measured
-  // slower: 8 x 64 tokens at depth 256, 366-488 -> 291-353 tokens/s; unpacking a group's blocks
-  // costs more than their VPDPBUSDs for so few tokens.)
+  // slower for Q4_0: 8 x 64 tokens at depth 256, 366-488 -> 291-353 tokens/s; unpacking a
+  // group's blocks costs more than their VPDPBUSDs for so few tokens.)
   const int64_t amx_tokens = n_tokens >= 16 && cpu_has_amx_int8() ? n_tokens / 16 * 16 : 0;
   if (amx_tokens > 0) {
+    constexpr bool kQ8 = std::is_same_v<F, Q8_0ByBlock>;
     thread_local AlignedVector<AmxBlock> blocks;
-    if (blocks.size() < static_cast<size_t>(nb)) blocks.resize(nb);
+    if (!(kQ8 && packed != nullptr) && blocks.size() < static_cast<size_t>(nb)) blocks.resize(nb);
     for (int64_t r = r0; r < r1; r += 16) {
       const int nr = static_cast<int>(std::min<int64_t>(16, r1 - r));
+      if (kQ8 && packed != nullptr) {
+        // Already the tiles' B: read straight from the packed group, one stream.
+        amx_group(nb, AmxPackedQ8_0{base + r * row_bytes, nb}, nr, act, nb, amx_tokens / 16, y + r, n_out);
+        continue;
+      }
       const uint8_t* rows[16];
       if (packed == nullptr)
         for (int k = 0; k < 16; ++k) rows[k] = base + (r + std::min(k, nr - 1)) * row_bytes;
-      amx_unpack_group(nb, rows, packed != nullptr ? base + r * row_bytes : nullptr, blocks.data(),
-                       next_pass(base, row_bytes, r + 16, 16, n_out, nb));
-      q4_0_amx_group(nb, blocks.data(), nr, act, nb, amx_tokens / 16, y + r, n_out);
+      amx_unpack_group<F>(nb, rows, packed != nullptr ? base + r * row_bytes : nullptr, blocks.data(),
+                          next_pass(base, row_bytes, r + 16, 16, n_out, nb));
+      amx_group(nb, AmxUnpacked{blocks.data()}, nr, act, nb, amx_tokens / 16, y + r, n_out);
     }
     if (amx_tokens == n_tokens) return;
     act += amx_tokens * nb;
@@ -1336,14 +1395,21 @@ bool avx512_has_gemm(TensorType w, int64_t n_in, int64_t n_tokens) {
   }
 }
 
+// Whether some matrices of this type are multiplied by block (kernels.h: by_block), so that
+// their activations need token blocks.
+bool by_block_type(TensorType w) {
+  return w == TensorType::Q4_0 || (w == TensorType::Q8_0 && amx_arithmetic());
+}
+
 size_t avx512_gemm_prepared_size(TensorType w, int64_t n_in, int64_t n_tokens) {
   switch (w) {
     case TensorType::F16: return static_cast<size_t>(n_in * n_tokens) * sizeof(float);
     case TensorType::BF16:
       return bf16_split_tiles(n_in, n_tokens) ? static_cast<size_t>(n_in * n_tokens) * sizeof(float) : 0;
-    // Q4_0: the pairs (for row counts that are not a multiple of 8), then the token blocks.
-    case TensorType::Q4_0: return pairs_size(n_in, n_tokens) + tok_blocks_size(n_in, n_tokens);
-    case TensorType::Q8_0: return pairs_size(n_in, n_tokens);
+    // The pairs (for matrices not multiplied by block), then the token blocks (for those that are).
+    case TensorType::Q4_0:
+    case TensorType::Q8_0:
+      return pairs_size(n_in, n_tokens) + (by_block_type(w) ? tok_blocks_size(n_in, n_tokens) : 0);
     case TensorType::Q4_K:
     case TensorType::Q6_K: return k_prepared_size(n_in, n_tokens);
     default: return 0;
@@ -1359,14 +1425,15 @@ void avx512_gemm_prepare(TensorType w, const void* act, int64_t n_in, int64_t n_
       split_bf16(static_cast<const uint16_t*>(act), static_cast<float*>(out), n_in * n_tokens);
       break;
     case TensorType::Q4_0:
-      // The pairs serve only row counts that are not a multiple of 8 (q4_0_by_block).
-      if (pairs) prepare_pairs(act, n_in, n_tokens, Q4_0Rows::kOffset, static_cast<PairBlock*>(out));
-      prepare_tok_blocks(act, n_in, n_tokens,
-                         reinterpret_cast<TokBlock*>(static_cast<uint8_t*>(out) + pairs_size(n_in, n_tokens)));
+    case TensorType::Q8_0: {
+      // The pairs serve only matrices not multiplied by block.
+      const bool q4 = w == TensorType::Q4_0;
+      if (pairs) prepare_pairs(act, n_in, n_tokens, q4 ? Q4_0Rows::kOffset : Q8_0Rows::kOffset, static_cast<PairBlock*>(out));
+      if (by_block_type(w))
+        prepare_tok_blocks(act, n_in, n_tokens, q4 ? Q4_0ByBlock::kOffset : Q8_0ByBlock::kOffset,
+                           reinterpret_cast<TokBlock*>(static_cast<uint8_t*>(out) + pairs_size(n_in, n_tokens)));
       break;
-    case TensorType::Q8_0:
-      prepare_pairs(act, n_in, n_tokens, Q8_0Rows::kOffset, static_cast<PairBlock*>(out));
-      break;
+    }
     case TensorType::Q4_K:
     case TensorType::Q6_K:
       if (n_tokens == 1) prepare_k_token(act, n_in, static_cast<KTok*>(out));
@@ -1390,10 +1457,12 @@ bool avx512_gemm_rows(TensorType w_type, const void* w, const void* packed, int6
     case TensorType::Q6_K:
       return kquant_gemm(w_type, w, n_in, n_out, prepared, n_tokens, y, row_begin, row_end);
     case TensorType::Q4_0:
-      if (q4_0_by_block(w_type, n_out)) {
+    case TensorType::Q8_0:
+      if (by_block(w_type, n_out)) {
         const auto* tok = reinterpret_cast<const TokBlock*>(static_cast<const uint8_t*>(prepared) + pairs_size(n_in, n_tokens));
         if (packed != nullptr && (row_begin % 16 != 0 || row_end % 16 != 0)) packed = nullptr;
-        q4_0_by_block_rows(w, packed, n_in, n_out, tok, n_tokens, y, row_begin, row_end);
+        if (w_type == TensorType::Q4_0) by_block_rows<Q4_0ByBlock>(w, packed, n_in, n_out, tok, n_tokens, y, row_begin, row_end);
+        else by_block_rows<Q8_0ByBlock>(w, packed, n_in, n_out, tok, n_tokens, y, row_begin, row_end);
         return true;
       }
       return quant32_gemm(w_type, w, n_in, n_out, prepared, n_tokens, y, row_begin, row_end);
@@ -1418,7 +1487,7 @@ void GemmInput::prepare(TensorType w_type, const void* act, int64_t n_in, int64_
   n_in_ = n_in;
   n_tokens_ = n_tokens;
   prepared_ = nullptr;
-  has_pairs_ = !(by_block_only && w_type == TensorType::Q4_0);
+  has_pairs_ = !(by_block_only && (w_type == TensorType::Q4_0 || w_type == TensorType::Q8_0));
   if (!has_gemm(w_type, n_in, n_tokens)) return;
   const size_t bytes = detail::avx512_gemm_prepared_size(w_type, n_in, n_tokens);
   if (bytes == 0) return;
@@ -1432,7 +1501,7 @@ void GemmInput::prepare(TensorType w_type, const void* act, int64_t n_in, int64_
 }
 
 size_t packed_weights_size(TensorType w_type, int64_t n_in, int64_t n_out) {
-  if (active_isa() != Isa::avx512 || !q4_0_by_block(w_type, n_out) || n_out % 16 != 0 || n_in % kQK8_0 != 0)
+  if (active_isa() != Isa::avx512 || !by_block(w_type, n_out) || n_out % 16 != 0 || n_in % kQK8_0 != 0)
     return 0;
   return row_size(w_type, n_in) * static_cast<size_t>(n_out);
 }
@@ -1440,7 +1509,8 @@ size_t packed_weights_size(TensorType w_type, int64_t n_in, int64_t n_out) {
 void pack_weights(TensorType w_type, const void* w, int64_t n_in, int64_t n_out, void* out) {
   if (packed_weights_size(w_type, n_in, n_out) == 0)
     fail("pack_weights: no packed layout for ", type_name(w_type), " [", n_in, ", ", n_out, "] here");
-  detail::pack_q4_0(w, n_in, n_out, static_cast<uint8_t*>(out));
+  if (w_type == TensorType::Q4_0) detail::pack_by_block<detail::Q4_0ByBlock>(w, n_in, n_out, static_cast<uint8_t*>(out));
+  else detail::pack_by_block<detail::Q8_0ByBlock>(w, n_in, n_out, static_cast<uint8_t*>(out));
 }
 
 bool wants_aligned_copy(TensorType w_type, const void* data) {
@@ -1451,7 +1521,8 @@ bool wants_aligned_copy(TensorType w_type, const void* data) {
 bool gemm_rows(TensorType w_type, const void* w, int64_t n_in, int64_t n_out, const GemmInput& in,
                float* y, int64_t row_begin, int64_t row_end, const void* packed) {
   if (active_isa() != Isa::avx512 || in.w_type() != w_type || in.n_in() != n_in) return false;
-  if (w_type == TensorType::Q4_0 && !q4_0_by_block(w_type, n_out) && !in.has_pairs()) return false;
+  if ((w_type == TensorType::Q4_0 || w_type == TensorType::Q8_0) && !by_block(w_type, n_out) && !in.has_pairs())
+    return false;
   return detail::avx512_gemm_rows(w_type, w, packed, n_in, n_out, in.act(), in.prepared(), in.n_tokens(), y,
                                   row_begin, row_end);
 }

@@ -11,6 +11,7 @@
 #include <ostream>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/internal.h"
@@ -139,87 +140,125 @@ INSTANTIATE_TEST_SUITE_P(Types, GemmTest,
                            return std::string(type_name(info.param.type)) + "_" + std::to_string(info.param.n_in);
                          });
 
-// Q4_0 matrices packed for the tiles (pack_weights) give the bits of their rows, and the packed
-// copy is what is read wherever a range covers whole groups of sixteen rows.
-TEST(Gemm, PackedQ4_0MatchesRowsBitForBit) {
-  const TensorType t = TensorType::Q4_0;
-  if (packed_weights_size(t, 64, 48) == 0) GTEST_SKIP() << "no packed layout on this CPU (" << isa_name(active_isa()) << ")";
-  EXPECT_EQ(packed_weights_size(t, 64, 40), 0u) << "row counts not a multiple of 16 stay as rows";
-  EXPECT_EQ(packed_weights_size(TensorType::Q8_0, 64, 48), 0u);
-  const int64_t n_out = 48;
-  uint32_t seed = 700;
-  for (int64_t n_in : {32, 2816}) {
-    const size_t bytes = packed_weights_size(t, n_in, n_out);
-    ASSERT_EQ(bytes, row_size(t, n_in) * n_out);
-    const auto w = make_weights(t, n_in, n_out, ++seed);
-    const auto other = make_weights(t, n_in, n_out, ++seed);
-    const size_t alloc = (bytes + 63) / 64 * 64;  // aligned_alloc takes whole multiples of the alignment
-    std::unique_ptr<uint8_t, decltype(&std::free)> packed(static_cast<uint8_t*>(std::aligned_alloc(64, alloc)), &std::free),
-        packed_other(static_cast<uint8_t*>(std::aligned_alloc(64, alloc)), &std::free);
-    pack_weights(t, w.data(), n_in, n_out, packed.get());
-    pack_weights(t, other.data(), n_in, n_out, packed_other.get());
-    for (int64_t n_tokens : {1, 2, 3, 5, 8, 9, 17}) {
-      const auto act = make_activations(t, n_in, n_tokens, ++seed);
-      std::vector<float> ref(n_out * n_tokens), ref_other(n_out * n_tokens), got(n_out * n_tokens);
-      matmul_rows(t, w.data(), n_in, n_out, act.data(), n_tokens, ref.data(), 0, n_out);
-      matmul_rows(t, other.data(), n_in, n_out, act.data(), n_tokens, ref_other.data(), 0, n_out);
-      GemmInput in;
-      in.prepare(t, act.data(), n_in, n_tokens);
-      auto expect_rows = [&](const std::vector<float>& want, int64_t r0, int64_t r1, const char* what) {
-        for (int64_t tk = 0; tk < n_tokens; ++tk)
-          for (int64_t o = r0; o < r1; ++o) {
-            const float g = got[tk * n_out + o], e = want[tk * n_out + o];
-            ASSERT_EQ(std::memcmp(&g, &e, 4), 0) << what << ": n_in " << n_in << " tokens " << n_tokens << " token "
-                                                  << tk << " row " << o << ": " << bits_diff(g, e);
-          }
-      };
-      ASSERT_TRUE(gemm_rows(t, w.data(), n_in, n_out, in, got.data(), 0, n_out, packed.get()));
-      expect_rows(ref, 0, n_out, "packed");
-      // Another matrix's packed copy beside these rows: whole groups read the packed copy ...
-      ASSERT_TRUE(gemm_rows(t, w.data(), n_in, n_out, in, got.data(), 16, 48, packed_other.get()));
-      expect_rows(ref_other, 16, 48, "whole groups");
-      // ... a range that starts or ends inside a group reads the rows.
-      ASSERT_TRUE(gemm_rows(t, w.data(), n_in, n_out, in, got.data(), 5, 37, packed_other.get()));
-      expect_rows(ref, 5, 37, "inside a group");
+// Sets detail::amx_arithmetic for a test's scope (Q8_0 by block on any CPU; only the AMX tiles
+// themselves need one with AMX).
+class AmxArithmetic {
+ public:
+  explicit AmxArithmetic(bool on) { detail::set_amx_arithmetic(on); }
+  ~AmxArithmetic() { detail::set_amx_arithmetic(saved_); }
+
+ private:
+  bool saved_ = detail::amx_arithmetic();
+};
+
+// Q8_0 where the CPU counts as having AMX: row counts that are a multiple of 32 by block (the VNNI
+// tiles, and the AMX tiles from 16 tokens on a CPU with AMX), the others through the token pairs;
+// bit for bit matmul_rows's either way.
+TEST(Gemm, Q8_0ByBlockMatchesMatmulRowsBitForBit) {
+  const TensorType t = TensorType::Q8_0;
+  if (!has_gemm(t, 32, 1)) GTEST_SKIP() << "no gemm path for Q8_0 on this CPU (" << isa_name(active_isa()) << ")";
+  AmxArithmetic amx(true);
+  if (!detail::cpu_has_amx_int8()) std::printf("note: no AMX here: Q8_0 by block through the VNNI tiles only\n");
+  uint32_t seed = 1100;
+  for (int64_t n_in : {32, 1024})
+    for (int64_t n_tokens : {1, 3, 8, 9, 16, 17, 35}) {
+      check(t, n_in, 64, n_tokens, 0, 64, ++seed);
+      check(t, n_in, 64, n_tokens, 16, 48, ++seed);
+      check(t, n_in, 64, n_tokens, 5, 37, ++seed);
+      check(t, n_in, 40, n_tokens, 0, 40, ++seed);  // not by block
     }
+}
+
+// Matrices packed for the tiles (pack_weights: Q4_0, and Q8_0 where multiplied by block) give the
+// bits of their rows, and the packed copy is what is read wherever a range covers whole groups of
+// sixteen rows.
+TEST(Gemm, PackedMatricesMatchRowsBitForBit) {
+  if (packed_weights_size(TensorType::Q4_0, 64, 48) == 0)
+    GTEST_SKIP() << "no packed layout on this CPU (" << isa_name(active_isa()) << ")";
+  AmxArithmetic amx(true);
+  EXPECT_EQ(packed_weights_size(TensorType::Q4_0, 64, 40), 0u) << "row counts not a multiple of 16 stay as rows";
+  EXPECT_EQ(packed_weights_size(TensorType::Q8_0, 64, 48), 0u) << "Q8_0 of 48 rows is not by block";
+  EXPECT_EQ(packed_weights_size(TensorType::Q4_K, 256, 64), 0u);
+  {
+    AmxArithmetic no_amx(false);
+    EXPECT_EQ(packed_weights_size(TensorType::Q8_0, 64, 64), 0u) << "Q8_0 without AMX is not by block";
   }
+  uint32_t seed = 700;
+  for (auto [t, n_out] : {std::pair{TensorType::Q4_0, int64_t{48}}, std::pair{TensorType::Q8_0, int64_t{64}}})
+    for (int64_t n_in : {32, 2816}) {
+      const size_t bytes = packed_weights_size(t, n_in, n_out);
+      ASSERT_EQ(bytes, row_size(t, n_in) * n_out) << type_name(t);
+      const auto w = make_weights(t, n_in, n_out, ++seed);
+      const auto other = make_weights(t, n_in, n_out, ++seed);
+      const size_t alloc = (bytes + 63) / 64 * 64;  // aligned_alloc takes whole multiples of the alignment
+      std::unique_ptr<uint8_t, decltype(&std::free)> packed(static_cast<uint8_t*>(std::aligned_alloc(64, alloc)), &std::free),
+          packed_other(static_cast<uint8_t*>(std::aligned_alloc(64, alloc)), &std::free);
+      pack_weights(t, w.data(), n_in, n_out, packed.get());
+      pack_weights(t, other.data(), n_in, n_out, packed_other.get());
+      for (int64_t n_tokens : {1, 2, 3, 5, 8, 9, 16, 17, 33}) {
+        const auto act = make_activations(t, n_in, n_tokens, ++seed);
+        std::vector<float> ref(n_out * n_tokens), ref_other(n_out * n_tokens), got(n_out * n_tokens);
+        matmul_rows(t, w.data(), n_in, n_out, act.data(), n_tokens, ref.data(), 0, n_out);
+        matmul_rows(t, other.data(), n_in, n_out, act.data(), n_tokens, ref_other.data(), 0, n_out);
+        GemmInput in;
+        in.prepare(t, act.data(), n_in, n_tokens);
+        auto expect_rows = [&](const std::vector<float>& want, int64_t r0, int64_t r1, const char* what) {
+          for (int64_t tk = 0; tk < n_tokens; ++tk)
+            for (int64_t o = r0; o < r1; ++o) {
+              const float g = got[tk * n_out + o], e = want[tk * n_out + o];
+              ASSERT_EQ(std::memcmp(&g, &e, 4), 0) << type_name(t) << " " << what << ": n_in " << n_in << " tokens "
+                                                    << n_tokens << " token " << tk << " row " << o << ": "
+                                                    << bits_diff(g, e);
+            }
+        };
+        ASSERT_TRUE(gemm_rows(t, w.data(), n_in, n_out, in, got.data(), 0, n_out, packed.get()));
+        expect_rows(ref, 0, n_out, "packed");
+        // Another matrix's packed copy beside these rows: whole groups read the packed copy ...
+        ASSERT_TRUE(gemm_rows(t, w.data(), n_in, n_out, in, got.data(), 16, 48, packed_other.get()));
+        expect_rows(ref_other, 16, 48, "whole groups");
+        // ... a range that starts or ends inside a group reads the rows.
+        ASSERT_TRUE(gemm_rows(t, w.data(), n_in, n_out, in, got.data(), 5, 37, packed_other.get()));
+        expect_rows(ref, 5, 37, "inside a group");
+      }
+    }
   const Isa saved = active_isa();
   set_isa(Isa::avx2);
-  EXPECT_EQ(packed_weights_size(t, 64, 48), 0u) << "packed only for the instruction set whose tiles read it";
+  EXPECT_EQ(packed_weights_size(TensorType::Q4_0, 64, 48), 0u) << "packed only for the instruction set whose tiles read it";
   set_isa(saved);
 }
 
-// An input prepared for by-block Q4_0 products only (no token pairs) serves those bit for bit and
+// An input prepared for by-block products only (no token pairs) serves those bit for bit and
 // declines the others, leaving their outputs alone, rather than read pairs it does not hold.
 TEST(Gemm, ByBlockOnlyInputServesByBlockRowsAndDeclinesTheRest) {
-  const TensorType t = TensorType::Q4_0;
   const int64_t n_in = 256;
-  if (!has_gemm(t, n_in, 3)) GTEST_SKIP() << "no gemm path for Q4_0 on this CPU (" << isa_name(active_isa()) << ")";
+  if (!has_gemm(TensorType::Q4_0, n_in, 3)) GTEST_SKIP() << "no gemm path for Q4_0 on this CPU (" << isa_name(active_isa()) << ")";
+  AmxArithmetic amx(true);
   uint32_t seed = 900;
-  for (int64_t n_tokens : {1, 3, 9}) {
-    const auto act = make_activations(t, n_in, n_tokens, ++seed);
-    GemmInput in;
-    in.prepare(t, act.data(), n_in, n_tokens, /*by_block_only=*/true);
-    EXPECT_FALSE(in.has_pairs());
-    // 40 rows: by block (a multiple of 8), read from the token blocks.
-    const auto w = make_weights(t, n_in, 40, ++seed);
-    std::vector<float> want(40 * n_tokens), got(40 * n_tokens);
-    matmul_rows(t, w.data(), n_in, 40, act.data(), n_tokens, want.data(), 0, 40);
-    ASSERT_TRUE(gemm_rows(t, w.data(), n_in, 40, in, got.data(), 0, 40));
-    EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * sizeof(float))) << n_tokens << " tokens";
-    // 6 rows: not by block, would need the pairs: declined, y untouched.
-    const auto w6 = make_weights(t, n_in, 6, ++seed);
-    std::vector<float> y6(6 * n_tokens, -1.0f);
-    EXPECT_FALSE(gemm_rows(t, w6.data(), n_in, 6, in, y6.data(), 0, 6));
-    EXPECT_EQ(y6, std::vector<float>(6 * n_tokens, -1.0f));
-    // Prepared for every product, the same 6 rows run tiled.
-    in.prepare(t, act.data(), n_in, n_tokens);
-    EXPECT_TRUE(in.has_pairs());
-    std::vector<float> want6(6 * n_tokens);
-    matmul_rows(t, w6.data(), n_in, 6, act.data(), n_tokens, want6.data(), 0, 6);
-    ASSERT_TRUE(gemm_rows(t, w6.data(), n_in, 6, in, y6.data(), 0, 6));
-    EXPECT_EQ(0, std::memcmp(want6.data(), y6.data(), want6.size() * sizeof(float))) << n_tokens << " tokens";
-  }
+  // Q4_0 of 40 rows (a multiple of 8) and Q8_0 of 64 (of 32) by block; 6 rows of either not.
+  for (auto [t, n_out] : {std::pair{TensorType::Q4_0, int64_t{40}}, std::pair{TensorType::Q8_0, int64_t{64}}})
+    for (int64_t n_tokens : {1, 3, 9, 17}) {
+      const auto act = make_activations(t, n_in, n_tokens, ++seed);
+      GemmInput in;
+      in.prepare(t, act.data(), n_in, n_tokens, /*by_block_only=*/true);
+      EXPECT_FALSE(in.has_pairs());
+      const auto w = make_weights(t, n_in, n_out, ++seed);
+      std::vector<float> want(n_out * n_tokens), got(n_out * n_tokens);
+      matmul_rows(t, w.data(), n_in, n_out, act.data(), n_tokens, want.data(), 0, n_out);
+      ASSERT_TRUE(gemm_rows(t, w.data(), n_in, n_out, in, got.data(), 0, n_out));
+      EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * sizeof(float))) << type_name(t) << " " << n_tokens << " tokens";
+      // 6 rows: not by block, would need the pairs: declined, y untouched.
+      const auto w6 = make_weights(t, n_in, 6, ++seed);
+      std::vector<float> y6(6 * n_tokens, -1.0f);
+      EXPECT_FALSE(gemm_rows(t, w6.data(), n_in, 6, in, y6.data(), 0, 6));
+      EXPECT_EQ(y6, std::vector<float>(6 * n_tokens, -1.0f));
+      // Prepared for every product, the same 6 rows run tiled.
+      in.prepare(t, act.data(), n_in, n_tokens);
+      EXPECT_TRUE(in.has_pairs());
+      std::vector<float> want6(6 * n_tokens);
+      matmul_rows(t, w6.data(), n_in, 6, act.data(), n_tokens, want6.data(), 0, 6);
+      ASSERT_TRUE(gemm_rows(t, w6.data(), n_in, 6, in, y6.data(), 0, 6));
+      EXPECT_EQ(0, std::memcmp(want6.data(), y6.data(), want6.size() * sizeof(float))) << type_name(t) << " " << n_tokens << " tokens";
+    }
 }
 
 // Row lengths the tiles do not cover, and types without a path, are left to matmul_rows.

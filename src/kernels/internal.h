@@ -61,8 +61,8 @@ VecDotFn avx2_vec_dot_fn(TensorType w);
 VecDotFn avx512_vec_dot_fn(TensorType w);
 MultiDotTable avx2_multi_dot(TensorType w);
 MultiDotTable avx512_multi_dot(TensorType w);
-// Q4_0 in llama.cpp's repacked order (dot_q4_0_by_block) for up to kMaxTokensPerDot tokens.
-MultiDotTable avx2_q4_0_by_block_multi();
+// Q4_0 / Q8_0 by block (kernels::by_block) for up to kMaxTokensPerDot tokens; empty for other types.
+MultiDotTable avx2_by_block_multi(TensorType w);
 // The kernels of products of two or more tokens where they differ from vec_dot (F32, F16, BF16
 // under AVX-512: llamafile's tinyBLAS order); null / empty elsewhere.
 VecDotFn avx512_gemm_dot_fn(TensorType w);
@@ -78,6 +78,11 @@ bool cpu_has_avx512();
 // AMX with int8 tiles, and the kernel's leave to use their state (Linux: arch_prctl); false
 // where ENDLESS_AMX=0.
 bool cpu_has_amx_int8();
+// Whether Q8_0 products follow llama.cpp's AMX backend (by_block): by default where
+// cpu_has_amx_int8(); set_amx_arithmetic decides otherwise (the tests run both, on any CPU: only
+// the AMX tiles themselves need one).
+bool amx_arithmetic();
+void set_amx_arithmetic(bool on);
 // Whether BF16 prefill tiles compute VDPBF16PS's arithmetic with FMAs (gemm_avx512.cpp): by
 // default on Intel CPUs, whose VDPBF16PS runs at half the FMA's rate; ENDLESS_BF16_FMA=0|1 or
 // set_bf16_by_fma decide otherwise (the tests run both).

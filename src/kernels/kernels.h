@@ -167,14 +167,22 @@ VecDotFn vec_dot_fn(TensorType w);
 // case is vec_dot_fn.
 VecDotFn batch_dot_fn(TensorType w);
 
-// Q4_0 matrices whose row count is a multiple of 8 are multiplied the way llama.cpp's x86 CPU
-// backend multiplies them once it has repacked them (its q4_0_8x8 layout, used on every CPU with
-// AVX2): each block's integer dot product exactly, then acc = fma(float(sum), dw * da, acc),
-// block after block from zero. vec_dot_fn(Q4_0) keeps ggml's vec_dot order (eight partial sums),
-// which llama.cpp uses for other row counts. matmul_rows and gemm_rows follow this rule for
-// every number of tokens, so a row's result does not depend on how many tokens share the product.
-bool q4_0_by_block(TensorType w, int64_t n_out);
+// Quantized matrices multiplied "by block": each block's integer dot product exactly, then
+// acc = fma(float(sum), dw * da, acc), block after block from zero. That is how llama.cpp's x86
+// CPU backend multiplies the matrices it moves into layouts of its own when it loads a model:
+//  - Q4_0 whose row count is a multiple of 8, on every CPU with AVX2 (its repacked q4_0_8x8);
+//  - Q8_0 whose row count is a multiple of 32, on CPUs with AMX-INT8 (its AMX backend, which takes
+//    such matrices before anything else and multiplies them so in every product: AMX tiles for
+//    batches, its VNNI kernel for one token). ENDLESS_AMX=0 makes a CPU count as one without.
+// Every other matrix keeps ggml's vec_dot order (eight partial sums per block). matmul_rows and
+// gemm_rows follow this rule for every number of tokens, so a row's result does not depend on how
+// many tokens share the product.
+bool by_block(TensorType w, int64_t n_out);
+// The scalar by-block dot products (the reference the fast paths are tested against), and the
+// one for w (null for other types).
 float dot_q4_0_by_block(int64_t n, const void* w_row, const void* act);
+float dot_q8_0_by_block(int64_t n, const void* w_row, const void* act);
+VecDotFn by_block_dot_fn(TensorType w);
 
 namespace ref {
 // Plain scalar versions, written to be read; the fast paths are tested against them.

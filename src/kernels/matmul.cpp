@@ -22,7 +22,17 @@ void check_shape(TensorType w_type, int64_t n_in) {
 
 }  // namespace
 
-bool q4_0_by_block(TensorType w, int64_t n_out) { return w == TensorType::Q4_0 && n_out % 8 == 0; }
+bool by_block(TensorType w, int64_t n_out) {
+  if (w == TensorType::Q4_0) return n_out % 8 == 0;
+  if (w == TensorType::Q8_0) return n_out % 32 == 0 && detail::amx_arithmetic();
+  return false;
+}
+
+VecDotFn by_block_dot_fn(TensorType w) {
+  if (w == TensorType::Q4_0) return dot_q4_0_by_block;
+  if (w == TensorType::Q8_0) return dot_q8_0_by_block;
+  return nullptr;
+}
 
 // Fused only where written as fma: the product dw * da is rounded before it scales the sum.
 #pragma GCC push_options
@@ -37,6 +47,18 @@ float dot_q4_0_by_block(int64_t n, const void* w_row, const void* act) {
       sum += ((x[b].qs[j] & 0xF) - 8) * y[b].qs[j];
       sum += ((x[b].qs[j] >> 4) - 8) * y[b].qs[j + 16];
     }
+    acc = std::fma(static_cast<float>(sum), fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d), acc);
+  }
+  return acc;
+}
+
+float dot_q8_0_by_block(int64_t n, const void* w_row, const void* act) {
+  const auto* x = static_cast<const block_q8_0*>(w_row);
+  const auto* y = static_cast<const block_q8_0*>(act);
+  float acc = 0.0f;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    int32_t sum = 0;
+    for (int j = 0; j < 32; ++j) sum += x[b].qs[j] * y[b].qs[j];
     acc = std::fma(static_cast<float>(sum), fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d), acc);
   }
   return acc;
@@ -66,15 +88,14 @@ void matmul_rows(TensorType w_type, const void* w, int64_t n_in, int64_t n_out, 
   // kMaxTokensPerDot tokens. A product of several tokens takes ggml's arithmetic for such
   // products (batch_dot_fn), one token vec_dot's.
   constexpr int64_t kTokenTile = 32;
-  // Q4_0 matrices of whole groups of 8 rows take llama.cpp's repacked arithmetic
-  // (q4_0_by_block) for every number of tokens.
+  // Matrices multiplied by block (kernels.h: by_block) are so for every number of tokens.
   const bool batched = n_tokens >= 2;
-  const bool by_block = q4_0_by_block(w_type, n_out);
-  const detail::MultiDotTable multi = by_block ? (active_isa() == Isa::scalar ? detail::MultiDotTable{}
-                                                                           : detail::avx2_q4_0_by_block_multi())
+  const bool blocks = by_block(w_type, n_out);
+  const detail::MultiDotTable multi = blocks ? (active_isa() == Isa::scalar ? detail::MultiDotTable{}
+                                                                         : detail::avx2_by_block_multi(w_type))
                                       : batched ? detail::multi_batch_dot(w_type)
                                                 : detail::multi_dot(w_type);
-  const VecDotFn single = by_block ? dot_q4_0_by_block : batched ? batch_dot_fn(w_type) : vec_dot_fn(w_type);
+  const VecDotFn single = blocks ? by_block_dot_fn(w_type) : batched ? batch_dot_fn(w_type) : vec_dot_fn(w_type);
   for (int64_t t0 = 0; t0 < n_tokens; t0 += kTokenTile) {
     const int64_t t1 = std::min(n_tokens, t0 + kTokenTile);
     for (int64_t o = row_begin; o < row_end; ++o) {

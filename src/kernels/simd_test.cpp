@@ -4,8 +4,10 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <tuple>
 #include <vector>
 
+#include "kernels/internal.h"
 #include "kernels/kernels.h"
 #include "util/error.h"
 #include "util/fp16.h"
@@ -289,38 +291,56 @@ TEST_F(SimdTest, IsaSelection) {
 
 // matmul under each instruction set equals the per-row dots of that set; all sets agree within
 // rounding.
-// Q4_0 matrices follow llama.cpp's choice: row counts that are a multiple of 8 (which it
-// repacks) take the by-block order, others vec_dot's, and the two really differ in rounding.
-TEST_F(SimdTest, Q4_0RowCountChoosesTheOrder) {
+// Quantized matrices follow llama.cpp's choice of arithmetic (kernels.h: by_block): Q4_0 row
+// counts that are a multiple of 8 (which it repacks) take the by-block order, others vec_dot's;
+// Q8_0 row counts that are a multiple of 32 take it where the CPU has AMX (its AMX backend takes
+// them), others and other CPUs vec_dot's. The two really differ in rounding.
+TEST_F(SimdTest, RowCountAndCpuChooseTheOrder) {
+  const bool amx = detail::amx_arithmetic();
+  struct Restore {
+    bool amx;
+    ~Restore() { detail::set_amx_arithmetic(amx); }
+  } restore{amx};
   std::mt19937 rng(5);
   std::normal_distribution<float> dist(0.0f, 1.0f);
   const int64_t n_in = 1024;
-  std::vector<float> x(n_in), wf(n_in * 16);
+  std::vector<float> x(n_in), wf(n_in * 32);
   for (auto& v : x) v = dist(rng);
   for (auto& v : wf) v = dist(rng);
-  const size_t rs = row_size(TensorType::Q4_0, n_in);
-  std::vector<uint8_t> w(rs * 16), act(activations_size(TensorType::Q4_0, n_in, 1));
-  for (int64_t o = 0; o < 16; ++o) quantize_row(TensorType::Q4_0, wf.data() + o * n_in, w.data() + o * rs, n_in);
-  convert_activations(TensorType::Q4_0, x.data(), n_in, 1, act.data());
-  EXPECT_TRUE(q4_0_by_block(TensorType::Q4_0, 16));
-  EXPECT_FALSE(q4_0_by_block(TensorType::Q4_0, 12));
-  EXPECT_FALSE(q4_0_by_block(TensorType::Q8_0, 16));
-  for (Isa isa : supported_isas()) {
-    set_isa(isa);
-    std::vector<float> y16(16), y12(12);
-    matmul_rows(TensorType::Q4_0, w.data(), n_in, 16, act.data(), 1, y16.data(), 0, 16);
-    matmul_rows(TensorType::Q4_0, w.data(), n_in, 12, act.data(), 1, y12.data(), 0, 12);
-    int differ = 0;
-    for (int64_t o = 0; o < 12; ++o) {
-      const uint8_t* row = w.data() + o * rs;
-      const float by_block = dot_q4_0_by_block(n_in, row, act.data());
-      const float ggml = vec_dot(TensorType::Q4_0, n_in, row, act.data());
-      EXPECT_EQ(y16[o], by_block) << isa_name(isa) << " row " << o;
-      EXPECT_EQ(y12[o], ggml) << isa_name(isa) << " row " << o;
-      EXPECT_NEAR(by_block, ggml, 1e-4 * (1 + std::fabs(ggml)));
-      differ += by_block != ggml;
+  for (bool amx_cpu : {false, true}) {
+    detail::set_amx_arithmetic(amx_cpu);
+    EXPECT_TRUE(by_block(TensorType::Q4_0, 16));
+    EXPECT_FALSE(by_block(TensorType::Q4_0, 12));
+    EXPECT_EQ(by_block(TensorType::Q8_0, 32), amx_cpu);
+    EXPECT_EQ(by_block(TensorType::Q8_0, 64), amx_cpu);
+    EXPECT_FALSE(by_block(TensorType::Q8_0, 16));
+    EXPECT_FALSE(by_block(TensorType::Q4_K, 32));
+    EXPECT_EQ(by_block_dot_fn(TensorType::Q4_K), nullptr);
+    // Q4_0: 16 rows by block, 12 not; Q8_0: 32 rows by block on an AMX CPU, 24 not.
+    for (auto [t, whole, part] : {std::tuple{TensorType::Q4_0, 16, 12}, std::tuple{TensorType::Q8_0, 32, 24}}) {
+      const size_t rs = row_size(t, n_in);
+      std::vector<uint8_t> w(rs * whole), act(activations_size(t, n_in, 1));
+      for (int64_t o = 0; o < whole; ++o) quantize_row(t, wf.data() + o * n_in, w.data() + o * rs, n_in);
+      convert_activations(t, x.data(), n_in, 1, act.data());
+      const bool blocks = t == TensorType::Q4_0 || amx_cpu;
+      for (Isa isa : supported_isas()) {
+        set_isa(isa);
+        std::vector<float> y_whole(whole), y_part(part);
+        matmul_rows(t, w.data(), n_in, whole, act.data(), 1, y_whole.data(), 0, whole);
+        matmul_rows(t, w.data(), n_in, part, act.data(), 1, y_part.data(), 0, part);
+        int differ = 0;
+        for (int64_t o = 0; o < part; ++o) {
+          const uint8_t* row = w.data() + o * rs;
+          const float in_blocks = by_block_dot_fn(t)(n_in, row, act.data());
+          const float ggml = vec_dot(t, n_in, row, act.data());
+          EXPECT_EQ(y_whole[o], blocks ? in_blocks : ggml) << type_name(t) << " " << isa_name(isa) << " row " << o;
+          EXPECT_EQ(y_part[o], ggml) << type_name(t) << " " << isa_name(isa) << " row " << o;
+          EXPECT_NEAR(in_blocks, ggml, 1e-4 * (1 + std::fabs(ggml)));
+          differ += in_blocks != ggml;
+        }
+        EXPECT_GT(differ, 0) << type_name(t) << " " << isa_name(isa);
+      }
     }
-    EXPECT_GT(differ, 0) << isa_name(isa);
   }
 }
 
@@ -352,10 +372,10 @@ TEST_F(SimdTest, MatmulAgreesAcrossIsas) {
       // Each token of a batch gets exactly batch_dot_fn's result, however the kernels group
       // tokens; a product of one token gets vec_dot's; Q4_0 of 40 rows gets the by-block order
       // either way.
-      const bool by_block = q4_0_by_block(t, n_out);
-      ASSERT_EQ(by_block, t == TensorType::Q4_0);
-      const VecDotFn batch = by_block ? dot_q4_0_by_block : batch_dot_fn(t);
-      const VecDotFn one = by_block ? dot_q4_0_by_block : vec_dot_fn(t);
+      const bool blocks = by_block(t, n_out);
+      ASSERT_EQ(blocks, t == TensorType::Q4_0);
+      const VecDotFn batch = blocks ? by_block_dot_fn(t) : batch_dot_fn(t);
+      const VecDotFn one = blocks ? by_block_dot_fn(t) : vec_dot_fn(t);
       std::vector<float> single(n_out);
       for (int64_t tok = 0; tok < n_tokens; ++tok) {
         matmul(t, w.data(), n_in, n_out, x.data() + tok * n_in, 1, single.data());

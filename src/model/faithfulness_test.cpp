@@ -62,7 +62,7 @@ std::string model_path(const std::string& name) {
 }
 
 // Float weights, and Q4_0 weights (multiplied as llama.cpp multiplies them after repacking:
-// kernels::q4_0_by_block), give llama.cpp's logits to within printing precision; other quantized
+// kernels::by_block), give llama.cpp's logits to within printing precision; other quantized
 // types round differently in a few places and are held to a looser tolerance.
 bool is_exact_type(const std::string& name) {
   return name.find(".q") == std::string::npos || name.ends_with(".q4_0.gguf");

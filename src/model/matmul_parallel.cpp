@@ -31,10 +31,10 @@ void Engine::matmul_group(std::span<const Product> products, const float* x, int
   const size_t bytes = kernels::activations_size(w.type, w.n_in, n_tokens);
   if (act_.size() < bytes) act_.resize(bytes);
   kernels::convert_activations(w.type, x, w.n_in, n_tokens, act_.data());
-  // Products all of whose row counts run Q4_0 by block need no token pairs (serial work: 0.4-0.7%
-  // of an eight-session step when they were made anyway).
+  // Products all of which are multiplied by block need no token pairs (serial work: 0.4-0.7% of
+  // an eight-session step when they were made anyway).
   bool by_block_only = true;
-  for (const Product& p : products) by_block_only = by_block_only && kernels::q4_0_by_block(p.w->type, p.w->n_out);
+  for (const Product& p : products) by_block_only = by_block_only && kernels::by_block(p.w->type, p.w->n_out);
   gemm_in_.prepare(w.type, act_.data(), w.n_in, n_tokens, by_block_only);
   // Rows [begin, end) of the products' rows one after the other: split where a product ends.
   int64_t n_rows = 0;
