@@ -1358,6 +1358,182 @@ void gemm_k_rows(const Table& tiles, const void* w, int64_t n_in, int64_t n_out,
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Q4_K by block (kernels.h: by_block): sixteen rows in the int32 lanes of a register, as the
+// Q4_0 / Q8_0 tiles. Per super-block and token: each sub-block's exact sum (eight VPDPBUSD of the
+// rows' nibbles with four activation bytes broadcast) times the rows' scales (VPMULLD), added up;
+// the sum of the mins by four VPDPWSSD (the rows' pairs of mins against the token's pairs of
+// sums of 32); then the two float steps of dot_q4_K_by_block.
+
+// One token's super-block: the 256 values, the sums of its sub-blocks of 32 in pairs (sub-block
+// 2k in the low 16 bits of pair k, 2k + 1 in the high ones), and the scale.
+struct KTokBlock {
+  int8_t qs[256];
+  int32_t sum_pairs[4];
+  float d;
+};
+
+size_t k_tok_blocks_size(int64_t n_in, int64_t n_tokens) {
+  return static_cast<size_t>(n_tokens * (n_in / kQK_K)) * sizeof(KTokBlock);
+}
+
+// Layout [token][block].
+void prepare_k_tok_blocks(const void* act, int64_t n_in, int64_t n_tokens, KTokBlock* out) {
+  const int64_t nb = n_in / kQK_K;
+  const size_t act_row = row_size(TensorType::Q8_K, n_in);
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const auto* y = reinterpret_cast<const block_q8_K*>(static_cast<const uint8_t*>(act) + t * act_row);
+    for (int64_t i = 0; i < nb; ++i) {
+      KTokBlock& o = out[t * nb + i];
+      std::memcpy(o.qs, y[i].qs, 256);
+      for (int k = 0; k < 4; ++k) {
+        const auto lo = static_cast<uint16_t>(y[i].bsums[4 * k] + y[i].bsums[4 * k + 1]);
+        const auto hi = static_cast<uint16_t>(y[i].bsums[4 * k + 2] + y[i].bsums[4 * k + 3]);
+        o.sum_pairs[k] = static_cast<int32_t>(lo | (static_cast<uint32_t>(hi) << 16));
+      }
+      o.d = y[i].d;
+    }
+  }
+}
+
+// A Q4_K matrix packed for these tiles (pack_weights), for row counts that are multiples of 16:
+// the rows in groups of sixteen; per super-block of a group kBytes: the nibbles as 32 words
+// (word 8j + c, lane k: bytes 4c..4c+3 of row k's 32 bytes of chunk j, whose low nibbles are
+// sub-block 2j and high nibbles sub-block 2j + 1), the scales [sub-block][row] (bytes), the
+// mins [pair][row][2] (bytes: mins 2k and 2k + 1), then d and dmin of the rows (fp16).
+struct Q4_KPacked {
+  static constexpr int64_t kScales = 32 * 64;
+  static constexpr int64_t kMins = kScales + 8 * 16;
+  static constexpr int64_t kD = kMins + 4 * 32;
+  static constexpr int64_t kDmin = kD + 32;
+  static constexpr int64_t kBytes = kDmin + 32;  // 2368, against 16 x 144 in the file
+};
+
+// A group of sixteen rows (rows[k]: row k's first super-block).
+void pack_q4_K_group(int64_t nb, const block_q4_K* const* rows, uint8_t* out) {
+  for (int64_t b = 0; b < nb; ++b) {
+    uint8_t* o = out + b * Q4_KPacked::kBytes;
+    for (int k = 0; k < 16; ++k) {
+      const block_q4_K& x = rows[k][b];
+      for (int j = 0; j < 4; ++j)
+        for (int c = 0; c < 8; ++c) std::memcpy(o + (8 * j + c) * 64 + 4 * k, x.qs + 32 * j + 4 * c, 4);
+      for (int s = 0; s < 8; ++s) {
+        uint8_t scale, min;
+        unpack_scale_min_k4(s, x.scales, &scale, &min);
+        o[Q4_KPacked::kScales + 16 * s + k] = scale;
+        o[Q4_KPacked::kMins + 32 * (s / 2) + 2 * k + s % 2] = min;
+      }
+      std::memcpy(o + Q4_KPacked::kD + 2 * k, &x.d, 2);
+      std::memcpy(o + Q4_KPacked::kDmin + 2 * k, &x.dmin, 2);
+    }
+  }
+}
+
+void pack_q4_K(const void* w, int64_t n_in, int64_t n_out, uint8_t* out) {
+  const int64_t nb = n_in / kQK_K;
+  const auto* base = static_cast<const block_q4_K*>(w);
+  for (int64_t g = 0; g < n_out / 16; ++g) {
+    const block_q4_K* rows[16];
+    for (int k = 0; k < 16; ++k) rows[k] = base + (g * 16 + k) * nb;
+    pack_q4_K_group(nb, rows, out + g * nb * Q4_KPacked::kBytes);
+  }
+}
+
+// A packed group of sixteen rows against RT tokens (act + t * act_stride: token t's
+// super-blocks); y[t * ys + k] for k < n_rows.
+template <int RT>
+void q4_K_rows16(int64_t nb, const uint8_t* group, int n_rows, const KTokBlock* act, int64_t act_stride, float* y,
+                 int64_t ys, PassPrefetch pf) {
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  __m512 acc[RT];
+  for (int t = 0; t < RT; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    pf.step();
+    const uint8_t* o = group + b * Q4_KPacked::kBytes;
+    __m512i sum[RT];
+    for (int t = 0; t < RT; ++t) sum[t] = _mm512_setzero_si512();
+    for (int s = 0; s < 8; ++s) {
+      const int j = s / 2;
+      __m512i w[8];
+      for (int c = 0; c < 8; ++c) {
+        const __m512i words = _mm512_loadu_si512(o + (8 * j + c) * 64);
+        w[c] = _mm512_and_si512(s % 2 == 0 ? words : _mm512_srli_epi16(words, 4), low4);
+      }
+      const __m512i scale =
+          _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(o + Q4_KPacked::kScales + 16 * s)));
+      for (int t = 0; t < RT; ++t) {
+        const int8_t* q = act[t * act_stride + b].qs + 32 * s;
+        __m512i part = _mm512_setzero_si512();
+        for (int c = 0; c < 8; ++c) {
+          int32_t four;
+          std::memcpy(&four, q + 4 * c, 4);
+          part = _mm512_dpbusd_epi32(part, w[c], _mm512_set1_epi32(four));
+        }
+        sum[t] = _mm512_add_epi32(sum[t], _mm512_mullo_epi32(part, scale));
+      }
+    }
+    __m512i mins[4];
+    for (int k = 0; k < 4; ++k)
+      mins[k] = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(o + Q4_KPacked::kMins + 32 * k)));
+    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(o + Q4_KPacked::kD)));
+    const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(o + Q4_KPacked::kDmin)));
+    for (int t = 0; t < RT; ++t) {
+      const KTokBlock& x = act[t * act_stride + b];
+      __m512i m = _mm512_setzero_si512();
+      for (int k = 0; k < 4; ++k) m = _mm512_dpwssd_epi32(m, mins[k], _mm512_set1_epi32(x.sum_pairs[k]));
+      const __m512 d = _mm512_set1_ps(x.d);
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[t]), _mm512_mul_ps(dw, d), acc[t]);
+      acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(dmin, d), acc[t]);
+    }
+  }
+  const __mmask16 keep = static_cast<__mmask16>((1u << n_rows) - 1);
+  for (int t = 0; t < RT; ++t) _mm512_mask_storeu_ps(y + t * ys, keep, acc[t]);
+}
+
+using KByBlockFn = void (*)(int64_t, const uint8_t*, int, const KTokBlock*, int64_t, float*, int64_t, PassPrefetch);
+template <size_t... I>
+constexpr std::array<KByBlockFn, sizeof...(I)> k_by_block_tiles(std::index_sequence<I...>) {
+  return {q4_K_rows16<static_cast<int>(I) + 1>...};
+}
+
+// packed: the matrix in Q4_KPacked's layout, or null (the rows are then packed on the way in, a
+// row block at a time); with it, r0 and r1 must be multiples of 16.
+void q4_K_by_block_rows(const void* w, const void* packed, int64_t n_in, int64_t n_out, const KTokBlock* act,
+                        int64_t n_tokens, float* y, int64_t r0, int64_t r1) {
+  static constexpr auto tiles = k_by_block_tiles(std::make_index_sequence<kByBlockTokens>());
+  const int64_t nb = n_in / kQK_K;
+  const int64_t group_bytes = nb * Q4_KPacked::kBytes;
+  const auto* base = static_cast<const uint8_t*>(packed);
+  // More tokens than one tile: rows in blocks that stay in the L2 cache while the token tiles
+  // pass over them (a tile's activations stay in L1 meanwhile); the first tile reads them from
+  // memory and prefetches the next rows.
+  const int64_t rb_rows = n_tokens > kByBlockTokens ? row_block(group_bytes / 16, 16) : r1 - r0;
+  thread_local AlignedVector<uint8_t> scratch;
+  for (int64_t rb = r0; rb < r1; rb += rb_rows) {
+    const int64_t re = std::min(r1, rb + rb_rows);
+    const uint8_t* block = base != nullptr ? base + rb / 16 * group_bytes : nullptr;
+    if (block == nullptr) {
+      const int64_t n_groups = (re - rb + 15) / 16;
+      if (scratch.size() < static_cast<size_t>(n_groups * group_bytes)) scratch.resize(n_groups * group_bytes);
+      const auto* rows_base = static_cast<const block_q4_K*>(w);
+      for (int64_t g = 0; g < n_groups; ++g) {
+        const block_q4_K* rows[16];  // the rows past re repeat the last one
+        for (int k = 0; k < 16; ++k) rows[k] = rows_base + std::min(rb + 16 * g + k, re - 1) * nb;
+        pack_q4_K_group(nb, rows, scratch.data() + g * group_bytes);
+      }
+      block = scratch.data();
+    }
+    for (int64_t t = 0; t < n_tokens; t += kByBlockTokens) {
+      const int nt = static_cast<int>(std::min<int64_t>(kByBlockTokens, n_tokens - t));
+      for (int64_t r = rb; r < re; r += 16) {
+        const int nr = static_cast<int>(std::min<int64_t>(16, re - r));
+        const PassPrefetch pf = t == 0 && base != nullptr ? next_pass(base, group_bytes / 16, r + 16, 16, n_out, nb) : PassPrefetch{};
+        tiles[nt - 1](nb, block + (r - rb) / 16 * group_bytes, nr, act + t * nb, nb, y + t * n_out + r, n_out, pf);
+      }
+    }
+  }
+}
+
 bool kquant_gemm(TensorType type, const void* w, int64_t n_in, int64_t n_out, const void* prepared,
                  int64_t n_tokens, float* y, int64_t r0, int64_t r1) {
   if (type != TensorType::Q4_K && type != TensorType::Q6_K) return false;
@@ -1398,8 +1574,11 @@ bool avx512_has_gemm(TensorType w, int64_t n_in, int64_t n_tokens) {
 // Whether some matrices of this type are multiplied by block (kernels.h: by_block), so that
 // their activations need token blocks.
 bool by_block_type(TensorType w) {
-  return w == TensorType::Q4_0 || (w == TensorType::Q8_0 && amx_arithmetic());
+  return w == TensorType::Q4_0 || ((w == TensorType::Q8_0 || w == TensorType::Q4_K) && amx_arithmetic());
 }
+
+// Where a K-quant product's token blocks start: after the pairs (or decode's token), on a cache line.
+size_t k_blocks_at(int64_t n_in, int64_t n_tokens) { return (k_prepared_size(n_in, n_tokens) + 63) / 64 * 64; }
 
 size_t avx512_gemm_prepared_size(TensorType w, int64_t n_in, int64_t n_tokens) {
   switch (w) {
@@ -1410,8 +1589,10 @@ size_t avx512_gemm_prepared_size(TensorType w, int64_t n_in, int64_t n_tokens) {
     case TensorType::Q4_0:
     case TensorType::Q8_0:
       return pairs_size(n_in, n_tokens) + (by_block_type(w) ? tok_blocks_size(n_in, n_tokens) : 0);
+    // The pairs (or decode's token), then for Q4_K multiplied by block the token blocks.
     case TensorType::Q4_K:
-    case TensorType::Q6_K: return k_prepared_size(n_in, n_tokens);
+    case TensorType::Q6_K:
+      return k_blocks_at(n_in, n_tokens) + (by_block_type(w) ? k_tok_blocks_size(n_in, n_tokens) : 0);
     default: return 0;
   }
 }
@@ -1436,8 +1617,13 @@ void avx512_gemm_prepare(TensorType w, const void* act, int64_t n_in, int64_t n_
     }
     case TensorType::Q4_K:
     case TensorType::Q6_K:
-      if (n_tokens == 1) prepare_k_token(act, n_in, static_cast<KTok*>(out));
-      else prepare_k_pairs(act, n_in, n_tokens, static_cast<KPair*>(out));
+      if (pairs) {
+        if (n_tokens == 1) prepare_k_token(act, n_in, static_cast<KTok*>(out));
+        else prepare_k_pairs(act, n_in, n_tokens, static_cast<KPair*>(out));
+      }
+      if (by_block_type(w))
+        prepare_k_tok_blocks(act, n_in, n_tokens,
+                             reinterpret_cast<KTokBlock*>(static_cast<uint8_t*>(out) + k_blocks_at(n_in, n_tokens)));
       break;
     default: break;
   }
@@ -1455,6 +1641,12 @@ bool avx512_gemm_rows(TensorType w_type, const void* w, const void* packed, int6
       return float_gemm(w_type, w, n_in, n_out, act, prepared, n_tokens, y, row_begin, row_end);
     case TensorType::Q4_K:
     case TensorType::Q6_K:
+      if (by_block(w_type, n_out)) {
+        const auto* tok = reinterpret_cast<const KTokBlock*>(static_cast<const uint8_t*>(prepared) + k_blocks_at(n_in, n_tokens));
+        if (packed != nullptr && (row_begin % 16 != 0 || row_end % 16 != 0)) packed = nullptr;
+        q4_K_by_block_rows(w, packed, n_in, n_out, tok, n_tokens, y, row_begin, row_end);
+        return true;
+      }
       return kquant_gemm(w_type, w, n_in, n_out, prepared, n_tokens, y, row_begin, row_end);
     case TensorType::Q4_0:
     case TensorType::Q8_0:
@@ -1487,7 +1679,7 @@ void GemmInput::prepare(TensorType w_type, const void* act, int64_t n_in, int64_
   n_in_ = n_in;
   n_tokens_ = n_tokens;
   prepared_ = nullptr;
-  has_pairs_ = !(by_block_only && (w_type == TensorType::Q4_0 || w_type == TensorType::Q8_0));
+  has_pairs_ = !(by_block_only && (w_type == TensorType::Q4_0 || w_type == TensorType::Q8_0 || w_type == TensorType::Q4_K));
   if (!has_gemm(w_type, n_in, n_tokens)) return;
   const size_t bytes = detail::avx512_gemm_prepared_size(w_type, n_in, n_tokens);
   if (bytes == 0) return;
@@ -1501,15 +1693,17 @@ void GemmInput::prepare(TensorType w_type, const void* act, int64_t n_in, int64_
 }
 
 size_t packed_weights_size(TensorType w_type, int64_t n_in, int64_t n_out) {
-  if (active_isa() != Isa::avx512 || !by_block(w_type, n_out) || n_out % 16 != 0 || n_in % kQK8_0 != 0)
+  if (active_isa() != Isa::avx512 || !by_block(w_type, n_out) || n_out % 16 != 0 || n_in % info(w_type).block_size != 0)
     return 0;
+  if (w_type == TensorType::Q4_K) return static_cast<size_t>(n_out / 16 * (n_in / kQK_K) * detail::Q4_KPacked::kBytes);
   return row_size(w_type, n_in) * static_cast<size_t>(n_out);
 }
 
 void pack_weights(TensorType w_type, const void* w, int64_t n_in, int64_t n_out, void* out) {
   if (packed_weights_size(w_type, n_in, n_out) == 0)
     fail("pack_weights: no packed layout for ", type_name(w_type), " [", n_in, ", ", n_out, "] here");
-  if (w_type == TensorType::Q4_0) detail::pack_by_block<detail::Q4_0ByBlock>(w, n_in, n_out, static_cast<uint8_t*>(out));
+  if (w_type == TensorType::Q4_K) detail::pack_q4_K(w, n_in, n_out, static_cast<uint8_t*>(out));
+  else if (w_type == TensorType::Q4_0) detail::pack_by_block<detail::Q4_0ByBlock>(w, n_in, n_out, static_cast<uint8_t*>(out));
   else detail::pack_by_block<detail::Q8_0ByBlock>(w, n_in, n_out, static_cast<uint8_t*>(out));
 }
 
@@ -1521,8 +1715,7 @@ bool wants_aligned_copy(TensorType w_type, const void* data) {
 bool gemm_rows(TensorType w_type, const void* w, int64_t n_in, int64_t n_out, const GemmInput& in,
                float* y, int64_t row_begin, int64_t row_end, const void* packed) {
   if (active_isa() != Isa::avx512 || in.w_type() != w_type || in.n_in() != n_in) return false;
-  if ((w_type == TensorType::Q4_0 || w_type == TensorType::Q8_0) && !by_block(w_type, n_out) && !in.has_pairs())
-    return false;
+  if (!in.has_pairs() && !by_block(w_type, n_out)) return false;
   return detail::avx512_gemm_rows(w_type, w, packed, n_in, n_out, in.act(), in.prepared(), in.n_tokens(), y,
                                   row_begin, row_end);
 }

@@ -24,13 +24,14 @@ void check_shape(TensorType w_type, int64_t n_in) {
 
 bool by_block(TensorType w, int64_t n_out) {
   if (w == TensorType::Q4_0) return n_out % 8 == 0;
-  if (w == TensorType::Q8_0) return n_out % 32 == 0 && detail::amx_arithmetic();
+  if (w == TensorType::Q8_0 || w == TensorType::Q4_K) return n_out % 32 == 0 && detail::amx_arithmetic();
   return false;
 }
 
 VecDotFn by_block_dot_fn(TensorType w) {
   if (w == TensorType::Q4_0) return dot_q4_0_by_block;
   if (w == TensorType::Q8_0) return dot_q8_0_by_block;
+  if (w == TensorType::Q4_K) return dot_q4_K_by_block;
   return nullptr;
 }
 
@@ -60,6 +61,27 @@ float dot_q8_0_by_block(int64_t n, const void* w_row, const void* act) {
     int32_t sum = 0;
     for (int j = 0; j < 32; ++j) sum += x[b].qs[j] * y[b].qs[j];
     acc = std::fma(static_cast<float>(sum), fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d), acc);
+  }
+  return acc;
+}
+float dot_q4_K_by_block(int64_t n, const void* w_row, const void* act) {
+  const auto* x = static_cast<const block_q4_K*>(w_row);
+  const auto* y = static_cast<const block_q8_K*>(act);
+  float acc = 0.0f;
+  for (int64_t b = 0; b < n / kQK_K; ++b) {
+    int32_t sum = 0, mins = 0;
+    for (int j = 0; j < 8; ++j) {
+      uint8_t scale, min;
+      detail::unpack_scale_min_k4(j, x[b].scales, &scale, &min);
+      // Sub-block j: the low nibbles (j even) or high nibbles (j odd) of bytes 32 (j / 2) ...
+      const uint8_t* q = x[b].qs + 32 * (j / 2);
+      int32_t s = 0;
+      for (int i = 0; i < 32; ++i) s += (j % 2 == 0 ? q[i] & 0xF : q[i] >> 4) * y[b].qs[32 * j + i];
+      sum += scale * s;
+      mins += min * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
+    }
+    acc = std::fma(static_cast<float>(sum), fp16_to_fp32(x[b].d) * y[b].d, acc);
+    acc = std::fma(static_cast<float>(mins), -(fp16_to_fp32(x[b].dmin) * y[b].d), acc);
   }
   return acc;
 }
