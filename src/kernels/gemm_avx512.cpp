@@ -1496,6 +1496,96 @@ constexpr std::array<KByBlockFn, sizeof...(I)> k_by_block_tiles(std::index_seque
   return {q4_K_rows16<static_cast<int>(I) + 1>...};
 }
 
+// Q4_K by block on AMX (prefill, 16 tokens at a time). TDPBSSD cannot scale its sums by column,
+// so each row's scale goes into B: p = nibble * scale (0..945) is split into lo = p & 127 and
+// hi = p >> 7, two signed-byte B tiles per chunk of 64 elements (two sub-blocks), and one pair of
+// C tiles accumulates the whole super-block: sum = C_lo + 128 * C_hi, the exact integer of
+// q4_K_rows16. The mins and the float steps are then q4_K_rows16's.
+
+// One super-block of a group of sixteen rows, ready for the tiles: per chunk j of 64 elements,
+// B_lo and B_hi (16 rows of 64 bytes: row r, lane k holds row k's elements 4r..4r+3 of the chunk).
+struct alignas(64) AmxKBlock {
+  uint8_t lo[4][16][64];
+  uint8_t hi[4][16][64];
+};
+
+// A packed Q4_K group (Q4_KPacked) as AmxKBlocks.
+void amx_unpack_k_group(int64_t nb, const uint8_t* group, AmxKBlock* out) {
+  const __m512i low4 = _mm512_set1_epi8(0x0F), byte = _mm512_set1_epi16(0x00FF), seven = _mm512_set1_epi16(127);
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* o = group + b * Q4_KPacked::kBytes;
+    for (int s = 0; s < 8; ++s) {
+      const int j = s / 2;
+      // Row k's scale in both 16-bit halves of lane k.
+      const __m512i s32 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(o + Q4_KPacked::kScales + 16 * s)));
+      const __m512i scale = _mm512_or_si512(s32, _mm512_slli_epi32(s32, 16));
+      for (int c = 0; c < 8; ++c) {
+        const __m512i words = _mm512_loadu_si512(o + (8 * j + c) * 64);
+        const __m512i q = _mm512_and_si512(s % 2 == 0 ? words : _mm512_srli_epi16(words, 4), low4);
+        const __m512i p_even = _mm512_mullo_epi16(_mm512_and_si512(q, byte), scale);
+        const __m512i p_odd = _mm512_mullo_epi16(_mm512_srli_epi16(q, 8), scale);
+        const __m512i lo = _mm512_or_si512(_mm512_and_si512(p_even, seven), _mm512_slli_epi16(_mm512_and_si512(p_odd, seven), 8));
+        const __m512i hi = _mm512_or_si512(_mm512_srli_epi16(p_even, 7), _mm512_slli_epi16(_mm512_srli_epi16(p_odd, 7), 8));
+        const int r = 8 * (s % 2) + c;
+        _mm512_store_si512(out[b].lo[j][r], lo);
+        _mm512_store_si512(out[b].hi[j][r], hi);
+      }
+    }
+  }
+}
+
+// A group of sixteen rows (its AmxKBlocks, and the packed group for the mins and scales) against
+// n_tiles x 16 tokens; y[t * ys + k] for k < n_rows.
+__attribute__((target("avx2,fma,f16c,bmi2,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512bf16,amx-tile,amx-int8")))
+void amx_k_group(int64_t nb, const AmxKBlock* blocks, const uint8_t* group, int n_rows, const KTokBlock* act,
+                 int64_t act_stride, int64_t n_tiles, float* y, int64_t ys) {
+  struct alignas(64) TileConfig {
+    uint8_t palette = 1, start_row = 0, reserved[14] = {};
+    uint16_t colsb[16] = {};
+    uint8_t rows[16] = {};
+  } cfg;
+  for (int i = 0; i < 5; ++i) cfg.rows[i] = 16, cfg.colsb[i] = 64;  // C_lo, C_hi, A, B_lo, B_hi
+  __asm__ volatile("ldtilecfg %0" : : "m"(cfg));  // see amx_group
+  const int64_t a_stride = act_stride * static_cast<int64_t>(sizeof(KTokBlock));
+  const __mmask16 keep = static_cast<__mmask16>((1u << n_rows) - 1);
+  alignas(64) int32_t c_lo[16][16], c_hi[16][16];
+  for (int64_t i = 0; i < n_tiles; ++i) {
+    const KTokBlock* a = act + i * 16 * act_stride;
+    __m512 acc[16];
+    for (auto& v : acc) v = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+      _tile_zero(0);
+      _tile_zero(1);
+      for (int j = 0; j < 4; ++j) {
+        _tile_loadd(2, a[b].qs + 64 * j, a_stride);
+        _tile_loadd(3, blocks[b].lo[j], 64);
+        _tile_dpbssd(0, 2, 3);
+        _tile_loadd(4, blocks[b].hi[j], 64);
+        _tile_dpbssd(1, 2, 4);
+      }
+      _tile_stored(0, c_lo, 64);
+      _tile_stored(1, c_hi, 64);
+      const uint8_t* o = group + b * Q4_KPacked::kBytes;
+      __m512i mins[4];
+      for (int k = 0; k < 4; ++k)
+        mins[k] = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(o + Q4_KPacked::kMins + 32 * k)));
+      const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(o + Q4_KPacked::kD)));
+      const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(o + Q4_KPacked::kDmin)));
+      for (int t = 0; t < 16; ++t) {
+        const KTokBlock& x = a[t * act_stride + b];
+        const __m512i sum = _mm512_add_epi32(_mm512_load_si512(c_lo[t]), _mm512_slli_epi32(_mm512_load_si512(c_hi[t]), 7));
+        __m512i m = _mm512_setzero_si512();
+        for (int k = 0; k < 4; ++k) m = _mm512_dpwssd_epi32(m, mins[k], _mm512_set1_epi32(x.sum_pairs[k]));
+        const __m512 d = _mm512_set1_ps(x.d);
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(dw, d), acc[t]);
+        acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(dmin, d), acc[t]);
+      }
+    }
+    for (int t = 0; t < 16; ++t) _mm512_mask_storeu_ps(y + (i * 16 + t) * ys, keep, acc[t]);
+  }
+  _tile_release();
+}
+
 // packed: the matrix in Q4_KPacked's layout, or null (the rows are then packed on the way in, a
 // row block at a time); with it, r0 and r1 must be multiples of 16.
 void q4_K_by_block_rows(const void* w, const void* packed, int64_t n_in, int64_t n_out, const KTokBlock* act,
@@ -1509,13 +1599,36 @@ void q4_K_by_block_rows(const void* w, const void* packed, int64_t n_in, int64_t
   // memory and prefetches the next rows.
   const int64_t rb_rows = n_tokens > kByBlockTokens ? row_block(group_bytes / 16, 16) : r1 - r0;
   thread_local AlignedVector<uint8_t> scratch;
+  const auto* rows_base = static_cast<const block_q4_K*>(w);
+  // AMX takes whole tiles of 16 tokens, a group of rows at a time; the tiles above the rest.
+  const int64_t amx_tokens = n_tokens >= 16 && cpu_has_amx_int8() ? n_tokens / 16 * 16 : 0;
+  if (amx_tokens > 0) {
+    thread_local AlignedVector<AmxKBlock> blocks;
+    if (blocks.size() < static_cast<size_t>(nb)) blocks.resize(nb);
+    for (int64_t r = r0; r < r1; r += 16) {
+      const int nr = static_cast<int>(std::min<int64_t>(16, r1 - r));
+      const uint8_t* group = base != nullptr ? base + r / 16 * group_bytes : nullptr;
+      if (group == nullptr) {
+        const block_q4_K* rows[16];  // the rows past r1 repeat the last one
+        for (int k = 0; k < 16; ++k) rows[k] = rows_base + std::min(r + k, r1 - 1) * nb;
+        if (scratch.size() < static_cast<size_t>(group_bytes)) scratch.resize(group_bytes);
+        pack_q4_K_group(nb, rows, scratch.data());
+        group = scratch.data();
+      }
+      amx_unpack_k_group(nb, group, blocks.data());
+      amx_k_group(nb, blocks.data(), group, nr, act, nb, amx_tokens / 16, y + r, n_out);
+    }
+    if (amx_tokens == n_tokens) return;
+    act += amx_tokens * nb;
+    y += amx_tokens * n_out;
+    n_tokens -= amx_tokens;
+  }
   for (int64_t rb = r0; rb < r1; rb += rb_rows) {
     const int64_t re = std::min(r1, rb + rb_rows);
     const uint8_t* block = base != nullptr ? base + rb / 16 * group_bytes : nullptr;
     if (block == nullptr) {
       const int64_t n_groups = (re - rb + 15) / 16;
       if (scratch.size() < static_cast<size_t>(n_groups * group_bytes)) scratch.resize(n_groups * group_bytes);
-      const auto* rows_base = static_cast<const block_q4_K*>(w);
       for (int64_t g = 0; g < n_groups; ++g) {
         const block_q4_K* rows[16];  // the rows past re repeat the last one
         for (int k = 0; k < 16; ++k) rows[k] = rows_base + std::min(rb + 16 * g + k, re - 1) * nb;
