@@ -1365,11 +1365,12 @@ void gemm_k_rows(const Table& tiles, const void* w, int64_t n_in, int64_t n_out,
 // the sum of the mins by four VPDPWSSD (the rows' pairs of mins against the token's pairs of
 // sums of 32); then the two float steps of dot_q4_K_by_block.
 
-// One token's super-block: the 256 values, the sums of its sub-blocks of 32 in pairs (sub-block
-// 2k in the low 16 bits of pair k, 2k + 1 in the high ones), and the scale.
+// One token's super-block: the 256 values, the sums of its sub-blocks in pairs (sub-block 2k in
+// the low 16 bits of pair k, 2k + 1 in the high ones; Q4_K's four pairs of sums of 32, Q6_K's
+// eight of sums of 16), and the scale.
 struct KTokBlock {
   int8_t qs[256];
-  int32_t sum_pairs[4];
+  int32_t sum_pairs[8];
   float d;
 };
 
@@ -1378,7 +1379,8 @@ size_t k_tok_blocks_size(int64_t n_in, int64_t n_tokens) {
 }
 
 // Layout [token][block].
-void prepare_k_tok_blocks(const void* act, int64_t n_in, int64_t n_tokens, KTokBlock* out) {
+void prepare_k_tok_blocks(TensorType w, const void* act, int64_t n_in, int64_t n_tokens, KTokBlock* out) {
+  const int sub = w == TensorType::Q6_K ? 1 : 2;  // sums of 16 in a sub-block
   const int64_t nb = n_in / kQK_K;
   const size_t act_row = row_size(TensorType::Q8_K, n_in);
   for (int64_t t = 0; t < n_tokens; ++t) {
@@ -1386,11 +1388,15 @@ void prepare_k_tok_blocks(const void* act, int64_t n_in, int64_t n_tokens, KTokB
     for (int64_t i = 0; i < nb; ++i) {
       KTokBlock& o = out[t * nb + i];
       std::memcpy(o.qs, y[i].qs, 256);
-      for (int k = 0; k < 4; ++k) {
-        const auto lo = static_cast<uint16_t>(y[i].bsums[4 * k] + y[i].bsums[4 * k + 1]);
-        const auto hi = static_cast<uint16_t>(y[i].bsums[4 * k + 2] + y[i].bsums[4 * k + 3]);
-        o.sum_pairs[k] = static_cast<int32_t>(lo | (static_cast<uint32_t>(hi) << 16));
+      for (int k = 0; k < 8 / sub; ++k) {
+        int lo = 0, hi = 0;
+        for (int j = 0; j < sub; ++j) {
+          lo += y[i].bsums[2 * k * sub + j];
+          hi += y[i].bsums[(2 * k + 1) * sub + j];
+        }
+        o.sum_pairs[k] = static_cast<int32_t>(static_cast<uint16_t>(lo) | (static_cast<uint32_t>(static_cast<uint16_t>(hi)) << 16));
       }
+      for (int k = 8 / sub; k < 8; ++k) o.sum_pairs[k] = 0;
       o.d = y[i].d;
     }
   }
@@ -1448,11 +1454,11 @@ void q4_K_rows16(int64_t nb, const uint8_t* group, int n_rows, const KTokBlock* 
   __m512 acc[RT];
   for (int t = 0; t < RT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
-    pf.step();
     const uint8_t* o = group + b * Q4_KPacked::kBytes;
     __m512i sum[RT];
     for (int t = 0; t < RT; ++t) sum[t] = _mm512_setzero_si512();
     for (int s = 0; s < 8; ++s) {
+      pf.step();
       const int j = s / 2;
       __m512i w[8];
       for (int c = 0; c < 8; ++c) {
@@ -1490,11 +1496,7 @@ void q4_K_rows16(int64_t nb, const uint8_t* group, int n_rows, const KTokBlock* 
   for (int t = 0; t < RT; ++t) _mm512_mask_storeu_ps(y + t * ys, keep, acc[t]);
 }
 
-using KByBlockFn = void (*)(int64_t, const uint8_t*, int, const KTokBlock*, int64_t, float*, int64_t, PassPrefetch);
-template <size_t... I>
-constexpr std::array<KByBlockFn, sizeof...(I)> k_by_block_tiles(std::index_sequence<I...>) {
-  return {q4_K_rows16<static_cast<int>(I) + 1>...};
-}
+
 
 // Q4_K by block on AMX (prefill, 16 tokens at a time). TDPBSSD cannot scale its sums by column,
 // so each row's scale goes into B: p = nibble * scale (0..945) is split into lo = p & 127 and
@@ -1534,11 +1536,160 @@ void amx_unpack_k_group(int64_t nb, const uint8_t* group, AmxKBlock* out) {
   }
 }
 
-// A group of sixteen rows (its AmxKBlocks, and the packed group for the mins and scales) against
+// Q6_K by block: sixteen rows in the int32 lanes, as Q4_K. A packed group per super-block holds
+// the rows' ql and qh as words (lane k = row k) and their scales in pairs. Per token: each
+// sub-block of 16's sum of the unsigned 6-bit values times the activations (four VPDPBUSD),
+// times the rows' scales (VPMULLD), added up; the values' offset of 32 comes off once per
+// super-block as 32 * (scales . the activations' sums of 16) (eight VPDPWSSD); then one float
+// step.
+struct Q6_KPacked {
+  static constexpr int64_t kQh = 32 * 64;       // ql: 32 words (bytes 4c..4c+3 of 128)
+  static constexpr int64_t kScales = kQh + 16 * 64;  // qh: 16 words (of 64 bytes)
+  static constexpr int64_t kD = kScales + 8 * 32;    // scales [pair m][row][2]: 2m and 2m + 1
+  static constexpr int64_t kBytes = kD + 32;         // 3360, as 16 x 210 in the file
+};
+
+void pack_q6_K_group(int64_t nb, const block_q6_K* const* rows, uint8_t* out) {
+  for (int64_t b = 0; b < nb; ++b) {
+    uint8_t* o = out + b * Q6_KPacked::kBytes;
+    for (int k = 0; k < 16; ++k) {
+      const block_q6_K& x = rows[k][b];
+      for (int c = 0; c < 32; ++c) std::memcpy(o + c * 64 + 4 * k, x.ql + 4 * c, 4);
+      for (int c = 0; c < 16; ++c) std::memcpy(o + Q6_KPacked::kQh + c * 64 + 4 * k, x.qh + 4 * c, 4);
+      for (int g = 0; g < 16; ++g) o[Q6_KPacked::kScales + 32 * (g / 2) + 2 * k + g % 2] = static_cast<uint8_t>(x.scales[g]);
+      std::memcpy(o + Q6_KPacked::kD + 2 * k, &x.d, 2);
+    }
+  }
+}
+
+void pack_q6_K(const void* w, int64_t n_in, int64_t n_out, uint8_t* out) {
+  const int64_t nb = n_in / kQK_K;
+  const auto* base = static_cast<const block_q6_K*>(w);
+  for (int64_t g = 0; g < n_out / 16; ++g) {
+    const block_q6_K* rows[16];
+    for (int k = 0; k < 16; ++k) rows[k] = base + (g * 16 + k) * nb;
+    pack_q6_K_group(nb, rows, out + g * nb * Q6_KPacked::kBytes);
+  }
+}
+
+// Sixteen rows' unsigned 6-bit values of elements e..e+3 (e a multiple of 4) of a packed
+// super-block, as bytes in lane order (lane k = row k).
+inline __m512i q6_values(const uint8_t* o, int e) {
+  const int half = e / 128, quarter = e % 128 / 32, l = e % 32;
+  const __m512i ql = _mm512_loadu_si512(o + (64 * half + 32 * (quarter % 2) + l) / 4 * 64);
+  const __m512i qh = _mm512_loadu_si512(o + Q6_KPacked::kQh + (32 * half + l) / 4 * 64);
+  const __m512i low = _mm512_and_si512(quarter < 2 ? ql : _mm512_srli_epi16(ql, 4), _mm512_set1_epi8(0x0F));
+  const __m512i high = _mm512_and_si512(_mm512_srli_epi16(qh, 2 * quarter), _mm512_set1_epi8(0x03));
+  return _mm512_or_si512(low, _mm512_slli_epi16(high, 4));
+}
+
+// Sub-block g's scale of each row as int32 lanes, from the pair layout.
+inline __m512i q6_scale(const uint8_t* o, int g) {
+  const __m512i pair = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(o + Q6_KPacked::kScales + 32 * (g / 2))));
+  return g % 2 == 0 ? _mm512_srai_epi32(_mm512_slli_epi32(pair, 16), 16) : _mm512_srai_epi32(pair, 16);
+}
+
+template <int RT>
+void q6_K_rows16(int64_t nb, const uint8_t* group, int n_rows, const KTokBlock* act, int64_t act_stride, float* y,
+                 int64_t ys, PassPrefetch pf) {
+  __m512 acc[RT];
+  for (int t = 0; t < RT; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* o = group + b * Q6_KPacked::kBytes;
+    __m512i sum[RT];
+    for (int t = 0; t < RT; ++t) sum[t] = _mm512_setzero_si512();
+    // Unrolled, so that q6_values' offsets are constants (GCC 12 left this loop rolled, with the
+    // offsets computed on the ports the vector work needs).
+#pragma GCC unroll 16
+    for (int g = 0; g < 16; ++g) {
+      pf.step();
+      __m512i u[4];
+      for (int i = 0; i < 4; ++i) u[i] = q6_values(o, 16 * g + 4 * i);
+      const __m512i scale = q6_scale(o, g);
+      for (int t = 0; t < RT; ++t) {
+        const int8_t* q = act[t * act_stride + b].qs + 16 * g;
+        __m512i part = _mm512_setzero_si512();
+        for (int i = 0; i < 4; ++i) {
+          int32_t four;
+          std::memcpy(&four, q + 4 * i, 4);
+          part = _mm512_dpbusd_epi32(part, u[i], _mm512_set1_epi32(four));
+        }
+        sum[t] = _mm512_add_epi32(sum[t], _mm512_mullo_epi32(part, scale));
+      }
+    }
+    __m512i pairs[8];
+    for (int m = 0; m < 8; ++m)
+      pairs[m] = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(o + Q6_KPacked::kScales + 32 * m)));
+    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(o + Q6_KPacked::kD)));
+    for (int t = 0; t < RT; ++t) {
+      const KTokBlock& x = act[t * act_stride + b];
+      __m512i offset = _mm512_setzero_si512();
+      for (int m = 0; m < 8; ++m) offset = _mm512_dpwssd_epi32(offset, pairs[m], _mm512_set1_epi32(x.sum_pairs[m]));
+      const __m512i s = _mm512_sub_epi32(sum[t], _mm512_slli_epi32(offset, 5));
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(x.d)), acc[t]);
+    }
+  }
+  const __mmask16 keep = static_cast<__mmask16>((1u << n_rows) - 1);
+  for (int t = 0; t < RT; ++t) _mm512_mask_storeu_ps(y + t * ys, keep, acc[t]);
+}
+
+// A packed Q6_K group as AmxKBlocks: p = (value - 32) * scale (-4096..4032) split into
+// lo = p & 127 and hi = p >> 7 (-32..31), both signed bytes.
+void amx_unpack_q6_group(int64_t nb, const uint8_t* group, AmxKBlock* out) {
+  const __m512i byte = _mm512_set1_epi16(0x00FF), seven = _mm512_set1_epi16(127), thirty_two = _mm512_set1_epi16(32);
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* o = group + b * Q6_KPacked::kBytes;
+    for (int g = 0; g < 16; ++g) {
+      const __m512i s32 = q6_scale(o, g);
+      const __m512i scale = _mm512_or_si512(_mm512_and_si512(s32, _mm512_set1_epi32(0xFFFF)), _mm512_slli_epi32(s32, 16));
+      for (int i = 0; i < 4; ++i) {
+        const int e = 16 * g + 4 * i;
+        const __m512i u = q6_values(o, e);
+        const __m512i p_even = _mm512_mullo_epi16(_mm512_sub_epi16(_mm512_and_si512(u, byte), thirty_two), scale);
+        const __m512i p_odd = _mm512_mullo_epi16(_mm512_sub_epi16(_mm512_srli_epi16(u, 8), thirty_two), scale);
+        const __m512i lo = _mm512_or_si512(_mm512_and_si512(p_even, seven), _mm512_slli_epi16(_mm512_and_si512(p_odd, seven), 8));
+        const __m512i hi = _mm512_or_si512(_mm512_and_si512(_mm512_srai_epi16(p_even, 7), byte),
+                                           _mm512_slli_epi16(_mm512_srai_epi16(p_odd, 7), 8));
+        _mm512_store_si512(out[b].lo[e / 64][e % 64 / 4], lo);
+        _mm512_store_si512(out[b].hi[e / 64][e % 64 / 4], hi);
+      }
+    }
+  }
+}
+
+using KByBlockFn = void (*)(int64_t, const uint8_t*, int, const KTokBlock*, int64_t, float*, int64_t, PassPrefetch);
+template <typename K, size_t... I>
+constexpr std::array<KByBlockFn, sizeof...(I)> k_by_block_tiles(std::index_sequence<I...>) {
+  return {K::template rows16<static_cast<int>(I) + 1>...};
+}
+
+// The two K-quant formats by block, for the tiles below.
+struct Q4_KByBlock {
+  using Block = block_q4_K;
+  static constexpr int64_t kBytes = Q4_KPacked::kBytes;
+  static constexpr int kSteps = 8;  // prefetch steps per super-block (q4_K_rows16)
+  static constexpr auto pack_group = pack_q4_K_group;
+  static constexpr auto amx_unpack = amx_unpack_k_group;
+  template <int RT>
+  static constexpr auto rows16 = q4_K_rows16<RT>;
+};
+struct Q6_KByBlock {
+  using Block = block_q6_K;
+  static constexpr int64_t kBytes = Q6_KPacked::kBytes;
+  static constexpr int kSteps = 16;
+  static constexpr auto pack_group = pack_q6_K_group;
+  static constexpr auto amx_unpack = amx_unpack_q6_group;
+  template <int RT>
+  static constexpr auto rows16 = q6_K_rows16<RT>;
+};
+
+// A group of sixteen rows (its AmxKBlocks, and the packed group for the scales and mins) against
 // n_tiles x 16 tokens; y[t * ys + k] for k < n_rows.
+template <typename K>
 __attribute__((target("avx2,fma,f16c,bmi2,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512bf16,amx-tile,amx-int8")))
 void amx_k_group(int64_t nb, const AmxKBlock* blocks, const uint8_t* group, int n_rows, const KTokBlock* act,
                  int64_t act_stride, int64_t n_tiles, float* y, int64_t ys) {
+  constexpr bool kQ4 = std::is_same_v<K, Q4_KByBlock>;
   struct alignas(64) TileConfig {
     uint8_t palette = 1, start_row = 0, reserved[14] = {};
     uint16_t colsb[16] = {};
@@ -1565,20 +1716,28 @@ void amx_k_group(int64_t nb, const AmxKBlock* blocks, const uint8_t* group, int 
       }
       _tile_stored(0, c_lo, 64);
       _tile_stored(1, c_hi, 64);
-      const uint8_t* o = group + b * Q4_KPacked::kBytes;
-      __m512i mins[4];
-      for (int k = 0; k < 4; ++k)
-        mins[k] = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(o + Q4_KPacked::kMins + 32 * k)));
-      const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(o + Q4_KPacked::kD)));
-      const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(o + Q4_KPacked::kDmin)));
-      for (int t = 0; t < 16; ++t) {
-        const KTokBlock& x = a[t * act_stride + b];
-        const __m512i sum = _mm512_add_epi32(_mm512_load_si512(c_lo[t]), _mm512_slli_epi32(_mm512_load_si512(c_hi[t]), 7));
-        __m512i m = _mm512_setzero_si512();
-        for (int k = 0; k < 4; ++k) m = _mm512_dpwssd_epi32(m, mins[k], _mm512_set1_epi32(x.sum_pairs[k]));
-        const __m512 d = _mm512_set1_ps(x.d);
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(dw, d), acc[t]);
-        acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(dmin, d), acc[t]);
+      const uint8_t* o = group + b * K::kBytes;
+      if constexpr (kQ4) {
+        __m512i mins[4];
+        for (int k = 0; k < 4; ++k)
+          mins[k] = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(o + Q4_KPacked::kMins + 32 * k)));
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(o + Q4_KPacked::kD)));
+        const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(o + Q4_KPacked::kDmin)));
+        for (int t = 0; t < 16; ++t) {
+          const KTokBlock& x = a[t * act_stride + b];
+          const __m512i sum = _mm512_add_epi32(_mm512_load_si512(c_lo[t]), _mm512_slli_epi32(_mm512_load_si512(c_hi[t]), 7));
+          __m512i m = _mm512_setzero_si512();
+          for (int k = 0; k < 4; ++k) m = _mm512_dpwssd_epi32(m, mins[k], _mm512_set1_epi32(x.sum_pairs[k]));
+          const __m512 d = _mm512_set1_ps(x.d);
+          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(dw, d), acc[t]);
+          acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(dmin, d), acc[t]);
+        }
+      } else {
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(o + Q6_KPacked::kD)));
+        for (int t = 0; t < 16; ++t) {
+          const __m512i sum = _mm512_add_epi32(_mm512_load_si512(c_lo[t]), _mm512_slli_epi32(_mm512_load_si512(c_hi[t]), 7));
+          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(dw, _mm512_set1_ps(a[t * act_stride + b].d)), acc[t]);
+        }
       }
     }
     for (int t = 0; t < 16; ++t) _mm512_mask_storeu_ps(y + (i * 16 + t) * ys, keep, acc[t]);
@@ -1586,20 +1745,21 @@ void amx_k_group(int64_t nb, const AmxKBlock* blocks, const uint8_t* group, int 
   _tile_release();
 }
 
-// packed: the matrix in Q4_KPacked's layout, or null (the rows are then packed on the way in, a
+// packed: the matrix in K's packed layout, or null (the rows are then packed on the way in, a
 // row block at a time); with it, r0 and r1 must be multiples of 16.
-void q4_K_by_block_rows(const void* w, const void* packed, int64_t n_in, int64_t n_out, const KTokBlock* act,
+template <typename K>
+void k_by_block_rows(const void* w, const void* packed, int64_t n_in, int64_t n_out, const KTokBlock* act,
                         int64_t n_tokens, float* y, int64_t r0, int64_t r1) {
-  static constexpr auto tiles = k_by_block_tiles(std::make_index_sequence<kByBlockTokens>());
+  static constexpr auto tiles = k_by_block_tiles<K>(std::make_index_sequence<kByBlockTokens>());
   const int64_t nb = n_in / kQK_K;
-  const int64_t group_bytes = nb * Q4_KPacked::kBytes;
+  const int64_t group_bytes = nb * K::kBytes;
   const auto* base = static_cast<const uint8_t*>(packed);
   // More tokens than one tile: rows in blocks that stay in the L2 cache while the token tiles
   // pass over them (a tile's activations stay in L1 meanwhile); the first tile reads them from
   // memory and prefetches the next rows.
   const int64_t rb_rows = n_tokens > kByBlockTokens ? row_block(group_bytes / 16, 16) : r1 - r0;
   thread_local AlignedVector<uint8_t> scratch;
-  const auto* rows_base = static_cast<const block_q4_K*>(w);
+  const auto* rows_base = static_cast<const typename K::Block*>(w);
   // AMX takes whole tiles of 16 tokens, a group of rows at a time; the tiles above the rest.
   const int64_t amx_tokens = n_tokens >= 16 && cpu_has_amx_int8() ? n_tokens / 16 * 16 : 0;
   if (amx_tokens > 0) {
@@ -1609,14 +1769,14 @@ void q4_K_by_block_rows(const void* w, const void* packed, int64_t n_in, int64_t
       const int nr = static_cast<int>(std::min<int64_t>(16, r1 - r));
       const uint8_t* group = base != nullptr ? base + r / 16 * group_bytes : nullptr;
       if (group == nullptr) {
-        const block_q4_K* rows[16];  // the rows past r1 repeat the last one
+        const typename K::Block* rows[16];  // the rows past r1 repeat the last one
         for (int k = 0; k < 16; ++k) rows[k] = rows_base + std::min(r + k, r1 - 1) * nb;
         if (scratch.size() < static_cast<size_t>(group_bytes)) scratch.resize(group_bytes);
-        pack_q4_K_group(nb, rows, scratch.data());
+        K::pack_group(nb, rows, scratch.data());
         group = scratch.data();
       }
-      amx_unpack_k_group(nb, group, blocks.data());
-      amx_k_group(nb, blocks.data(), group, nr, act, nb, amx_tokens / 16, y + r, n_out);
+      K::amx_unpack(nb, group, blocks.data());
+      amx_k_group<K>(nb, blocks.data(), group, nr, act, nb, amx_tokens / 16, y + r, n_out);
     }
     if (amx_tokens == n_tokens) return;
     act += amx_tokens * nb;
@@ -1630,9 +1790,9 @@ void q4_K_by_block_rows(const void* w, const void* packed, int64_t n_in, int64_t
       const int64_t n_groups = (re - rb + 15) / 16;
       if (scratch.size() < static_cast<size_t>(n_groups * group_bytes)) scratch.resize(n_groups * group_bytes);
       for (int64_t g = 0; g < n_groups; ++g) {
-        const block_q4_K* rows[16];  // the rows past re repeat the last one
+        const typename K::Block* rows[16];  // the rows past re repeat the last one
         for (int k = 0; k < 16; ++k) rows[k] = rows_base + std::min(rb + 16 * g + k, re - 1) * nb;
-        pack_q4_K_group(nb, rows, scratch.data() + g * group_bytes);
+        K::pack_group(nb, rows, scratch.data() + g * group_bytes);
       }
       block = scratch.data();
     }
@@ -1640,7 +1800,10 @@ void q4_K_by_block_rows(const void* w, const void* packed, int64_t n_in, int64_t
       const int nt = static_cast<int>(std::min<int64_t>(kByBlockTokens, n_tokens - t));
       for (int64_t r = rb; r < re; r += 16) {
         const int nr = static_cast<int>(std::min<int64_t>(16, re - r));
-        const PassPrefetch pf = t == 0 && base != nullptr ? next_pass(base, group_bytes / 16, r + 16, 16, n_out, nb) : PassPrefetch{};
+        // A step per sub-block (K::kSteps a super-block): a whole super-block's prefetches at once
+        // fill the line fill buffers and stall (Q6_K decode: 40% of its samples on a prefetch).
+        const PassPrefetch pf = t == 0 && base != nullptr ? next_pass(base, group_bytes / 16, r + 16, 16, n_out, nb * K::kSteps)
+                                                          : PassPrefetch{};
         tiles[nt - 1](nb, block + (r - rb) / 16 * group_bytes, nr, act + t * nb, nb, y + t * n_out + r, n_out, pf);
       }
     }
@@ -1687,7 +1850,8 @@ bool avx512_has_gemm(TensorType w, int64_t n_in, int64_t n_tokens) {
 // Whether some matrices of this type are multiplied by block (kernels.h: by_block), so that
 // their activations need token blocks.
 bool by_block_type(TensorType w) {
-  return w == TensorType::Q4_0 || ((w == TensorType::Q8_0 || w == TensorType::Q4_K) && amx_arithmetic());
+  return w == TensorType::Q4_0 ||
+         ((w == TensorType::Q8_0 || w == TensorType::Q4_K || w == TensorType::Q6_K) && amx_arithmetic());
 }
 
 // Where a K-quant product's token blocks start: after the pairs (or decode's token), on a cache line.
@@ -1735,7 +1899,7 @@ void avx512_gemm_prepare(TensorType w, const void* act, int64_t n_in, int64_t n_
         else prepare_k_pairs(act, n_in, n_tokens, static_cast<KPair*>(out));
       }
       if (by_block_type(w))
-        prepare_k_tok_blocks(act, n_in, n_tokens,
+        prepare_k_tok_blocks(w, act, n_in, n_tokens,
                              reinterpret_cast<KTokBlock*>(static_cast<uint8_t*>(out) + k_blocks_at(n_in, n_tokens)));
       break;
     default: break;
@@ -1757,7 +1921,8 @@ bool avx512_gemm_rows(TensorType w_type, const void* w, const void* packed, int6
       if (by_block(w_type, n_out)) {
         const auto* tok = reinterpret_cast<const KTokBlock*>(static_cast<const uint8_t*>(prepared) + k_blocks_at(n_in, n_tokens));
         if (packed != nullptr && (row_begin % 16 != 0 || row_end % 16 != 0)) packed = nullptr;
-        q4_K_by_block_rows(w, packed, n_in, n_out, tok, n_tokens, y, row_begin, row_end);
+        if (w_type == TensorType::Q4_K) k_by_block_rows<Q4_KByBlock>(w, packed, n_in, n_out, tok, n_tokens, y, row_begin, row_end);
+        else k_by_block_rows<Q6_KByBlock>(w, packed, n_in, n_out, tok, n_tokens, y, row_begin, row_end);
         return true;
       }
       return kquant_gemm(w_type, w, n_in, n_out, prepared, n_tokens, y, row_begin, row_end);
@@ -1792,7 +1957,8 @@ void GemmInput::prepare(TensorType w_type, const void* act, int64_t n_in, int64_
   n_in_ = n_in;
   n_tokens_ = n_tokens;
   prepared_ = nullptr;
-  has_pairs_ = !(by_block_only && (w_type == TensorType::Q4_0 || w_type == TensorType::Q8_0 || w_type == TensorType::Q4_K));
+  has_pairs_ = !(by_block_only && (w_type == TensorType::Q4_0 || w_type == TensorType::Q8_0 ||
+                                   w_type == TensorType::Q4_K || w_type == TensorType::Q6_K));
   if (!has_gemm(w_type, n_in, n_tokens)) return;
   const size_t bytes = detail::avx512_gemm_prepared_size(w_type, n_in, n_tokens);
   if (bytes == 0) return;
@@ -1809,6 +1975,7 @@ size_t packed_weights_size(TensorType w_type, int64_t n_in, int64_t n_out) {
   if (active_isa() != Isa::avx512 || !by_block(w_type, n_out) || n_out % 16 != 0 || n_in % info(w_type).block_size != 0)
     return 0;
   if (w_type == TensorType::Q4_K) return static_cast<size_t>(n_out / 16 * (n_in / kQK_K) * detail::Q4_KPacked::kBytes);
+  if (w_type == TensorType::Q6_K) return static_cast<size_t>(n_out / 16 * (n_in / kQK_K) * detail::Q6_KPacked::kBytes);
   return row_size(w_type, n_in) * static_cast<size_t>(n_out);
 }
 
@@ -1816,6 +1983,7 @@ void pack_weights(TensorType w_type, const void* w, int64_t n_in, int64_t n_out,
   if (packed_weights_size(w_type, n_in, n_out) == 0)
     fail("pack_weights: no packed layout for ", type_name(w_type), " [", n_in, ", ", n_out, "] here");
   if (w_type == TensorType::Q4_K) detail::pack_q4_K(w, n_in, n_out, static_cast<uint8_t*>(out));
+  else if (w_type == TensorType::Q6_K) detail::pack_q6_K(w, n_in, n_out, static_cast<uint8_t*>(out));
   else if (w_type == TensorType::Q4_0) detail::pack_by_block<detail::Q4_0ByBlock>(w, n_in, n_out, static_cast<uint8_t*>(out));
   else detail::pack_by_block<detail::Q8_0ByBlock>(w, n_in, n_out, static_cast<uint8_t*>(out));
 }

@@ -151,16 +151,17 @@ class AmxArithmetic {
   bool saved_ = detail::amx_arithmetic();
 };
 
-// Q8_0 and Q4_K where the CPU counts as having AMX: row counts that are a multiple of 32 by block
-// (the VNNI tiles, and for Q8_0 the AMX tiles from 16 tokens on a CPU with AMX), the others
-// through the token pairs; bit for bit matmul_rows's either way.
+// Q8_0, Q4_K and Q6_K where the CPU counts as having AMX: row counts that are a multiple of 32 by
+// block (the VNNI tiles, and the AMX tiles from 16 tokens on a CPU with AMX), the others through
+// the token pairs; bit for bit matmul_rows's either way.
 TEST(Gemm, AmxByBlockTypesMatchMatmulRowsBitForBit) {
   if (!has_gemm(TensorType::Q8_0, 32, 1)) GTEST_SKIP() << "no gemm path for Q8_0 on this CPU (" << isa_name(active_isa()) << ")";
   AmxArithmetic amx(true);
   if (!detail::cpu_has_amx_int8()) std::printf("note: no AMX here: Q8_0 by block through the VNNI tiles only\n");
   uint32_t seed = 1100;
   for (auto [t, n_ins] : {std::pair{TensorType::Q8_0, std::vector<int64_t>{32, 1024}},
-                          std::pair{TensorType::Q4_K, std::vector<int64_t>{256, 2816}}})
+                          std::pair{TensorType::Q4_K, std::vector<int64_t>{256, 2816}},
+                          std::pair{TensorType::Q6_K, std::vector<int64_t>{256, 1024}}})
     for (int64_t n_in : n_ins)
       for (int64_t n_tokens : {1, 3, 8, 9, 16, 17, 35}) {
         check(t, n_in, 64, n_tokens, 0, 64, ++seed);
@@ -179,18 +180,20 @@ TEST(Gemm, PackedMatricesMatchRowsBitForBit) {
   AmxArithmetic amx(true);
   EXPECT_EQ(packed_weights_size(TensorType::Q4_0, 64, 40), 0u) << "row counts not a multiple of 16 stay as rows";
   EXPECT_EQ(packed_weights_size(TensorType::Q8_0, 64, 48), 0u) << "Q8_0 of 48 rows is not by block";
-  EXPECT_EQ(packed_weights_size(TensorType::Q6_K, 256, 64), 0u);
+  EXPECT_EQ(packed_weights_size(TensorType::Q5_K, 256, 64), 0u);
   {
     AmxArithmetic no_amx(false);
     EXPECT_EQ(packed_weights_size(TensorType::Q8_0, 64, 64), 0u) << "Q8_0 without AMX is not by block";
     EXPECT_EQ(packed_weights_size(TensorType::Q4_K, 256, 64), 0u) << "Q4_K without AMX is not by block";
+    EXPECT_EQ(packed_weights_size(TensorType::Q6_K, 256, 64), 0u) << "Q6_K without AMX is not by block";
   }
   uint32_t seed = 700;
   for (auto [t, n_out] : {std::pair{TensorType::Q4_0, int64_t{48}}, std::pair{TensorType::Q8_0, int64_t{64}},
-                          std::pair{TensorType::Q4_K, int64_t{64}}})
+                          std::pair{TensorType::Q4_K, int64_t{64}}, std::pair{TensorType::Q6_K, int64_t{64}}})
     for (int64_t n_in : {256, 2816}) {
       const size_t bytes = packed_weights_size(t, n_in, n_out);
-      // Q4_K's packed groups hold its scales and mins unpacked: 2368 bytes per super-block of 16 rows.
+      // Q4_K's packed groups hold its scales and mins unpacked: 2368 bytes per super-block of 16
+      // rows; the others take what their rows take in the file.
       ASSERT_EQ(bytes, t == TensorType::Q4_K ? static_cast<size_t>(n_out / 16 * n_in / 256 * 2368) : row_size(t, n_in) * n_out)
           << type_name(t);
       const auto w = make_weights(t, n_in, n_out, ++seed);
@@ -239,9 +242,10 @@ TEST(Gemm, ByBlockOnlyInputServesByBlockRowsAndDeclinesTheRest) {
   if (!has_gemm(TensorType::Q4_0, n_in, 3)) GTEST_SKIP() << "no gemm path for Q4_0 on this CPU (" << isa_name(active_isa()) << ")";
   AmxArithmetic amx(true);
   uint32_t seed = 900;
-  // Q4_0 of 40 rows (a multiple of 8), Q8_0 and Q4_K of 64 (of 32) by block; 6 rows of each not.
+  // Q4_0 of 40 rows (a multiple of 8), Q8_0, Q4_K and Q6_K of 64 (of 32) by block; 6 rows of each
+  // not.
   for (auto [t, n_out] : {std::pair{TensorType::Q4_0, int64_t{40}}, std::pair{TensorType::Q8_0, int64_t{64}},
-                          std::pair{TensorType::Q4_K, int64_t{64}}})
+                          std::pair{TensorType::Q4_K, int64_t{64}}, std::pair{TensorType::Q6_K, int64_t{64}}})
     for (int64_t n_tokens : {1, 3, 9, 17}) {
       const auto act = make_activations(t, n_in, n_tokens, ++seed);
       GemmInput in;

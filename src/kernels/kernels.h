@@ -171,12 +171,12 @@ VecDotFn batch_dot_fn(TensorType w);
 // acc = fma(float(sum), dw * da, acc), block after block from zero. That is how llama.cpp's x86
 // CPU backend multiplies the matrices it moves into layouts of its own when it loads a model:
 //  - Q4_0 whose row count is a multiple of 8, on every CPU with AVX2 (its repacked q4_0_8x8);
-//  - Q8_0 and Q4_K whose row count is a multiple of 32, on CPUs with AMX-INT8 (its AMX backend,
-//    which takes such matrices before anything else and multiplies them so in every product: AMX
-//    tiles for batches, its VNNI kernel for one token). ENDLESS_AMX=0 makes a CPU count as one
-//    without. Q4_K's blocks are its super-blocks of 256: the sum is that of the eight sub-block
-//    sums times their scales, and the mins come after it, acc = fma(float(sum of mins times the
-//    activations' sums of 32), -(dmin * da), acc).
+//  - Q8_0, Q4_K and Q6_K whose row count is a multiple of 32, on CPUs with AMX-INT8 (its AMX
+//    backend, which takes such matrices before anything else and multiplies them so in every
+//    product: AMX tiles for batches, its VNNI kernel for one token). ENDLESS_AMX=0 makes a CPU
+//    count as one without. The K-quants' blocks are their super-blocks of 256: the sum is that of
+//    the sub-block sums times their scales (Q6_K's values minus 32); Q4_K's mins come after it,
+//    acc = fma(float(sum of mins times the activations' sums of 32), -(dmin * da), acc).
 // Every other matrix keeps ggml's vec_dot order (eight partial sums per block). matmul_rows and
 // gemm_rows follow this rule for every number of tokens, so a row's result does not depend on how
 // many tokens share the product.
@@ -186,6 +186,7 @@ bool by_block(TensorType w, int64_t n_out);
 float dot_q4_0_by_block(int64_t n, const void* w_row, const void* act);
 float dot_q8_0_by_block(int64_t n, const void* w_row, const void* act);
 float dot_q4_K_by_block(int64_t n, const void* w_row, const void* act);
+float dot_q6_K_by_block(int64_t n, const void* w_row, const void* act);
 VecDotFn by_block_dot_fn(TensorType w);
 
 namespace ref {

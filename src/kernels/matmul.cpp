@@ -24,7 +24,8 @@ void check_shape(TensorType w_type, int64_t n_in) {
 
 bool by_block(TensorType w, int64_t n_out) {
   if (w == TensorType::Q4_0) return n_out % 8 == 0;
-  if (w == TensorType::Q8_0 || w == TensorType::Q4_K) return n_out % 32 == 0 && detail::amx_arithmetic();
+  if (w == TensorType::Q8_0 || w == TensorType::Q4_K || w == TensorType::Q6_K)
+    return n_out % 32 == 0 && detail::amx_arithmetic();
   return false;
 }
 
@@ -32,6 +33,7 @@ VecDotFn by_block_dot_fn(TensorType w) {
   if (w == TensorType::Q4_0) return dot_q4_0_by_block;
   if (w == TensorType::Q8_0) return dot_q8_0_by_block;
   if (w == TensorType::Q4_K) return dot_q4_K_by_block;
+  if (w == TensorType::Q6_K) return dot_q6_K_by_block;
   return nullptr;
 }
 
@@ -82,6 +84,29 @@ float dot_q4_K_by_block(int64_t n, const void* w_row, const void* act) {
     }
     acc = std::fma(static_cast<float>(sum), fp16_to_fp32(x[b].d) * y[b].d, acc);
     acc = std::fma(static_cast<float>(mins), -(fp16_to_fp32(x[b].dmin) * y[b].d), acc);
+  }
+  return acc;
+}
+float dot_q6_K_by_block(int64_t n, const void* w_row, const void* act) {
+  const auto* x = static_cast<const block_q6_K*>(w_row);
+  const auto* y = static_cast<const block_q8_K*>(act);
+  float acc = 0.0f;
+  for (int64_t b = 0; b < n / kQK_K; ++b) {
+    int32_t sum = 0;
+    for (int g = 0; g < 16; ++g) {  // sixteen sub-blocks of 16
+      int32_t s = 0;
+      for (int i = 0; i < 16; ++i) {
+        const int e = 16 * g + i;
+        // Element e of a half of 128: four quarters of 32 share bytes of ql (low nibbles for
+        // quarters 0, 1; high for 2, 3) and of qh (two bits each).
+        const int half = e / 128, quarter = e % 128 / 32, l = e % 32;
+        const uint8_t low = x[b].ql[64 * half + 32 * (quarter % 2) + l];
+        const int q = ((quarter < 2 ? low & 0xF : low >> 4) | (((x[b].qh[32 * half + l] >> (2 * quarter)) & 3) << 4)) - 32;
+        s += q * y[b].qs[e];
+      }
+      sum += x[b].scales[g] * s;
+    }
+    acc = std::fma(static_cast<float>(sum), fp16_to_fp32(x[b].d) * y[b].d, acc);
   }
   return acc;
 }

@@ -316,11 +316,12 @@ TEST_F(SimdTest, RowCountAndCpuChooseTheOrder) {
     EXPECT_FALSE(by_block(TensorType::Q8_0, 16));
     EXPECT_EQ(by_block(TensorType::Q4_K, 32), amx_cpu);
     EXPECT_FALSE(by_block(TensorType::Q4_K, 48));
-    EXPECT_FALSE(by_block(TensorType::Q6_K, 32));
-    EXPECT_EQ(by_block_dot_fn(TensorType::Q6_K), nullptr);
+    EXPECT_EQ(by_block(TensorType::Q6_K, 64), amx_cpu);
+    EXPECT_FALSE(by_block(TensorType::Q5_K, 32));
+    EXPECT_EQ(by_block_dot_fn(TensorType::Q5_K), nullptr);
     // Q4_0: 16 rows by block, 12 not; Q8_0 and Q4_K: 32 rows by block on an AMX CPU, 24 not.
     for (auto [t, whole, part] : {std::tuple{TensorType::Q4_0, 16, 12}, std::tuple{TensorType::Q8_0, 32, 24},
-                                  std::tuple{TensorType::Q4_K, 32, 24}}) {
+                                  std::tuple{TensorType::Q4_K, 32, 24}, std::tuple{TensorType::Q6_K, 32, 24}}) {
       const size_t rs = row_size(t, n_in);
       std::vector<uint8_t> w(rs * whole), act(activations_size(t, n_in, 1));
       for (int64_t o = 0; o < whole; ++o) quantize_row(t, wf.data() + o * n_in, w.data() + o * rs, n_in);
