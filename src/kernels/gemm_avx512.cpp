@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <new>
 #include <type_traits>
 #include <utility>
@@ -883,6 +884,20 @@ void rows16(int64_t nb, const uint8_t* const* rows, const uint8_t* packed, int n
 // groups of rows16's words), the same integers as rows16's VPDPBUSD sums plus bias; then its very
 // float operations, acc = fma(float(sum), dw * d, acc) per block, so the results keep their bits.
 
+// Loads a tile configuration (palette 1): tile i gets tiles[i] = {rows, bytes per row}. Written
+// out, not _tile_loadconfig: GCC 12 does not always see that builtin read the structure and may
+// drop the stores that fill it (it did in a variant of amx_group).
+inline void amx_configure(std::initializer_list<std::pair<uint8_t, uint16_t>> tiles) {
+  struct alignas(64) TileConfig {
+    uint8_t palette = 1, start_row = 0, reserved[14] = {};
+    uint16_t colsb[16] = {};
+    uint8_t rows[16] = {};
+  } cfg;
+  int i = 0;
+  for (auto [rows, bytes] : tiles) cfg.rows[i] = rows, cfg.colsb[i++] = bytes;
+  __asm__ volatile("ldtilecfg %0" : : "m"(cfg));
+}
+
 // One block of a group of sixteen rows, ready for the tiles: B (8 rows of 64 bytes: row j, lane
 // k holds row k's weights 4j..4j+3 as signed bytes) and the rows' scales as floats.
 struct alignas(64) AmxBlock {
@@ -945,17 +960,8 @@ template <typename Source>
 __attribute__((target("avx2,fma,f16c,bmi2,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512bf16,amx-tile,amx-int8")))
 void amx_group(int64_t nb, Source src, int n_rows, const TokBlock* act, int64_t act_stride, int64_t n_tiles,
                float* y, int64_t ys) {
-  struct alignas(64) TileConfig {
-    uint8_t palette = 1, start_row = 0, reserved[14] = {};
-    uint16_t colsb[16] = {};
-    uint8_t rows[16] = {};
-  } cfg;
-  cfg.rows[0] = 16, cfg.colsb[0] = 64;  // C: 16 tokens x 16 rows of int32
-  cfg.rows[1] = 16, cfg.colsb[1] = 32;  // A: 16 tokens x 32 activations
-  cfg.rows[2] = 8, cfg.colsb[2] = 64;   // B: 32 weights (4 per row) x 16 rows
-  // Written out, not _tile_loadconfig: GCC 12 does not always see that builtin read the structure
-  // and may drop the stores that fill it (it did in a variant of this function).
-  __asm__ volatile("ldtilecfg %0" : : "m"(cfg));
+  // C: 16 tokens x 16 rows of int32; A: 16 tokens x 32 activations; B: 32 weights (4 per row) x 16 rows.
+  amx_configure({{16, 64}, {16, 32}, {8, 64}});
   const int64_t a_stride = act_stride * static_cast<int64_t>(sizeof(TokBlock));
   const __mmask16 keep = static_cast<__mmask16>((1u << n_rows) - 1);
   alignas(64) int32_t c[16][16];
@@ -1690,13 +1696,7 @@ __attribute__((target("avx2,fma,f16c,bmi2,avx512f,avx512bw,avx512vl,avx512dq,avx
 void amx_k_group(int64_t nb, const AmxKBlock* blocks, const uint8_t* group, int n_rows, const KTokBlock* act,
                  int64_t act_stride, int64_t n_tiles, float* y, int64_t ys) {
   constexpr bool kQ4 = std::is_same_v<K, Q4_KByBlock>;
-  struct alignas(64) TileConfig {
-    uint8_t palette = 1, start_row = 0, reserved[14] = {};
-    uint16_t colsb[16] = {};
-    uint8_t rows[16] = {};
-  } cfg;
-  for (int i = 0; i < 5; ++i) cfg.rows[i] = 16, cfg.colsb[i] = 64;  // C_lo, C_hi, A, B_lo, B_hi
-  __asm__ volatile("ldtilecfg %0" : : "m"(cfg));  // see amx_group
+  amx_configure({{16, 64}, {16, 64}, {16, 64}, {16, 64}, {16, 64}});  // C_lo, C_hi, A, B_lo, B_hi
   const int64_t a_stride = act_stride * static_cast<int64_t>(sizeof(KTokBlock));
   const __mmask16 keep = static_cast<__mmask16>((1u << n_rows) - 1);
   alignas(64) int32_t c_lo[16][16], c_hi[16][16];
