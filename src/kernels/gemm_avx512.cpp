@@ -15,6 +15,12 @@
 //    VPDPBUSD(unsigned weights, activations) - offset * (sums of four activations), which is the
 //    same integer; two outputs share one 512-bit register (two tokens of one row in prefill, two
 //    rows of one token in decode), each in its own eight lanes, so nothing mixes.
+//  - Q4_K / Q6_K (activations Q8_K), where not by block: ggml's eight int32 lanes per super-block
+//    (below, at the K-quant tiles).
+//  - By block (kernels.h: by_block; Q4_0 always, Q8_0 / Q4_K / Q6_K where the CPU has AMX): per
+//    output one float, per block (K-quants: super-block) acc = fma(float(exact integer sum),
+//    dw * dy, acc) from zero (Q4_K then its mins' step); sixteen rows in the lanes of a register,
+//    or AMX tiles of 16 tokens x 16 rows.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -1451,6 +1457,27 @@ void pack_q4_K(const void* w, int64_t n_in, int64_t n_out, uint8_t* out) {
   }
 }
 
+// The float steps after a Q4_K super-block's integer sums (16 rows' lanes), for one token: the
+// mins' sum by VPDPWSSD, then acc = fma(float(sum), dw * d, acc) and acc - float(mins) * (dmin * d)
+// fused, as dot_q4_K_by_block.
+struct Q4_KStep {
+  __m512i mins[4];
+  __m512 dw, dmin;
+  explicit Q4_KStep(const uint8_t* o) {  // o: the super-block in the packed group
+    for (int k = 0; k < 4; ++k)
+      mins[k] = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(o + Q4_KPacked::kMins + 32 * k)));
+    dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(o + Q4_KPacked::kD)));
+    dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(o + Q4_KPacked::kDmin)));
+  }
+  __m512 operator()(__m512 acc, __m512i sum, const KTokBlock& x) const {
+    __m512i m = _mm512_setzero_si512();
+    for (int k = 0; k < 4; ++k) m = _mm512_dpwssd_epi32(m, mins[k], _mm512_set1_epi32(x.sum_pairs[k]));
+    const __m512 d = _mm512_set1_ps(x.d);
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(dw, d), acc);
+    return _mm512_fnmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(dmin, d), acc);
+  }
+};
+
 // A packed group of sixteen rows against RT tokens (act + t * act_stride: token t's
 // super-blocks); y[t * ys + k] for k < n_rows.
 template <int RT>
@@ -1484,19 +1511,8 @@ void q4_K_rows16(int64_t nb, const uint8_t* group, int n_rows, const KTokBlock* 
         sum[t] = _mm512_add_epi32(sum[t], _mm512_mullo_epi32(part, scale));
       }
     }
-    __m512i mins[4];
-    for (int k = 0; k < 4; ++k)
-      mins[k] = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(o + Q4_KPacked::kMins + 32 * k)));
-    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(o + Q4_KPacked::kD)));
-    const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(o + Q4_KPacked::kDmin)));
-    for (int t = 0; t < RT; ++t) {
-      const KTokBlock& x = act[t * act_stride + b];
-      __m512i m = _mm512_setzero_si512();
-      for (int k = 0; k < 4; ++k) m = _mm512_dpwssd_epi32(m, mins[k], _mm512_set1_epi32(x.sum_pairs[k]));
-      const __m512 d = _mm512_set1_ps(x.d);
-      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[t]), _mm512_mul_ps(dw, d), acc[t]);
-      acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(dmin, d), acc[t]);
-    }
+    const Q4_KStep step(o);
+    for (int t = 0; t < RT; ++t) acc[t] = step(acc[t], sum[t], act[t * act_stride + b]);
   }
   const __mmask16 keep = static_cast<__mmask16>((1u << n_rows) - 1);
   for (int t = 0; t < RT; ++t) _mm512_mask_storeu_ps(y + t * ys, keep, acc[t]);
@@ -1718,19 +1734,10 @@ void amx_k_group(int64_t nb, const AmxKBlock* blocks, const uint8_t* group, int 
       _tile_stored(1, c_hi, 64);
       const uint8_t* o = group + b * K::kBytes;
       if constexpr (kQ4) {
-        __m512i mins[4];
-        for (int k = 0; k < 4; ++k)
-          mins[k] = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(o + Q4_KPacked::kMins + 32 * k)));
-        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(o + Q4_KPacked::kD)));
-        const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(o + Q4_KPacked::kDmin)));
+        const Q4_KStep step(o);
         for (int t = 0; t < 16; ++t) {
-          const KTokBlock& x = a[t * act_stride + b];
           const __m512i sum = _mm512_add_epi32(_mm512_load_si512(c_lo[t]), _mm512_slli_epi32(_mm512_load_si512(c_hi[t]), 7));
-          __m512i m = _mm512_setzero_si512();
-          for (int k = 0; k < 4; ++k) m = _mm512_dpwssd_epi32(m, mins[k], _mm512_set1_epi32(x.sum_pairs[k]));
-          const __m512 d = _mm512_set1_ps(x.d);
-          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(dw, d), acc[t]);
-          acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(dmin, d), acc[t]);
+          acc[t] = step(acc[t], sum, a[t * act_stride + b]);
         }
       } else {
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(o + Q6_KPacked::kD)));

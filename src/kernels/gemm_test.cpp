@@ -140,16 +140,9 @@ INSTANTIATE_TEST_SUITE_P(Types, GemmTest,
                            return std::string(type_name(info.param.type)) + "_" + std::to_string(info.param.n_in);
                          });
 
-// Sets detail::amx_arithmetic for a test's scope (Q8_0 by block on any CPU; only the AMX tiles
-// themselves need one with AMX).
-class AmxArithmetic {
- public:
-  explicit AmxArithmetic(bool on) { detail::set_amx_arithmetic(on); }
-  ~AmxArithmetic() { detail::set_amx_arithmetic(saved_); }
-
- private:
-  bool saved_ = detail::amx_arithmetic();
-};
+// detail::ScopedAmxArithmetic runs the by-block paths of Q8_0, Q4_K and Q6_K on any CPU; only the
+// AMX tiles themselves need one with AMX.
+using AmxArithmetic = detail::ScopedAmxArithmetic;
 
 // Q8_0, Q4_K and Q6_K where the CPU counts as having AMX: row counts that are a multiple of 32 by
 // block (the VNNI tiles, and the AMX tiles from 16 tokens on a CPU with AMX), the others through

@@ -83,6 +83,17 @@ bool cpu_has_amx_int8();
 // the AMX tiles themselves need one).
 bool amx_arithmetic();
 void set_amx_arithmetic(bool on);
+// set_amx_arithmetic for a scope (the tests), restored at its end.
+class ScopedAmxArithmetic {
+ public:
+  explicit ScopedAmxArithmetic(bool on) : saved_(amx_arithmetic()) { set_amx_arithmetic(on); }
+  ~ScopedAmxArithmetic() { set_amx_arithmetic(saved_); }
+  ScopedAmxArithmetic(const ScopedAmxArithmetic&) = delete;
+  ScopedAmxArithmetic& operator=(const ScopedAmxArithmetic&) = delete;
+
+ private:
+  bool saved_;
+};
 // Whether BF16 prefill tiles compute VDPBF16PS's arithmetic with FMAs (gemm_avx512.cpp): by
 // default on Intel CPUs, whose VDPBF16PS runs at half the FMA's rate; ENDLESS_BF16_FMA=0|1 or
 // set_bf16_by_fma decide otherwise (the tests run both).

@@ -296,11 +296,6 @@ TEST_F(SimdTest, IsaSelection) {
 // Q8_0 row counts that are a multiple of 32 take it where the CPU has AMX (its AMX backend takes
 // them), others and other CPUs vec_dot's. The two really differ in rounding.
 TEST_F(SimdTest, RowCountAndCpuChooseTheOrder) {
-  const bool amx = detail::amx_arithmetic();
-  struct Restore {
-    bool amx;
-    ~Restore() { detail::set_amx_arithmetic(amx); }
-  } restore{amx};
   std::mt19937 rng(5);
   std::normal_distribution<float> dist(0.0f, 1.0f);
   const int64_t n_in = 1024;
@@ -308,7 +303,7 @@ TEST_F(SimdTest, RowCountAndCpuChooseTheOrder) {
   for (auto& v : x) v = dist(rng);
   for (auto& v : wf) v = dist(rng);
   for (bool amx_cpu : {false, true}) {
-    detail::set_amx_arithmetic(amx_cpu);
+    const detail::ScopedAmxArithmetic amx(amx_cpu);
     EXPECT_TRUE(by_block(TensorType::Q4_0, 16));
     EXPECT_FALSE(by_block(TensorType::Q4_0, 12));
     EXPECT_EQ(by_block(TensorType::Q8_0, 32), amx_cpu);
