@@ -2,6 +2,7 @@
 // written for reading: each block is unpacked to plain integers first, then multiplied out. The
 // integer sums are exactly ggml's; the float combination per block follows ggml's generic code.
 // Float rows accumulate in double, as ggml's scalar fallback does.
+#include <cmath>
 #include <cstring>
 
 #include "kernels/internal.h"
@@ -294,3 +295,75 @@ float vec_dot(TensorType w, int64_t n, const void* w_row, const void* act) {
 }
 
 }  // namespace endless::kernels::ref
+
+// ---------------------------------------------------------------------------------------------
+// The by-block dot products (kernels.h: by_block), on the same unpacked integers: each block's
+// (K-quants: super-block's) sum exact, then the fused multiply-adds written as std::fma, block
+// after block from zero; the product dw * da is rounded before it scales the sum.
+namespace endless::kernels {
+namespace {
+
+const int8_t* values(const block_q4_0& b, int8_t q[32]) {
+  ref::unpack_q4_0(b, q);
+  return q;
+}
+const int8_t* values(const block_q8_0& b, int8_t*) { return b.qs; }
+
+template <typename Block>
+float dot_32_by_block(int64_t n, const void* w_row, const void* act) {
+  const auto* x = static_cast<const Block*>(w_row);
+  const auto* y = static_cast<const block_q8_0*>(act);
+  float acc = 0.0f;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    int8_t q[32];
+    const int32_t sum = ref::int_dot(values(x[b], q), y[b].qs, 32);
+    acc = std::fma(static_cast<float>(sum), fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d), acc);
+  }
+  return acc;
+}
+
+}  // namespace
+
+float dot_q4_0_by_block(int64_t n, const void* w_row, const void* act) {
+  return dot_32_by_block<block_q4_0>(n, w_row, act);
+}
+
+float dot_q8_0_by_block(int64_t n, const void* w_row, const void* act) {
+  return dot_32_by_block<block_q8_0>(n, w_row, act);
+}
+
+float dot_q4_K_by_block(int64_t n, const void* w_row, const void* act) {
+  const auto* x = static_cast<const block_q4_K*>(w_row);
+  const auto* y = static_cast<const block_q8_K*>(act);
+  float acc = 0.0f;
+  for (int64_t b = 0; b < n / kQK_K; ++b) {
+    int8_t q[256];
+    ref::unpack_q4_K(x[b], q);
+    int32_t sum = 0, mins = 0;
+    for (int j = 0; j < 8; ++j) {
+      uint8_t scale, min;
+      detail::unpack_scale_min_k4(j, x[b].scales, &scale, &min);
+      sum += scale * ref::int_dot(q + 32 * j, y[b].qs + 32 * j, 32);
+      mins += min * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
+    }
+    acc = std::fma(static_cast<float>(sum), fp16_to_fp32(x[b].d) * y[b].d, acc);
+    acc = std::fma(static_cast<float>(mins), -(fp16_to_fp32(x[b].dmin) * y[b].d), acc);
+  }
+  return acc;
+}
+
+float dot_q6_K_by_block(int64_t n, const void* w_row, const void* act) {
+  const auto* x = static_cast<const block_q6_K*>(w_row);
+  const auto* y = static_cast<const block_q8_K*>(act);
+  float acc = 0.0f;
+  for (int64_t b = 0; b < n / kQK_K; ++b) {
+    int8_t q[256];
+    ref::unpack_q6_K(x[b], q);  // values - 32
+    int32_t sum = 0;
+    for (int g = 0; g < 16; ++g) sum += x[b].scales[g] * ref::int_dot(q + 16 * g, y[b].qs + 16 * g, 16);
+    acc = std::fma(static_cast<float>(sum), fp16_to_fp32(x[b].d) * y[b].d, acc);
+  }
+  return acc;
+}
+
+}  // namespace endless::kernels

@@ -1447,16 +1447,6 @@ void pack_q4_K_group(int64_t nb, const block_q4_K* const* rows, uint8_t* out) {
   }
 }
 
-void pack_q4_K(const void* w, int64_t n_in, int64_t n_out, uint8_t* out) {
-  const int64_t nb = n_in / kQK_K;
-  const auto* base = static_cast<const block_q4_K*>(w);
-  for (int64_t g = 0; g < n_out / 16; ++g) {
-    const block_q4_K* rows[16];
-    for (int k = 0; k < 16; ++k) rows[k] = base + (g * 16 + k) * nb;
-    pack_q4_K_group(nb, rows, out + g * nb * Q4_KPacked::kBytes);
-  }
-}
-
 // The float steps after a Q4_K super-block's integer sums (16 rows' lanes), for one token: the
 // mins' sum by VPDPWSSD, then acc = fma(float(sum), dw * d, acc) and acc - float(mins) * (dmin * d)
 // fused, as dot_q4_K_by_block.
@@ -1533,9 +1523,21 @@ struct alignas(64) AmxKBlock {
   uint8_t hi[4][16][64];
 };
 
-// A packed Q4_K group (Q4_KPacked) as AmxKBlocks.
+// A B-tile row and its partner from sixteen rows' values (bytes, lane k = row k): each value
+// minus offset times its row's scale (`scale`: row k's in both 16-bit halves of lane k), the
+// product p split into lo = p & 127 and hi = p >> 7 (arithmetic), both signed bytes.
+inline void scaled_split(__m512i values, int offset, __m512i scale, uint8_t* lo_row, uint8_t* hi_row) {
+  const __m512i byte = _mm512_set1_epi16(0x00FF), seven = _mm512_set1_epi16(127), off = _mm512_set1_epi16(static_cast<short>(offset));
+  const __m512i p_even = _mm512_mullo_epi16(_mm512_sub_epi16(_mm512_and_si512(values, byte), off), scale);
+  const __m512i p_odd = _mm512_mullo_epi16(_mm512_sub_epi16(_mm512_srli_epi16(values, 8), off), scale);
+  _mm512_store_si512(lo_row, _mm512_or_si512(_mm512_and_si512(p_even, seven), _mm512_slli_epi16(_mm512_and_si512(p_odd, seven), 8)));
+  _mm512_store_si512(hi_row, _mm512_or_si512(_mm512_and_si512(_mm512_srai_epi16(p_even, 7), byte),
+                                             _mm512_slli_epi16(_mm512_srai_epi16(p_odd, 7), 8)));
+}
+
+// A packed Q4_K group (Q4_KPacked) as AmxKBlocks: nibble * scale (0..945) split.
 void amx_unpack_k_group(int64_t nb, const uint8_t* group, AmxKBlock* out) {
-  const __m512i low4 = _mm512_set1_epi8(0x0F), byte = _mm512_set1_epi16(0x00FF), seven = _mm512_set1_epi16(127);
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* o = group + b * Q4_KPacked::kBytes;
     for (int s = 0; s < 8; ++s) {
@@ -1546,13 +1548,8 @@ void amx_unpack_k_group(int64_t nb, const uint8_t* group, AmxKBlock* out) {
       for (int c = 0; c < 8; ++c) {
         const __m512i words = _mm512_loadu_si512(o + (8 * j + c) * 64);
         const __m512i q = _mm512_and_si512(s % 2 == 0 ? words : _mm512_srli_epi16(words, 4), low4);
-        const __m512i p_even = _mm512_mullo_epi16(_mm512_and_si512(q, byte), scale);
-        const __m512i p_odd = _mm512_mullo_epi16(_mm512_srli_epi16(q, 8), scale);
-        const __m512i lo = _mm512_or_si512(_mm512_and_si512(p_even, seven), _mm512_slli_epi16(_mm512_and_si512(p_odd, seven), 8));
-        const __m512i hi = _mm512_or_si512(_mm512_srli_epi16(p_even, 7), _mm512_slli_epi16(_mm512_srli_epi16(p_odd, 7), 8));
         const int r = 8 * (s % 2) + c;
-        _mm512_store_si512(out[b].lo[j][r], lo);
-        _mm512_store_si512(out[b].hi[j][r], hi);
+        scaled_split(q, 0, scale, out[b].lo[j][r], out[b].hi[j][r]);
       }
     }
   }
@@ -1581,16 +1578,6 @@ void pack_q6_K_group(int64_t nb, const block_q6_K* const* rows, uint8_t* out) {
       for (int g = 0; g < 16; ++g) o[Q6_KPacked::kScales + 32 * (g / 2) + 2 * k + g % 2] = static_cast<uint8_t>(x.scales[g]);
       std::memcpy(o + Q6_KPacked::kD + 2 * k, &x.d, 2);
     }
-  }
-}
-
-void pack_q6_K(const void* w, int64_t n_in, int64_t n_out, uint8_t* out) {
-  const int64_t nb = n_in / kQK_K;
-  const auto* base = static_cast<const block_q6_K*>(w);
-  for (int64_t g = 0; g < n_out / 16; ++g) {
-    const block_q6_K* rows[16];
-    for (int k = 0; k < 16; ++k) rows[k] = base + (g * 16 + k) * nb;
-    pack_q6_K_group(nb, rows, out + g * nb * Q6_KPacked::kBytes);
   }
 }
 
@@ -1655,10 +1642,8 @@ void q6_K_rows16(int64_t nb, const uint8_t* group, int n_rows, const KTokBlock* 
   for (int t = 0; t < RT; ++t) _mm512_mask_storeu_ps(y + t * ys, keep, acc[t]);
 }
 
-// A packed Q6_K group as AmxKBlocks: p = (value - 32) * scale (-4096..4032) split into
-// lo = p & 127 and hi = p >> 7 (-32..31), both signed bytes.
+// A packed Q6_K group as AmxKBlocks: (value - 32) * scale (-4096..4032) split, hi in -32..31.
 void amx_unpack_q6_group(int64_t nb, const uint8_t* group, AmxKBlock* out) {
-  const __m512i byte = _mm512_set1_epi16(0x00FF), seven = _mm512_set1_epi16(127), thirty_two = _mm512_set1_epi16(32);
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* o = group + b * Q6_KPacked::kBytes;
     for (int g = 0; g < 16; ++g) {
@@ -1666,14 +1651,7 @@ void amx_unpack_q6_group(int64_t nb, const uint8_t* group, AmxKBlock* out) {
       const __m512i scale = _mm512_or_si512(_mm512_and_si512(s32, _mm512_set1_epi32(0xFFFF)), _mm512_slli_epi32(s32, 16));
       for (int i = 0; i < 4; ++i) {
         const int e = 16 * g + 4 * i;
-        const __m512i u = q6_values(o, e);
-        const __m512i p_even = _mm512_mullo_epi16(_mm512_sub_epi16(_mm512_and_si512(u, byte), thirty_two), scale);
-        const __m512i p_odd = _mm512_mullo_epi16(_mm512_sub_epi16(_mm512_srli_epi16(u, 8), thirty_two), scale);
-        const __m512i lo = _mm512_or_si512(_mm512_and_si512(p_even, seven), _mm512_slli_epi16(_mm512_and_si512(p_odd, seven), 8));
-        const __m512i hi = _mm512_or_si512(_mm512_and_si512(_mm512_srai_epi16(p_even, 7), byte),
-                                           _mm512_slli_epi16(_mm512_srai_epi16(p_odd, 7), 8));
-        _mm512_store_si512(out[b].lo[e / 64][e % 64 / 4], lo);
-        _mm512_store_si512(out[b].hi[e / 64][e % 64 / 4], hi);
+        scaled_split(q6_values(o, e), 32, scale, out[b].lo[e / 64][e % 64 / 4], out[b].hi[e / 64][e % 64 / 4]);
       }
     }
   }
@@ -1704,6 +1682,18 @@ struct Q6_KByBlock {
   template <int RT>
   static constexpr auto rows16 = q6_K_rows16<RT>;
 };
+
+// A K-quant matrix in K's packed layout, group by group (pack_weights).
+template <typename K>
+void pack_k(const void* w, int64_t n_in, int64_t n_out, uint8_t* out) {
+  const int64_t nb = n_in / kQK_K;
+  const auto* base = static_cast<const typename K::Block*>(w);
+  for (int64_t g = 0; g < n_out / 16; ++g) {
+    const typename K::Block* rows[16];
+    for (int k = 0; k < 16; ++k) rows[k] = base + (g * 16 + k) * nb;
+    K::pack_group(nb, rows, out + g * nb * K::kBytes);
+  }
+}
 
 // A group of sixteen rows (its AmxKBlocks, and the packed group for the scales and mins) against
 // n_tiles x 16 tokens; y[t * ys + k] for k < n_rows.
@@ -1989,8 +1979,8 @@ size_t packed_weights_size(TensorType w_type, int64_t n_in, int64_t n_out) {
 void pack_weights(TensorType w_type, const void* w, int64_t n_in, int64_t n_out, void* out) {
   if (packed_weights_size(w_type, n_in, n_out) == 0)
     fail("pack_weights: no packed layout for ", type_name(w_type), " [", n_in, ", ", n_out, "] here");
-  if (w_type == TensorType::Q4_K) detail::pack_q4_K(w, n_in, n_out, static_cast<uint8_t*>(out));
-  else if (w_type == TensorType::Q6_K) detail::pack_q6_K(w, n_in, n_out, static_cast<uint8_t*>(out));
+  if (w_type == TensorType::Q4_K) detail::pack_k<detail::Q4_KByBlock>(w, n_in, n_out, static_cast<uint8_t*>(out));
+  else if (w_type == TensorType::Q6_K) detail::pack_k<detail::Q6_KByBlock>(w, n_in, n_out, static_cast<uint8_t*>(out));
   else if (w_type == TensorType::Q4_0) detail::pack_by_block<detail::Q4_0ByBlock>(w, n_in, n_out, static_cast<uint8_t*>(out));
   else detail::pack_by_block<detail::Q8_0ByBlock>(w, n_in, n_out, static_cast<uint8_t*>(out));
 }

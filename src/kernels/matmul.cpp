@@ -1,12 +1,10 @@
 // Matrix products y = W x for the forward pass, built on vec_dot.
 #include <algorithm>
-#include <cmath>
 #include <vector>
 
 #include "kernels/internal.h"
 #include "kernels/kernels.h"
 #include "util/error.h"
-#include "util/fp16.h"
 
 namespace endless::kernels {
 
@@ -37,80 +35,6 @@ VecDotFn by_block_dot_fn(TensorType w) {
   return nullptr;
 }
 
-// Fused only where written as fma: the product dw * da is rounded before it scales the sum.
-#pragma GCC push_options
-#pragma GCC optimize("fp-contract=off")
-float dot_q4_0_by_block(int64_t n, const void* w_row, const void* act) {
-  const auto* x = static_cast<const block_q4_0*>(w_row);
-  const auto* y = static_cast<const block_q8_0*>(act);
-  float acc = 0.0f;
-  for (int64_t b = 0; b < n / 32; ++b) {
-    int32_t sum = 0;
-    for (int j = 0; j < 16; ++j) {
-      sum += ((x[b].qs[j] & 0xF) - 8) * y[b].qs[j];
-      sum += ((x[b].qs[j] >> 4) - 8) * y[b].qs[j + 16];
-    }
-    acc = std::fma(static_cast<float>(sum), fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d), acc);
-  }
-  return acc;
-}
-
-float dot_q8_0_by_block(int64_t n, const void* w_row, const void* act) {
-  const auto* x = static_cast<const block_q8_0*>(w_row);
-  const auto* y = static_cast<const block_q8_0*>(act);
-  float acc = 0.0f;
-  for (int64_t b = 0; b < n / 32; ++b) {
-    int32_t sum = 0;
-    for (int j = 0; j < 32; ++j) sum += x[b].qs[j] * y[b].qs[j];
-    acc = std::fma(static_cast<float>(sum), fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d), acc);
-  }
-  return acc;
-}
-float dot_q4_K_by_block(int64_t n, const void* w_row, const void* act) {
-  const auto* x = static_cast<const block_q4_K*>(w_row);
-  const auto* y = static_cast<const block_q8_K*>(act);
-  float acc = 0.0f;
-  for (int64_t b = 0; b < n / kQK_K; ++b) {
-    int32_t sum = 0, mins = 0;
-    for (int j = 0; j < 8; ++j) {
-      uint8_t scale, min;
-      detail::unpack_scale_min_k4(j, x[b].scales, &scale, &min);
-      // Sub-block j: the low nibbles (j even) or high nibbles (j odd) of bytes 32 (j / 2) ...
-      const uint8_t* q = x[b].qs + 32 * (j / 2);
-      int32_t s = 0;
-      for (int i = 0; i < 32; ++i) s += (j % 2 == 0 ? q[i] & 0xF : q[i] >> 4) * y[b].qs[32 * j + i];
-      sum += scale * s;
-      mins += min * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
-    }
-    acc = std::fma(static_cast<float>(sum), fp16_to_fp32(x[b].d) * y[b].d, acc);
-    acc = std::fma(static_cast<float>(mins), -(fp16_to_fp32(x[b].dmin) * y[b].d), acc);
-  }
-  return acc;
-}
-float dot_q6_K_by_block(int64_t n, const void* w_row, const void* act) {
-  const auto* x = static_cast<const block_q6_K*>(w_row);
-  const auto* y = static_cast<const block_q8_K*>(act);
-  float acc = 0.0f;
-  for (int64_t b = 0; b < n / kQK_K; ++b) {
-    int32_t sum = 0;
-    for (int g = 0; g < 16; ++g) {  // sixteen sub-blocks of 16
-      int32_t s = 0;
-      for (int i = 0; i < 16; ++i) {
-        const int e = 16 * g + i;
-        // Element e of a half of 128: four quarters of 32 share bytes of ql (low nibbles for
-        // quarters 0, 1; high for 2, 3) and of qh (two bits each).
-        const int half = e / 128, quarter = e % 128 / 32, l = e % 32;
-        const uint8_t low = x[b].ql[64 * half + 32 * (quarter % 2) + l];
-        const int q = ((quarter < 2 ? low & 0xF : low >> 4) | (((x[b].qh[32 * half + l] >> (2 * quarter)) & 3) << 4)) - 32;
-        s += q * y[b].qs[e];
-      }
-      sum += x[b].scales[g] * s;
-    }
-    acc = std::fma(static_cast<float>(sum), fp16_to_fp32(x[b].d) * y[b].d, acc);
-  }
-  return acc;
-}
-#pragma GCC pop_options
 
 size_t activations_size(TensorType w_type, int64_t n_in, int64_t n_tokens) {
   return row_size(vec_dot_type(w_type), n_in) * static_cast<size_t>(n_tokens);
