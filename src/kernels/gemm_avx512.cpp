@@ -870,13 +870,18 @@ void rows16(int64_t nb, const uint8_t* const* rows, const uint8_t* packed, int n
     F::unsigned_values(words, w);
     for (int t = 0; t < RT; ++t) {
       const TokBlock& x = act[t * act_stride + b];
-      __m512i sum = _mm512_set1_epi32(x.bias);
+      // Four partial sums (exact integers, so the grouping does not matter): one chain of eight
+      // dependent VPDPBUSDs per token held the 8-token tile back (Q4_0, one thread, 2816 x 1024,
+      // alternating runs: 78-140 -> 90-158 GMAC/s).
+      __m512i sum[4] = {_mm512_set1_epi32(x.bias), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                        _mm512_setzero_si512()};
       for (int c = 0; c < 8; ++c) {
         int32_t four;
         std::memcpy(&four, x.qs + 4 * c, 4);
-        sum = _mm512_dpbusd_epi32(sum, w[c], _mm512_set1_epi32(four));
+        sum[c % 4] = _mm512_dpbusd_epi32(sum[c % 4], w[c], _mm512_set1_epi32(four));
       }
-      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(dw, _mm512_set1_ps(x.d)), acc[t]);
+      const __m512i total = _mm512_add_epi32(_mm512_add_epi32(sum[0], sum[1]), _mm512_add_epi32(sum[2], sum[3]));
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(total), _mm512_mul_ps(dw, _mm512_set1_ps(x.d)), acc[t]);
     }
   }
   const __mmask16 keep = static_cast<__mmask16>((1u << n_rows) - 1);
