@@ -187,6 +187,7 @@ const std::vector<float>& Engine::forward(std::span<const BatchPart> parts) {
   grow(ffa_, n * c.ff);
   grow(ffb_, n * c.ff);
   grow(slots_, n);
+  grow(row_part_, n);
   grow(key_pos_, n);
 
   const int half_rot = rope_.config().n_rot / 2;
@@ -196,6 +197,9 @@ const std::vector<float>& Engine::forward(std::span<const BatchPart> parts) {
     for (const auto& p : parts) {
       for (int32_t t : p.tokens) model_->embed(t, x_.data() + (row++) * c.dim);
     }
+    row = 0;
+    for (const auto& p : parts)
+      for (size_t i = 0; i < p.tokens.size(); ++i) row_part_[row++] = &p;
     row = 0;
     for (const auto& p : parts) {
       p.seq->policy->observe_tokens(p.tokens.data(), static_cast<int>(p.tokens.size()));
@@ -215,7 +219,9 @@ const std::vector<float>& Engine::forward(std::span<const BatchPart> parts) {
     const LayerWeights& L = model_->layer(l);
 
     // Attention block: x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
-    rmsnorm_rows(xb_.data(), x_.data(), L.attn_norm.data(), c.dim, n, c.rms_eps);
+    for_rows(n, [&](int64_t b, int64_t e) {
+      rmsnorm_rows(xb_.data() + b * c.dim, x_.data() + b * c.dim, L.attn_norm.data(), c.dim, e - b, c.rms_eps);
+    });
     const Product qkv[] = {{&L.wq, q_.data()}, {&L.wk, k_.data()}, {&L.wv, v_.data()}};
     matmul_group(qkv, xb_.data(), n);
     if (c.qkv_bias) {
@@ -225,17 +231,16 @@ const std::vector<float>& Engine::forward(std::span<const BatchPart> parts) {
         for (int i = 0; i < c.kv_dim(); ++i) v_[t * c.kv_dim() + i] += L.bv[i];
       }
     }
-    // Keys are rotated once, at the position the policy chose, and stored.
-    {
-      int64_t row = 0;
-      for (const auto& p : parts)
-        for (size_t i = 0; i < p.tokens.size(); ++i, ++row) {
-          float* k = k_.data() + row * c.kv_dim();
-          const float* a = key_angles_.data() + row * 2 * half_rot;
-          rope_.rotate(k, c.n_kv_heads, a, a + half_rot);
-          p.seq->store.write(l, slots_[row], k, v_.data() + row * c.kv_dim());
-        }
-    }
+    // Keys are rotated once, at the position the policy chose, and stored (each row in its own
+    // slot, so the threads write apart).
+    for_rows(n, [&](int64_t b, int64_t e) {
+      for (int64_t row = b; row < e; ++row) {
+        float* k = k_.data() + row * c.kv_dim();
+        const float* a = key_angles_.data() + row * 2 * half_rot;
+        rope_.rotate(k, c.n_kv_heads, a, a + half_rot);
+        row_part_[row]->seq->store.write(l, slots_[row], k, v_.data() + row * c.kv_dim());
+      }
+    });
     {
       int64_t row = 0;
       for (const auto& p : parts) {
@@ -258,7 +263,9 @@ const std::vector<float>& Engine::forward(std::span<const BatchPart> parts) {
       }
     }
     matmul(L.wo, att_.data(), n, xb_.data());
-    for (int64_t i = 0; i < n * c.dim; ++i) x_[i] += xb_[i];
+    for_rows(n, [&](int64_t b, int64_t e) {
+      for (int64_t i = b * c.dim; i < e * c.dim; ++i) x_[i] += xb_[i];
+    });
 
     // The last layer's feed-forward block runs only on the rows whose logits are wanted, moved to
     // the front of x: nothing else needs them, and llama.cpp does the same, so its products there
@@ -279,14 +286,19 @@ const std::vector<float>& Engine::forward(std::span<const BatchPart> parts) {
 
     // Feed-forward block (SwiGLU): x += W_down · (silu(W_gate·norm(x)) * W_up·norm(x)), SiLU as
     // ggml computes it (its own exp polynomial).
-    rmsnorm_rows(xb_.data(), x_.data(), L.ffn_norm.data(), c.dim, rows, c.rms_eps);
+    for_rows(rows, [&](int64_t b, int64_t e) {
+      rmsnorm_rows(xb_.data() + b * c.dim, x_.data() + b * c.dim, L.ffn_norm.data(), c.dim, e - b, c.rms_eps);
+    });
     const Product gate_up[] = {{&L.gate, ffa_.data()}, {&L.up, ffb_.data()}};
     matmul_group(gate_up, xb_.data(), rows);
-    for (int64_t t = 0; t < rows; ++t)
-      kernels::silu_row(ffa_.data() + t * c.ff, ffa_.data() + t * c.ff, c.ff);
-    for (int64_t i = 0; i < rows * c.ff; ++i) ffa_[i] *= ffb_[i];
+    for_rows(rows, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) kernels::silu_row(ffa_.data() + t * c.ff, ffa_.data() + t * c.ff, c.ff);
+      for (int64_t i = b * c.ff; i < e * c.ff; ++i) ffa_[i] *= ffb_[i];
+    });
     matmul(L.down, ffa_.data(), rows, xb_.data());
-    for (int64_t i = 0; i < rows * c.dim; ++i) x_[i] += xb_[i];
+    for_rows(rows, [&](int64_t b, int64_t e) {
+      for (int64_t i = b * c.dim; i < e * c.dim; ++i) x_[i] += xb_[i];
+    });
   }
 
   for (const auto& p : parts) p.seq->policy->end_batch(static_cast<int>(p.tokens.size()));

@@ -30,7 +30,10 @@ void Engine::matmul_group(std::span<const Product> products, const float* x, int
 
   const size_t bytes = kernels::activations_size(w.type, w.n_in, n_tokens);
   if (act_.size() < bytes) act_.resize(bytes);
-  kernels::convert_activations(w.type, x, w.n_in, n_tokens, act_.data());
+  const size_t act_row = kernels::activations_size(w.type, w.n_in, 1);
+  for_rows(n_tokens, [&](int64_t b, int64_t e) {
+    kernels::convert_activations(w.type, x + b * w.n_in, w.n_in, e - b, act_.data() + b * act_row);
+  });
   // Products all of which are multiplied by block need no token pairs (serial work: 0.4-0.7% of
   // an eight-session step when they were made anyway).
   bool by_block_only = true;
