@@ -64,39 +64,3 @@ double softmax_exp_row(const float* x, float* y, int64_t n, float max) {
 }
 
 }  // namespace endless::kernels
-
-namespace endless::kernels {
-
-void rope_ggml(float* x, int n_heads, int head_dim, int n_rot, int64_t pos, float freq_base,
-               float freq_scale, bool neox) {
-  const int half = n_rot / 2;
-  float cs[256], sn[256];
-  float* c = half <= 256 ? cs : new float[half];
-  float* s = half <= 256 ? sn : new float[half];
-  // ggml_rope_cache_init: theta from the position by repeated multiplication, in float.
-  const float theta_scale = std::pow(freq_base, -2.0f / static_cast<float>(n_rot));
-  float theta = static_cast<float>(pos);
-  for (int i = 0; i < half; ++i) {
-    const float t = freq_scale * theta;
-    c[i] = std::cos(t);
-    s[i] = std::sin(t);
-    theta *= theta_scale;
-  }
-  for (int h = 0; h < n_heads; ++h) {
-    float* v = x + static_cast<int64_t>(h) * head_dim;
-    for (int i = 0; i < half; ++i) {
-      const int a = neox ? i : 2 * i;
-      const int b = neox ? i + half : 2 * i + 1;
-      const float x0 = v[a], x1 = v[b];
-      // x0*cos - x1*sin and x0*sin + x1*cos as GCC contracts them in ggml's rope.
-      v[a] = std::fmaf(x0, c[i], -(x1 * s[i]));
-      v[b] = std::fmaf(x0, s[i], x1 * c[i]);
-    }
-  }
-  if (c != cs) {
-    delete[] c;
-    delete[] s;
-  }
-}
-
-}  // namespace endless::kernels

@@ -242,12 +242,4 @@ void silu_row(const float* x, float* y, int64_t n);
 // one by one. Elements of x that are -inf give exactly 0.
 double softmax_exp_row(const float* x, float* y, int64_t n, float max);
 
-// Rotary position embedding of n_heads consecutive heads of x at an integer position, as ggml's
-// rope computes it: angles in float, pos * base^(-2i/n_rot) built by repeated multiplication
-// (freq_scale applied to each), cosf / sinf, and the rotation with the fused multiply-adds GCC
-// makes of ggml's expression. neox pairs (i, i + n_rot/2), otherwise (2i, 2i+1). Exact where
-// ggml is, but its float angles lose precision as positions grow (about pos * 1e-7 radians).
-void rope_ggml(float* x, int n_heads, int head_dim, int n_rot, int64_t pos, float freq_base,
-               float freq_scale, bool neox);
-
 }  // namespace endless::kernels

@@ -6,6 +6,11 @@
 // FMA, as ggml-base is, so no multiply-add is fused. The activation quantizers reproduce what ggml's
 // x86 CPU backend uses at inference time, which for Q8_0/Q8_1 is its AVX code: scale 127/amax
 // and round half to even, not the reference's 1/d and roundf.
+// GCC 12 warns that the AVX-512 headers' own _mm512_undefined_* placeholders "may be used
+// uninitialized" wherever this file's AVX-512 quantizers inline them; they are not read.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
 #include <algorithm>
@@ -973,3 +978,5 @@ void fp32_to_bf16_row(const float* x, uint16_t* y, int64_t n) {
 }
 
 }  // namespace endless::kernels
+
+#pragma GCC diagnostic pop
