@@ -84,6 +84,32 @@ TEST(Forward, ManySequencesInOneBatchEqualEachAlone) {
   EXPECT_LT(max_abs_diff(std::span(together).subspan(V), alone2), 1e-5f);
 }
 
+// The threads split products by rows and the row-by-row steps between them by tokens
+// (Engine::for_rows); neither may change a number. One, two and three threads, on a batch of
+// two sequences (a prefill of 13 tokens and one of 6), then steps of one token each.
+TEST(Forward, ThreadCountDoesNotChangeABit) {
+  TinyModelSpec spec;
+  spec.type = TensorType::Q4_0;
+  auto model = tiny(spec, "threads");
+  std::vector<std::vector<float>> results;
+  for (int threads : {1, 2, 3}) {
+    Engine engine(model, threads);
+    auto s1 = engine.new_sequence(full(64, 16)), s2 = engine.new_sequence(full(64, 16));
+    const auto t1 = random_tokens(13, spec.vocab, 3), t2 = random_tokens(6, spec.vocab, 4);
+    BatchPart prefill[2] = {{s1.get(), t1, true}, {s2.get(), t2, false}};
+    std::vector<float> all = engine.forward(prefill);
+    for (int step = 0; step < 4; ++step) {
+      const int32_t a = (step * 5 + 1) % spec.vocab, b = (step * 11 + 2) % spec.vocab;
+      BatchPart parts[2] = {{s1.get(), std::span(&a, 1), false}, {s2.get(), std::span(&b, 1), false}};
+      const std::vector<float>& l = engine.forward(parts);
+      all.insert(all.end(), l.begin(), l.end());
+    }
+    results.push_back(std::move(all));
+  }
+  EXPECT_EQ(results[0], results[1]);
+  EXPECT_EQ(results[0], results[2]);
+}
+
 // Several sequences decoding together (one token each, so their attention runs side by side,
 // one part per thread) give exactly what the reference attention gives on the same batches, and
 // what each sequence gives alone, after their sink caches have evicted. (Q8_0 weights: a token's
