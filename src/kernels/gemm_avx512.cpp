@@ -1383,7 +1383,8 @@ void gemm_k_rows(const Table& tiles, const void* w, int64_t n_in, int64_t n_out,
 // ---------------------------------------------------------------------------------------------
 // Q4_K by block (kernels.h: by_block): sixteen rows in the int32 lanes of a register, as the
 // Q4_0 / Q8_0 tiles. Per super-block and token: each sub-block's exact sum (eight VPDPBUSD of the
-// rows' nibbles with four activation bytes broadcast) times the rows' scales (VPMULLD), added up;
+// rows' nibbles with four activation bytes broadcast, in two chains) times the rows' scales (one
+// VPDPWSSD of the two chains' sums, each within 16 bits), added up;
 // the sum of the mins by four VPDPWSSD (the rows' pairs of mins against the token's pairs of
 // sums of 32); then the two float steps of dot_q4_K_by_block.
 
