@@ -2,11 +2,14 @@
 
 #include <httplib.h>
 #include <signal.h>
+#include <sys/socket.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 
 #include "server/chat.h"
@@ -132,6 +135,7 @@ struct Server::Impl {
   std::unique_ptr<ChatFormatter> chat;
   std::string temp_dir;  // sessions' private directory when not durable
   httplib::Server http;
+  int listen_socket = -1;  // the socket `http` binds (the last one it tried)
   int64_t started = unix_now();
   int restored = 0;
   std::atomic<bool> stopping{false};
@@ -379,6 +383,10 @@ struct Server::Impl {
                                                      : std::max(32, 4 * opt.scheduler.parallel + 16)] {
       return new httplib::ThreadPool(static_cast<size_t>(n));
     };
+    http.set_socket_options([this](socket_t sock) {
+      httplib::default_socket_options(sock);
+      listen_socket = sock;
+    });
     http.set_payload_max_length(opt.max_body);
     http.set_keep_alive_timeout(5);
     http.set_tcp_nodelay(true);
@@ -473,16 +481,25 @@ Server::~Server() = default;
 
 int Server::restored_sessions() const { return impl_->restored; }
 
+// Debian's cpp-httplib is a compiled library that listens with a backlog of 5. A burst of clients
+// (sixteen streams opened at once while the accepting thread waits for a core) overflows that
+// queue: the kernel drops handshakes, falls back to SYN cookies and now and then resets a
+// connection whose request was already sent. Listening again on the bound socket raises the
+// backlog (Linux caps it at net.core.somaxconn).
+constexpr int kListenBacklog = 1024;
+
 int Server::bind() {
   auto& i = *impl_;
-  if (i.opt.port == 0) {
-    const int port = i.http.bind_to_any_port(i.opt.host);
+  int port = i.opt.port;
+  if (port == 0) {
+    port = i.http.bind_to_any_port(i.opt.host);
     if (port <= 0) fail("cannot listen on ", i.opt.host, " (any port)");
-    return port;
+  } else if (!i.http.bind_to_port(i.opt.host, port)) {
+    fail("cannot listen on ", i.opt.host, ":", port, " (in use, or not an address of this machine)");
   }
-  if (!i.http.bind_to_port(i.opt.host, i.opt.port))
-    fail("cannot listen on ", i.opt.host, ":", i.opt.port, " (in use, or not an address of this machine)");
-  return i.opt.port;
+  if (i.listen_socket < 0 || ::listen(i.listen_socket, kListenBacklog) != 0)
+    fail("cannot raise the listen backlog on ", i.opt.host, ":", port, ": ", std::strerror(errno));
+  return port;
 }
 
 void Server::run() {

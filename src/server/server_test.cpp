@@ -469,7 +469,7 @@ TEST_F(ServerTest, SixteenConcurrentStreamsEqualEachAlone) {
     });
   for (auto& t : threads) t.join();
   for (size_t i = 0; i < bodies.size(); ++i) {
-    EXPECT_EQ(together[i].status, 200);
+    EXPECT_EQ(together[i].status, 200) << "request " << i << ": " << together[i].error;
     EXPECT_TRUE(together[i].done) << i;
     EXPECT_EQ(together[i].text(), alone[i]) << "request " << i;
   }

@@ -149,6 +149,7 @@ inline Reply del(httplib::Client& c, const std::string& path) { return to_reply(
 // A streamed response: the JSON of each `data:` event, and whether it ended with [DONE].
 struct Sse {
   int status = 0;
+  std::string error;  // the client's error when no response came (status -1)
   std::vector<Json> events;
   bool done = false;
   std::string raw;
@@ -218,6 +219,7 @@ inline Sse post_stream(httplib::Client& c, const std::string& path, const Json& 
   auto res = c.send(req);
   Sse s = parse_sse(raw);
   s.status = res ? res->status : (status ? status : -1);
+  if (!res) s.error = httplib::to_string(res.error());
   return s;
 }
 
@@ -261,9 +263,16 @@ class ServeProcess {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   }
-  ~ServeProcess() { kill(SIGKILL); }
+  ~ServeProcess() {
+    signal(SIGCONT);  // a stopped process takes SIGKILL too, but only once it runs again may it be reaped
+    kill(SIGKILL);
+  }
   int port() const { return port_; }
   bool alive() const { return pid_ > 0; }
+  // Sends the signal and returns at once (SIGSTOP, SIGCONT).
+  void signal(int sig) const {
+    if (pid_ > 0) ::kill(pid_, sig);
+  }
   // Sends the signal and waits for the process; returns its wait status.
   int kill(int sig) {
     if (pid_ <= 0) return -1;
