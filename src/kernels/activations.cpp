@@ -4,6 +4,7 @@
 // the elements past the last whole group with libm's expf. Every step of that polynomial is an
 // IEEE operation (fused multiply-adds, products, a power-of-two scaling), so this scalar
 // emulation gives the same bits; the AVX-512 kernels (dot_avx512.cpp) are the fast path.
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/internal.h"
@@ -46,6 +47,13 @@ void silu_row(const float* x, float* y, int64_t n) {
   int64_t i = 0;
   for (; i < whole; ++i) y[i] = x[i] / (1.0f + detail::expf_ggml(0.0f - x[i]));
   for (; i < n; ++i) y[i] = x[i] / (1.0f + std::exp(-x[i]));
+}
+
+float max_row(const float* x, int64_t n) {
+  if (active_isa() == Isa::avx512) return detail::avx512_max_row(x, n);
+  float m = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, x[i]);
+  return m;
 }
 
 double softmax_exp_row(const float* x, float* y, int64_t n, float max) {

@@ -2,6 +2,7 @@
 // close to the true function.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -79,6 +80,33 @@ TEST_F(Activations, ExpIsGgmlsPolynomialNotLibm) {
   EXPECT_GT(differ, 0);
   // The tail past the last group of sixteen is libm's.
   for (size_t i = x.size() - x.size() % 16; i < x.size(); ++i) EXPECT_EQ(ex[i], std::exp(x[i]));
+}
+
+// max_row equals std::max taken element by element from -inf, on every instruction set and every
+// length (whole registers, groups of four, a tail), wherever the maximum lies; NaNs are skipped.
+TEST_F(Activations, MaxRowIsStdMaxElementByElement) {
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> d(-50.0f, 50.0f);
+  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512}) {
+    if (isa == Isa::avx512 && best_isa() != Isa::avx512) continue;
+    if (isa == Isa::avx2 && best_isa() == Isa::scalar) continue;
+    set_isa(isa);
+    EXPECT_EQ(max_row(nullptr, 0), -INFINITY) << isa_name(isa);
+    for (int64_t n : {1, 5, 15, 16, 17, 63, 64, 65, 130, 1000}) {
+      std::vector<float> x(n);
+      for (auto& v : x) v = d(rng) - 100.0f;  // all negative: a tail that counted as 0 would show
+      for (int64_t at : {int64_t{0}, n / 2, n - 1}) {
+        std::vector<float> y = x;
+        y[at] = -1.5f;
+        if (n > 2) y[(at + 1) % n] = NAN;
+        float want = -INFINITY;
+        for (float v : y) want = std::max(want, v);
+        EXPECT_EQ(max_row(y.data(), n), want) << isa_name(isa) << " n " << n << " max at " << at;
+      }
+      std::vector<float> inf(n, -INFINITY);
+      EXPECT_EQ(max_row(inf.data(), n), -INFINITY) << isa_name(isa) << " n " << n;
+    }
+  }
 }
 
 }  // namespace

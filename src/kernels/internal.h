@@ -104,9 +104,10 @@ void set_bf16_by_fma(bool on);
 // sixteen floats; scalar emulations, bit-identical to the vector code (activations.cpp).
 float expf_ggml(float x);
 float reduce16(const float* v);
-// The AVX-512 versions of silu_row and softmax_exp_row (dot_avx512.cpp).
+// The AVX-512 versions of silu_row, softmax_exp_row and max_row (dot_avx512.cpp).
 void avx512_silu_row(const float* x, float* y, int64_t n);
 double avx512_softmax_exp_row(const float* x, float* y, int64_t n, float max);
+float avx512_max_row(const float* x, int64_t n);
 
 // Vectorized half conversions (F16C); used by the *_row conversions when the CPU has them.
 void avx2_fp16_to_fp32(const uint16_t* x, float* y, int64_t n);

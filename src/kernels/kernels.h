@@ -242,4 +242,8 @@ void silu_row(const float* x, float* y, int64_t n);
 // one by one. Elements of x that are -inf give exactly 0.
 double softmax_exp_row(const float* x, float* y, int64_t n, float max);
 
+// The largest element of x, as std::max taken element by element from -inf: NaNs are skipped,
+// and -inf for n = 0. (Of +0 and -0 either may come back: x - max, and so softmax, is the same.)
+float max_row(const float* x, int64_t n);
+
 }  // namespace endless::kernels

@@ -93,8 +93,7 @@ void attend_token(const ModelConfig& c, const Rope& rope, TokenScratch& t, const
   }
   for (int h = h0; h < h1; ++h) {
     float* sh = t.scores.data() + h * n_keys;
-    float mx = -INFINITY;
-    for (int64_t k = 0; k < n_keys; ++k) mx = std::max(mx, sh[k]);
+    const float mx = kernels::max_row(sh, n_keys);
     const double sum = kernels::softmax_exp_row(sh, sh, n_keys, mx);
     const float inv = static_cast<float>(1.0 / sum);
     for (int64_t k = 0; k < n_keys; ++k) sh[k] *= inv;
