@@ -9,6 +9,8 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 
 #include "server/server_test_util.h"
@@ -39,6 +41,12 @@ TEST(Listen, ABurstOfClientsWaitsInTheQueueAndIsAnswered) {
   addr.sin_port = htons(static_cast<uint16_t>(server.port()));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   std::vector<pollfd> fds;
+  struct CloseAll {  // also when an assertion returns early
+    std::vector<pollfd>& fds;
+    ~CloseAll() {
+      for (auto& p : fds) ::close(p.fd);
+    }
+  } close_all{fds};
   for (int i = 0; i < burst; ++i) {
     const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
     ASSERT_GE(fd, 0);
@@ -79,7 +87,6 @@ TEST(Listen, ABurstOfClientsWaitsInTheQueueAndIsAnswered) {
       reply.append(buf, static_cast<size_t>(n));
     }
     if (reply.rfind("HTTP/1.1 200", 0) == 0) ++answered;
-    ::close(p.fd);
   }
   EXPECT_EQ(answered, burst);
 }
