@@ -73,7 +73,9 @@ TEST(ThreadPool, LoopsCoverTheRangeExactlyOnce) {
       });
       pool.parallel_for_balanced(n, 16, 40, [&](int64_t begin, int64_t end) {
         EXPECT_EQ(begin % 16, 0) << "n " << n;  // grain 40 is rounded down to 32
-        if (threads > 1) EXPECT_LE(end - begin, 32) << "n " << n;
+        if (threads > 1) {
+          EXPECT_LE(end - begin, 32) << "n " << n;
+        }
         for (int64_t i = begin; i < end; ++i) d[i].fetch_add(1);
       });
       for (int64_t i = 0; i < n; ++i) {
