@@ -30,6 +30,16 @@ rounds=${ROUNDS:-3}
 raw=${RAW_DIR:-$dir/raw}
 mkdir -p "$dir" "$raw"
 
+# One round of one side for $model, $type and $round.
+llama() {
+  "$llama_bench" -m "$model" -t "$threads" -p "$prompts" -n "$gen" -r "$reps" -mmp 0 -o json \
+    >"$raw/llama-$type-$round.json" 2>"$raw/llama-$type-$round.log"
+}
+endless() {
+  "$bin" bench -m "$model" -t "$threads" -p "$prompts" -n "$gen" -r "$reps" --no-mmap --json \
+    >"$raw/endless-$type-$round.json" 2>"$raw/endless-$type-$round.log"
+}
+
 for type in $types; do
   model=$dir/synth-254m-$type.gguf
   if [ ! -f "$model" ]; then
@@ -39,14 +49,6 @@ for type in $types; do
   fi
   for round in $(seq 1 "$rounds"); do
     echo "measuring $type, round $round of $rounds" >&2
-    llama() {
-      "$llama_bench" -m "$model" -t "$threads" -p "$prompts" -n "$gen" -r "$reps" -mmp 0 -o json \
-        >"$raw/llama-$type-$round.json" 2>"$raw/llama-$type-$round.log"
-    }
-    endless() {
-      "$bin" bench -m "$model" -t "$threads" -p "$prompts" -n "$gen" -r "$reps" --no-mmap --json \
-        >"$raw/endless-$type-$round.json" 2>"$raw/endless-$type-$round.log"
-    }
     if [ $((round % 2)) = 1 ]; then llama; endless; else endless; llama; fi
   done
 done

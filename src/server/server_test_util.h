@@ -263,10 +263,7 @@ class ServeProcess {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   }
-  ~ServeProcess() {
-    signal(SIGCONT);  // a stopped process takes SIGKILL too, but only once it runs again may it be reaped
-    kill(SIGKILL);
-  }
+  ~ServeProcess() { kill(SIGKILL); }  // SIGKILL ends a stopped process too
   int port() const { return port_; }
   bool alive() const { return pid_ > 0; }
   // Sends the signal and returns at once (SIGSTOP, SIGCONT).
