@@ -2,6 +2,8 @@
 #include "kernels/attention.h"
 
 #include <algorithm>
+#include <cmath>
+#include <vector>
 
 #include "kernels/internal.h"
 #include "kernels/kernels.h"
@@ -12,6 +14,22 @@
 
 namespace endless::kernels {
 
+double attention_dot(const float* x, const float* y, int n) {
+  const int whole = n - n % kDotLanes;
+  double sum = 0;
+  if (whole > 0) {
+    float lane[kDotLanes];
+    for (int l = 0; l < kDotLanes; ++l) lane[l] = std::fma(x[l], y[l], 0.0f);
+    for (int i = kDotLanes; i < whole; i += kDotLanes)
+      for (int l = 0; l < kDotLanes; ++l) lane[l] = std::fma(x[i + l], y[i + l], lane[l]);
+    for (int half = kDotLanes / 2; half > 0; half /= 2)
+      for (int l = 0; l < half; ++l) lane[l] += lane[l + half];
+    sum = lane[0];
+  }
+  for (int d = whole; d < n; ++d) sum += x[d] * y[d];  // a float product, added in double
+  return sum;
+}
+
 namespace detail {
 
 namespace {
@@ -19,28 +37,18 @@ namespace {
 inline float key_value(float x) { return x; }
 inline float key_value(uint16_t x) { return fp16_to_fp32(x); }
 
-// Keys four tiles at a time, their sums side by side, the slot innermost (the AVX2 path has its
-// own loop, attention_avx2.cpp, so this one is not cloned).
+// Each key gathered from its tile (dimension d of slot j is kKeyTile values after dimension d - 1)
+// and dotted with every head's query.
 template <typename T>
 void scores_tiles(const float* q, int n_q, int hd, const T* k, int64_t tile_stride, int64_t begin, int64_t len,
                   float scale, float* s, int64_t s_stride) {
-  constexpr int kTiles = 4;
-  double acc[kTiles * kKeyTile];
-  const int64_t end = begin + len, t_end = (end + kKeyTile - 1) / kKeyTile;
-  for (int h = 0; h < n_q; ++h)
-    for (int64_t t0 = begin / kKeyTile; t0 < t_end; t0 += kTiles) {
-      const int nt = static_cast<int>(std::min<int64_t>(kTiles, t_end - t0));
-      for (double& a : acc) a = 0;
-      for (int d = 0; d < hd; ++d) {
-        const float qd = q[h * hd + d];
-        for (int b = 0; b < nt; ++b) {
-          const T* row = k + (t0 + b) * tile_stride + d * kKeyTile;
-          for (int l = 0; l < kKeyTile; ++l) acc[b * kKeyTile + l] += qd * key_value(row[l]);
-        }
-      }
-      for (int64_t j = std::max(begin, t0 * kKeyTile); j < std::min(end, (t0 + nt) * kKeyTile); ++j)
-        s[h * s_stride + (j - begin)] = static_cast<float>(acc[j - t0 * kKeyTile]) * scale;
-    }
+  std::vector<float> key(hd);
+  for (int64_t j = begin; j < begin + len; ++j) {
+    const T* first = k + (j / kKeyTile) * tile_stride + j % kKeyTile;
+    for (int d = 0; d < hd; ++d) key[d] = key_value(first[d * kKeyTile]);
+    for (int h = 0; h < n_q; ++h)
+      s[h * s_stride + (j - begin)] = static_cast<float>(attention_dot(q + h * hd, key.data(), hd)) * scale;
+  }
 }
 
 }  // namespace

@@ -1,13 +1,28 @@
 // The two inner loops of attention, for one KV head and the query heads that share it, with
-// Engine::attention_reference's arithmetic exactly: a score is a sum in double, dimension by
-// dimension, of float products (exact when queries and keys are half-precision values, as with
-// an F16 cache); a weighted value is a float multiply then a float add per key, keys in order.
-// The scalar loops and the AVX-512 ones (many such sums side by side) give the same numbers bit
-// for bit.
+// Engine::attention_reference's arithmetic exactly: a score is attention_dot of the query and the
+// key (below); a weighted value is a float multiply then a float add per key, keys in order.
+// The scalar loops and the AVX2 and AVX-512 ones (many keys side by side) give the same numbers
+// bit for bit.
 #pragma once
 #include <cstdint>
 
 namespace endless::kernels {
+
+// A query-key dot product in the order of ggml_vec_dot_f16 as an AVX-512 build of ggml computes
+// it, which llama.cpp runs for a single token's attention scores:
+//  - the dimensions [0, whole), whole = n rounded down to a multiple of 64, go to 64 lanes: lane l
+//    starts as fma(x[l], y[l], 0) and takes fma(x[i + l], y[i + l], lane) for every further block
+//    of 64, i = 64, 128, ...;
+//  - the lanes are summed as halves: lane l += lane l + 32 (l < 32), then l + 16, l + 8, l + 4,
+//    l + 2, l + 1, all in float;
+//  - the dimensions [whole, n) are added to that sum in double, each a float product.
+// With half-precision x and y (an F16 cache rounds the query) every product is exact, and the
+// result is bit for bit ggml's. Heads narrower than 64 dimensions (stories260K's 8) are then
+// double sums of float products, dimension by dimension. ggml's F32 dot product has the same
+// lanes and tree but adds the dimensions past the last block in float; an F32 cache here keeps the
+// one definition above.
+double attention_dot(const float* x, const float* y, int n);
+constexpr int kDotLanes = 64;
 
 // Keys as the KV cache keeps them (memory/kv_store.h): tiles of kKeyTile consecutive slots, each
 // a [dimension][slot] block, so dimension d of sixteen consecutive keys is one vector. Dimension d
@@ -21,12 +36,10 @@ struct KeyTiles {
 };
 
 // Scores of n_q query heads against the keys of slots [begin, begin + len):
-// s[h * s_stride + j] = float(sum in double over d = 0..hd-1, in order, of the float product
-// q[h * hd + d] * key_{begin+j}[d]) * scale.
+// s[h * s_stride + j] = float(attention_dot(q + h * hd, key_{begin+j}, hd)) * scale.
 // With half-precision keys (f16) every value of q must be a half too (attention rounds queries
-// for an F16 cache): the float products are then exact, so the AVX-512 loop adds each to its
-// double sum as a fused multiply-add of the two values widened to double (the same numbers),
-// widening each key once for two heads.
+// for an F16 cache): the float products are then exact, which the AVX-512 loops use to fuse
+// operations (the same numbers), widening each key once for two heads.
 void attention_scores(const float* q, int n_q, int hd, const KeyTiles& k, int64_t begin, int64_t len, float scale,
                       float* s, int64_t s_stride);
 

@@ -1,8 +1,10 @@
 // AVX-512 attention loops (attention.h): the same arithmetic as the scalar loops, many sums side
 // by side, so the numbers are identical.
-//  - Scores: keys lie transposed, so sixteen keys' dimension d are one vector; up to eight vectors
-//    (128 keys) of one query head advance together: per dimension a float multiply, widened to
-//    two vectors of doubles, each added to its running sum (sixteen in registers). With
+//  - Scores: keys lie transposed, so sixteen keys' dimension d are one vector. Heads of 64
+//    dimensions or more follow attention_dot's lanes and tree in float, two heads at a time, one
+//    tile at a time, each key vector widened once for both heads. Narrower heads are double sums:
+//    up to eight vectors (128 keys) of one query head advance together, per dimension a float
+//    multiply, widened to two vectors of doubles, each added to its running sum; with
 //    half-precision inputs the float products are exact, and two heads go together over six
 //    tiles (24 double sums in registers), each key vector widened once and fused-multiply-added
 //    into both heads' double sums (same numbers), the queries widened once per span.
@@ -43,12 +45,10 @@ inline __mmask16 tile_lanes(int64_t t, int64_t begin, int64_t end) {
   return static_cast<__mmask16>(((1u << hi) - 1) & ~((1u << lo) - 1));
 }
 
-// A tile's sixteen double sums (lanes 0-7 in lo, 8-15 in hi) rounded to float and scaled: the
-// score of slot first + l (l in lanes) goes to s[first + l - begin].
-inline void store_scores(__m512d lo, __m512d hi, float scale, int64_t first, int64_t begin, __mmask16 lanes,
-                         float* s) {
-  const __m512 f = _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(lo)), _mm512_cvtpd_ps(hi), 1);
-  const __m512 v = _mm512_mul_ps(f, _mm512_set1_ps(scale));
+// A tile's sixteen float sums, scaled: the score of slot first + l (l in lanes) goes to
+// s[first + l - begin].
+inline void store_tile(__m512 sums, float scale, int64_t first, int64_t begin, __mmask16 lanes, float* s) {
+  const __m512 v = _mm512_mul_ps(sums, _mm512_set1_ps(scale));
   if (first >= begin) {
     _mm512_mask_storeu_ps(s + (first - begin), lanes, v);
   } else {  // the span starts inside this tile
@@ -59,6 +59,124 @@ inline void store_scores(__m512d lo, __m512d hi, float scale, int64_t first, int
   }
 }
 
+// The same from sixteen double sums (lanes 0-7 in lo, 8-15 in hi), each rounded to float first.
+inline void store_scores(__m512d lo, __m512d hi, float scale, int64_t first, int64_t begin, __mmask16 lanes,
+                         float* s) {
+  store_tile(_mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(lo)), _mm512_cvtpd_ps(hi), 1), scale, first,
+             begin, lanes, s);
+}
+
+// Heads of 64 dimensions or more: attention_dot's lanes and tree (attention.h), sixteen keys side
+// by side. Lane l of sixteen keys' dot products is one register, so each level of the tree is one
+// addition of registers per pair of lanes, and each key's sum is computed as attention_dot
+// computes it, in float throughout (no widening to double). One tile at a time, the tree depth
+// first.
+
+// Lane l (< 64) of H heads' dot products with a tile's sixteen keys, into out[h]: fused
+// multiply-adds, one per block of 64 dimensions below whole. The first is a plain multiply where
+// attention_dot has fma(x, y, 0): the two differ only in the sign of a zero, which tile_tree's
+// last addition of +0 clears (see there). (Results go through arrays: returned by value as a
+// struct of one vector, a result came out with only its low 128 bits under GCC 12 here.)
+template <int H, typename T>
+__attribute__((always_inline)) inline void tile_lane(const float* const* q, const T* tile, int whole, int l,
+                                                     __m512* out) {
+  __m512 k = load_keys(tile + l * kKeyTile);
+  for (int h = 0; h < H; ++h) out[h] = _mm512_mul_ps(_mm512_set1_ps(q[h][l]), k);
+  for (int i = kDotLanes; i < whole; i += kDotLanes) {
+    k = load_keys(tile + (i + l) * kKeyTile);
+    for (int h = 0; h < H; ++h) out[h] = _mm512_fmadd_ps(_mm512_set1_ps(q[h][i + l]), k, out[h]);
+  }
+}
+
+// Node x of the tree's level whose pairs are Stride lanes apart: node(x, Stride) =
+// node(x, 2 Stride) + node(x + Stride, 2 Stride), and at Stride 32 lane x + lane x + 32. Computed
+// depth first, so few partial sums are live at once. kExact: whole is 64 and every product is
+// exact (halves), so lane x + 32 is its product, and adding it is one fused multiply-add.
+template <int Stride, int H, bool kExact, typename T>
+__attribute__((always_inline)) inline void tile_node(const float* const* q, const T* tile, int whole, int x,
+                                                     __m512* out) {
+  __m512 a[H], b[H];
+  if constexpr (Stride == kDotLanes / 2) {
+    if (kExact) {
+      const __m512 k0 = load_keys(tile + x * kKeyTile), k1 = load_keys(tile + (x + Stride) * kKeyTile);
+      for (int h = 0; h < H; ++h)
+        out[h] = _mm512_fmadd_ps(_mm512_set1_ps(q[h][x + Stride]), k1, _mm512_mul_ps(_mm512_set1_ps(q[h][x]), k0));
+      return;
+    }
+    tile_lane<H>(q, tile, whole, x, a);
+    tile_lane<H>(q, tile, whole, x + Stride, b);
+  } else {
+    tile_node<2 * Stride, H, kExact>(q, tile, whole, x, a);
+    tile_node<2 * Stride, H, kExact>(q, tile, whole, x + Stride, b);
+  }
+  for (int h = 0; h < H; ++h) out[h] = _mm512_add_ps(a[h], b[h]);
+}
+
+// H heads' float sums over dimensions [0, whole) against a tile's sixteen keys. The root is added
+// to +0: attention_dot's sums are never -0 (each lane starts as fma(x, y, +0), and a sum is -0
+// only when both terms are), while starting from a multiply may leave -0 where it has +0; every
+// nonzero value is the same either way.
+template <int H, bool kExact, typename T>
+inline void tile_tree(const float* const* q, const T* tile, int whole, __m512* sums) {
+  tile_node<1, H, kExact>(q, tile, whole, 0, sums);
+  for (int h = 0; h < H; ++h) sums[h] = _mm512_add_ps(sums[h], _mm512_setzero_ps());
+}
+
+constexpr int64_t kScoresAhead = 4;
+
+// H heads' scores against the tiles holding slots [begin, end): the tree over dimensions
+// [0, whole), then the dimensions [whole, hd) added in double. Whole tiles are read (they lie
+// within the cache); only the slots in [begin, end) are stored.
+template <int H, bool kExact, typename T>
+void scores_tree(const float* const* q, int hd, const T* k, int64_t tile_stride, int64_t begin, int64_t end,
+                 float scale, float* const* s) {
+  const int whole = hd - hd % kDotLanes;
+  const int64_t t_end = (end + kKeyTile - 1) / kKeyTile;
+  for (int64_t t = begin / kKeyTile; t < t_end; ++t) {
+    const T* tile = k + t * tile_stride;
+    // A head's keys are short runs of a tile (2 KiB for 64 dimensions of halves), tiles
+    // kv_dim * 16 values apart: the hardware prefetchers follow them poorly, so each tile fetches
+    // the one kScoresAhead on (an address computed as an integer: it may lie past the cache).
+    const uintptr_t ahead = reinterpret_cast<uintptr_t>(tile) + kScoresAhead * tile_stride * sizeof(T);
+    for (int64_t b = 0; b < int64_t{kKeyTile} * hd * int64_t{sizeof(T)}; b += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(ahead + b), _MM_HINT_T0);
+    const __mmask16 lanes = tile_lanes(t, begin, end);
+    __m512 sums[H];
+    tile_tree<H, kExact>(q, tile, whole, sums);
+    for (int h = 0; h < H; ++h) {
+      if (whole == hd) {
+        store_tile(sums[h], scale, t * kKeyTile, begin, lanes, s[h]);
+        continue;
+      }
+      __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(sums[h]));
+      __m512d hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(sums[h], 1));
+      for (int d = whole; d < hd; ++d) {
+        const __m512 p = _mm512_mul_ps(_mm512_set1_ps(q[h][d]), load_keys(tile + d * kKeyTile));
+        lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(p)));
+        hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm512_extractf32x8_ps(p, 1)));
+      }
+      store_scores(lo, hi, scale, t * kKeyTile, begin, lanes, s[h]);
+    }
+  }
+}
+
+template <bool kExact, typename T>
+void scores_tree_heads(const float* q, int n_q, int hd, const T* k, int64_t tile_stride, int64_t begin,
+                       int64_t end, float scale, float* s, int64_t s_stride) {
+  int h = 0;
+  for (; h + 2 <= n_q; h += 2) {
+    const float* qs[2] = {q + h * hd, q + (h + 1) * hd};
+    float* ss[2] = {s + h * s_stride, s + (h + 1) * s_stride};
+    scores_tree<2, kExact>(qs, hd, k, tile_stride, begin, end, scale, ss);
+  }
+  if (h < n_q) {
+    const float* qs[1] = {q + h * hd};
+    float* ss[1] = {s + h * s_stride};
+    scores_tree<1, kExact>(qs, hd, k, tile_stride, begin, end, scale, ss);
+  }
+}
+
+// Heads narrower than 64 dimensions: double sums, dimension by dimension.
 // One query head over tiles [t0, t0 + NB): per dimension a float product per key, widened to
 // double and added to the key's sum. Whole tiles are read (they lie within the cache); only the
 // slots in [begin, end) are stored.
@@ -222,6 +340,18 @@ void avx512_attention_scores(const float* q, int n_q, int hd, const KeyTiles& k,
                              float scale, float* s, int64_t s_stride) {
   if (len <= 0) return;
   const int64_t end = begin + len;
+  if (hd >= kDotLanes) {
+    if (!k.f16)
+      scores_tree_heads<false>(q, n_q, hd, static_cast<const float*>(k.data), k.tile_stride, begin, end, scale, s,
+                               s_stride);
+    else if (hd < 2 * kDotLanes)
+      scores_tree_heads<true>(q, n_q, hd, static_cast<const uint16_t*>(k.data), k.tile_stride, begin, end, scale, s,
+                              s_stride);
+    else
+      scores_tree_heads<false>(q, n_q, hd, static_cast<const uint16_t*>(k.data), k.tile_stride, begin, end, scale,
+                               s, s_stride);
+    return;
+  }
   if (!k.f16) {
     for (int h = 0; h < n_q; ++h)
       scores_head<8>(q + h * hd, hd, static_cast<const float*>(k.data), k.tile_stride, begin, end, scale,

@@ -1,6 +1,7 @@
 #include "kernels/attention.h"
 
 #include <gtest/gtest.h>
+#include <immintrin.h>
 
 #include <algorithm>
 #include <cmath>
@@ -22,7 +23,7 @@ struct Shape {
 std::vector<Shape> shapes() {
   std::vector<Shape> out;
   for (int n_q : {1, 2, 3, 4})
-    for (int hd : {8, 16, 24, 64, 128, 256})
+    for (int hd : {8, 16, 24, 64, 80, 128, 192, 256})
       for (int64_t len : {1, 15, 16, 17, 127, 128, 129, 300}) out.push_back({n_q, hd, len});
   return out;
 }
@@ -72,6 +73,52 @@ struct Tiles {
   }
   float key(int64_t slot, int d) const { return keys[slot * kv_dim + kFirstDim + d]; }
 };
+
+// ggml_vec_dot_f16 and ggml_vec_dot_f32 as an AVX-512 build of ggml computes them, written here
+// from their description: four registers of sixteen lanes take fused multiply-adds over blocks of
+// 64 dimensions; then register 0 += 2, 1 += 3, 0 += 1, and _mm512_reduce_add_ps; the dimensions
+// past the last block are added in double (the F16 version).
+// GCC 12's own intrinsics headers warn about their undefined-upper-half idiom.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+__attribute__((target("avx512f,f16c,fma"))) double ggml_avx512_dot(const float* x, const float* y, int n) {
+  const int np = n & ~63;
+  __m512 sum[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+  for (int i = 0; i < np; i += 64)
+    for (int j = 0; j < 4; ++j)
+      sum[j] = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16 * j), _mm512_loadu_ps(y + i + 16 * j), sum[j]);
+  sum[0] = _mm512_add_ps(sum[0], sum[2]);
+  sum[1] = _mm512_add_ps(sum[1], sum[3]);
+  sum[0] = _mm512_add_ps(sum[0], sum[1]);
+  double r = _mm512_reduce_add_ps(sum[0]);
+  for (int i = np; i < n; ++i) r += static_cast<double>(x[i] * y[i]);
+  return r;
+}
+#pragma GCC diagnostic pop
+
+TEST(Attention, DotIsGgmlsAvx512DotProductBitForBit) {
+  if (!detail::cpu_has_avx512()) GTEST_SKIP() << "no AVX-512 on this CPU to run ggml's order with";
+  uint32_t seed = 100;
+  for (int n : {8, 48, 64, 80, 96, 128, 192, 256, 320})
+    for (bool half : {true, false})
+      for (int rep = 0; rep < 50; ++rep) {
+        auto x = random_floats(n, ++seed), y = random_floats(n, ++seed);
+        std::mt19937 rng(seed);
+        for (auto* v : {&x, &y})
+          for (auto& e : *v) {
+            if (rng() % 40 == 0) e *= 3e3f;   // large products next to small ones: order matters
+            if (rng() % 40 == 1) e *= 1e-5f;  // subnormal halves
+            if (half) e = fp16_to_fp32(fp32_to_fp16(e));
+          }
+        // With float inputs ggml's F32 version adds the dimensions past the last block in float:
+        // only whole blocks are compared there (attention.h).
+        if (!half && n % 64 != 0) continue;
+        const double ours = attention_dot(x.data(), y.data(), n), ggml = ggml_avx512_dot(x.data(), y.data(), n);
+        ASSERT_EQ(std::memcmp(&ours, &ggml, sizeof ours), 0)
+            << "n " << n << (half ? " halves" : " floats") << " rep " << rep << ": " << ours << " vs " << ggml;
+      }
+}
 
 // The scalar loops against sums in double (they compute the documented quantities), then the
 // AVX2 and AVX-512 loops against the scalar ones, bit for bit: float and half keys, spans that

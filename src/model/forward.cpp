@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "kernels/attention.h"
 #include "kernels/kernels.h"
 #include "util/error.h"
 #include "util/fp16.h"
@@ -129,8 +130,8 @@ void Engine::attention_reference(int layer, const BatchPart& part, const float* 
           for (int h = 0; h < c.n_heads; ++h) {
             const float* qh = qr.data() + h * hd;
             const float* kh = kf.data() + (h / group) * hd;
-            double dot = 0;
-            for (int d = 0; d < hd; ++d) dot += qh[d] * kh[d];
+            // The dot product in ggml's order (kernels::attention_dot, attention.h).
+            const double dot = kernels::attention_dot(qh, kh, hd);
             scores[h * n_keys + j] = static_cast<float>(dot) * scale;
           }
         }
