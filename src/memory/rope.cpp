@@ -10,6 +10,10 @@ Rope::Rope(const RopeConfig& config) : cfg_(config) {
     inv_freq_[i] = cfg_.freq_scale * std::pow(cfg_.freq_base, -2.0 * i / cfg_.n_rot);
 }
 
+// angles() writes c[0, half) and s[0, half) before rotate() reads them; GCC 12 cannot see it
+// through the two calls and warns that the arrays may be used uninitialized.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 void Rope::apply(float* x, int n_heads, double pos) const {
   // cos/sin once per frequency, shared by every head.
   const int half = cfg_.n_rot / 2;
@@ -25,6 +29,7 @@ void Rope::apply(float* x, int n_heads, double pos) const {
   angles(pos, c, s);
   rotate(x, n_heads, c, s);
 }
+#pragma GCC diagnostic pop
 
 void Rope::angles(double pos, float* c, float* s) const {
   for (int i = 0; i < cfg_.n_rot / 2; ++i) {
