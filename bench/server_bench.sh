@@ -60,8 +60,12 @@ for i in $(seq 1 "$sessions"); do
 done
 generate s1 >/dev/null  # warm-up (and the system prompts are read meanwhile)
 
-single=0; single_ttft=0; aggregate=0; ttft_med=0; ttft_max=0; ratios=()
+single=0; single_ttft=0; aggregate=0; ttft_med=0; ttft_max=0; ratios=(); in_order=()
 for _ in $(seq 1 "$rounds"); do
+  # Each round adds TOKENS to every session, so the later rounds attend deeper caches: attention
+  # is each session's own work (batching shares the weights' reads, not the caches'), so the
+  # ratio falls with depth. The depth of session 2 (as all but the first) is printed per round.
+  depth=$(curl -s "$base/v1/sessions/s2" | field tokens_seen)
   # One session alone.
   r=$(generate s1)
   rate=$(field predicted_per_second <<<"$r")
@@ -79,6 +83,7 @@ for _ in $(seq 1 "$rounds"); do
   done
   rate=$(calc "$decoded / ($window / 1000)")
   ratios+=("$(calc "$rate / $round_single")")
+  in_order+=("$(printf '%.2fx @ %d' "${ratios[-1]}" "$depth")")
   if [ "$(calc "$rate > $aggregate")" = 1 ]; then
     aggregate=$rate
     sorted=$(printf '%s\n' "${ttfts[@]}" | sort -g)
@@ -104,6 +109,7 @@ printf '| speed-up (best / best) | %.2fx |\n' "$(calc "$aggregate / $single")"
 sorted_ratios=$(printf '%s\n' "${ratios[@]}" | sort -g)
 printf '| speed-up per round (sorted) | %s |\n' "$(printf '%.2fx ' $sorted_ratios)"
 printf '| speed-up, median of the rounds | %.2fx |\n' "$(sed -n "$(( (rounds + 1) / 2 ))p" <<<"$sorted_ratios")"
+printf '| speed-up per round, in order @ depth of the sessions | %s |\n' "$(IFS=,; echo "${in_order[*]}" | sed 's/,/, /g')"
 printf '| time to first token, 1 session alone | %.0f ms |\n' "$single_ttft"
 printf '| time to first token, %d sessions asking together (median / max) | %.0f ms / %.0f ms |\n' \
   "$sessions" "$ttft_med" "$ttft_max"
