@@ -109,7 +109,8 @@ printf '| speed-up (best / best) | %.2fx |\n' "$(calc "$aggregate / $single")"
 sorted_ratios=$(printf '%s\n' "${ratios[@]}" | sort -g)
 printf '| speed-up per round (sorted) | %s |\n' "$(printf '%.2fx ' $sorted_ratios)"
 printf '| speed-up, median of the rounds | %.2fx |\n' "$(sed -n "$(( (rounds + 1) / 2 ))p" <<<"$sorted_ratios")"
-printf '| speed-up per round, in order @ depth of the sessions | %s |\n' "$(IFS=,; echo "${in_order[*]}" | sed 's/,/, /g')"
+in_order_list=$(IFS=,; echo "${in_order[*]}" | sed 's/,/, /g')
+printf '| speed-up per round, in order @ depth of the sessions | %s |\n' "$in_order_list"
 printf '| time to first token, 1 session alone | %.0f ms |\n' "$single_ttft"
 printf '| time to first token, %d sessions asking together (median / max) | %.0f ms / %.0f ms |\n' \
   "$sessions" "$ttft_med" "$ttft_max"

@@ -42,7 +42,8 @@ inline float key_value(uint16_t x) { return fp16_to_fp32(x); }
 template <typename T>
 void scores_tiles(const float* q, int n_q, int hd, const T* k, int64_t tile_stride, int64_t begin, int64_t len,
                   float scale, float* s, int64_t s_stride) {
-  std::vector<float> key(hd);
+  thread_local std::vector<float> key;
+  key.resize(hd);
   for (int64_t j = begin; j < begin + len; ++j) {
     const T* first = k + (j / kKeyTile) * tile_stride + j % kKeyTile;
     for (int d = 0; d < hd; ++d) key[d] = key_value(first[d * kKeyTile]);

@@ -8,6 +8,8 @@
 
 namespace endless::kernels {
 
+constexpr int kDotLanes = 64;
+
 // A query-key dot product in the order of ggml_vec_dot_f16 as an AVX-512 build of ggml computes
 // it, which llama.cpp runs for a single token's attention scores:
 //  - the dimensions [0, whole), whole = n rounded down to a multiple of 64, go to 64 lanes: lane l
@@ -22,7 +24,6 @@ namespace endless::kernels {
 // lanes and tree but adds the dimensions past the last block in float; an F32 cache here keeps the
 // one definition above.
 double attention_dot(const float* x, const float* y, int n);
-constexpr int kDotLanes = 64;
 
 // Keys as the KV cache keeps them (memory/kv_store.h): tiles of kKeyTile consecutive slots, each
 // a [dimension][slot] block, so dimension d of sixteen consecutive keys is one vector. Dimension d

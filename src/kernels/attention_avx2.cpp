@@ -54,7 +54,8 @@ void scores_tree(const float* qh, int hd, const T* k, int64_t tile_stride, int64
       for (int l = 0; l < 2; ++l) v[l] = _mm256_add_ps(v[l], v[l + 2]);
       __m256 sums = _mm256_add_ps(v[0], v[1]);
       if (whole < hd) {
-        __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(sums)), hi = _mm256_cvtps_pd(_mm256_extractf128_ps(sums, 1));
+        __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(sums));
+        __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(sums, 1));
         for (int d = whole; d < hd; ++d) {
           const __m256 p = _mm256_mul_ps(_mm256_set1_ps(qh[d]), load8(keys + d * kKeyTile));
           lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(p)));
