@@ -134,9 +134,9 @@ void scores_tree(const float* const* q, int hd, const T* k, int64_t tile_stride,
   const int64_t t_end = (end + kKeyTile - 1) / kKeyTile;
   for (int64_t t = begin / kKeyTile; t < t_end; ++t) {
     const T* tile = k + t * tile_stride;
-    // A head's keys are short runs of a tile (2 KiB for 64 dimensions of halves), tiles
-    // kv_dim * 16 values apart: the hardware prefetchers follow them poorly, so each tile fetches
-    // the one kScoresAhead on (an address computed as an integer: it may lie past the cache).
+    // At depth the keys come from memory, a tile (2 KiB for 64 dimensions of halves) per step of
+    // arithmetic: each tile fetches the one kScoresAhead on, so the reads stay ahead (an address
+    // computed as an integer: it may lie past the cache).
     const uintptr_t ahead = reinterpret_cast<uintptr_t>(tile) + kScoresAhead * tile_stride * sizeof(T);
     for (int64_t b = 0; b < int64_t{kKeyTile} * hd * int64_t{sizeof(T)}; b += 64)
       _mm_prefetch(reinterpret_cast<const char*>(ahead + b), _MM_HINT_T0);
