@@ -53,7 +53,7 @@ class KVStore {
   void read_value(int layer, int64_t slot, float* out) const;
 
  private:
-  const uint8_t* at(const AlignedVector<uint8_t>& buf, int layer, int64_t slot) const {
+  const uint8_t* at(const HugePageVector<uint8_t>& buf, int layer, int64_t slot) const {
     return buf.data() + ((static_cast<size_t>(layer) * capacity_ + slot) * kv_dim_) * elem_size();
   }
   // Element offset of dimension 0 of head `head` of `slot`'s key; the head's dimension d is
@@ -74,7 +74,7 @@ class KVStore {
   int64_t capacity_ = 0;
   int64_t n_tiles_ = 0;  // key tiles per layer and head: capacity rounded up to whole tiles
   TensorType type_ = TensorType::F32;
-  AlignedVector<uint8_t> k_, v_;  // on cache lines: attention loads whole tiles and rows
+  HugePageVector<uint8_t> k_, v_;  // huge pages (each step reads them all), on cache lines at least
 };
 
 }  // namespace endless

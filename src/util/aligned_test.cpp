@@ -24,5 +24,23 @@ TEST(AlignedVector, StorageStartsOnACacheLine) {
   }
 }
 
+// Storage of 2 MiB or more starts on a 2 MiB boundary (where a huge page can back it), smaller
+// storage on a cache line; growing and copying keep both, and the contents.
+TEST(HugePageVector, LargeStorageStartsOnAHugePageBoundary) {
+  constexpr size_t kHuge = size_t{2} << 20;
+  for (size_t n : {size_t{1}, size_t{4097}, kHuge - 1, kHuge, 3 * kHuge + 5}) {
+    HugePageVector<uint8_t> bytes(n, 7);
+    const size_t align = n >= kHuge ? kHuge : 64;
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(bytes.data()) % align, 0u) << n;
+    bytes.resize(n + kHuge, 9);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(bytes.data()) % kHuge, 0u) << n;
+    EXPECT_EQ(bytes[n - 1], 7);
+    EXPECT_EQ(bytes[n + kHuge - 1], 9);
+    const HugePageVector<uint8_t> copy = bytes;
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(copy.data()) % kHuge, 0u) << n;
+    EXPECT_EQ(copy, bytes);
+  }
+}
+
 }  // namespace
 }  // namespace endless
