@@ -52,6 +52,7 @@ void KVStore::take_key(int layer, int64_t slot, int d0, int n, void* row) const 
 }
 
 void KVStore::write(int layer, int64_t slot, const float* k, const float* v) {
+  written_ = std::max(written_, slot + 1);
   uint8_t* vd = value(layer, slot);
   if (type_ == TensorType::F32) {
     put_key<float>(layer, slot, 0, kv_dim_, k);
@@ -82,6 +83,7 @@ void copy_key_lanes(const T* src, T* dst, int n, int n_dims) {
 
 void KVStore::move(int64_t from, int64_t to, int64_t n) {
   if (n <= 0 || from == to) return;
+  written_ = std::max(written_, to + n);
   const size_t row = kv_dim_ * elem_size();
   for (int l = 0; l < n_layers_; ++l) {
     std::memmove(value(l, to), value(l, from), n * row);
@@ -125,6 +127,7 @@ void KVStore::get_keys(int layer, int64_t slot, int64_t n, void* rows) const {
 }
 
 void KVStore::set_keys(int layer, int64_t slot, int64_t n, const void* rows) {
+  if (n > 0) written_ = std::max(written_, slot + n);
   const auto* r = static_cast<const uint8_t*>(rows);
   const size_t row_bytes = kv_dim_ * elem_size();
   for (int64_t i = 0; i < n; ++i) {

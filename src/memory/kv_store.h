@@ -33,6 +33,9 @@ class KVStore {
   TensorType type() const { return type_; }
   size_t bytes() const { return k_.size() + v_.size(); }  // allocated for keys and values
   size_t elem_size() const { return type_ == TensorType::F16 ? 2 : 4; }
+  // One past the highest slot written so far (write, move, set_keys), in any layer: the slots
+  // from here on hold zeros as constructed, so a snapshot leaves them out.
+  int64_t written() const { return written_; }
 
   // Writes one slot's key and value (floats, converted to the storage type).
   void write(int layer, int64_t slot, const float* k, const float* v);
@@ -49,6 +52,7 @@ class KVStore {
   kernels::KeyTiles key_tiles(int layer, int head) const;
 
   const uint8_t* value(int layer, int64_t slot) const { return at(v_, layer, slot); }
+  // For writing values of slots whose keys were just set (set_keys), which counts them as written.
   uint8_t* value(int layer, int64_t slot) { return const_cast<uint8_t*>(at(v_, layer, slot)); }
   void read_value(int layer, int64_t slot, float* out) const;
 
@@ -73,6 +77,7 @@ class KVStore {
   int head_dim_ = 0, n_heads_ = 0;
   int64_t capacity_ = 0;
   int64_t n_tiles_ = 0;  // key tiles per layer and head: capacity rounded up to whole tiles
+  int64_t written_ = 0;
   TensorType type_ = TensorType::F32;
   HugePageVector<uint8_t> k_, v_;  // huge pages (each step reads them all), on cache lines at least
 };

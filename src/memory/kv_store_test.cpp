@@ -108,5 +108,25 @@ TEST(KVStore, KeyTilesOfAHead) {
   EXPECT_THROW(KVStore(1, 12, 4, TensorType::F32, 5), Error);
 }
 
+// written(): one past the highest slot that a write, a move or set_keys reached, in any layer.
+TEST(KVStore, CountsTheSlotsWritten) {
+  KVStore s(2, 8, 50, TensorType::F16, 4);
+  EXPECT_EQ(s.written(), 0);
+  std::vector<float> k(8, 1.f), v(8, 2.f);
+  s.write(1, 6, k.data(), v.data());
+  EXPECT_EQ(s.written(), 7);
+  s.write(0, 3, k.data(), v.data());
+  EXPECT_EQ(s.written(), 7);
+  s.move(2, 20, 5);
+  EXPECT_EQ(s.written(), 25);
+  s.move(20, 0, 5);
+  EXPECT_EQ(s.written(), 25);
+  std::vector<uint8_t> rows(3 * 8 * s.elem_size(), 0);
+  s.set_keys(0, 40, 3, rows.data());
+  EXPECT_EQ(s.written(), 43);
+  s.set_keys(0, 49, 0, rows.data());
+  EXPECT_EQ(s.written(), 43);
+}
+
 }  // namespace
 }  // namespace endless

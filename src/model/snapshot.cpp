@@ -14,7 +14,10 @@ namespace endless {
 namespace {
 
 constexpr char kMagic[8] = {'E', 'N', 'D', 'L', 'S', 'N', 'A', 'P'};
-constexpr uint32_t kVersion = 5;  // 2: the sirllm and infllm settings; 3: infllm's scoring; 4: infllm's index search; 5: infllm's key half-life, whitening and consensus layers; 1 to 4 are still read
+// 2: the sirllm and infllm settings; 3: infllm's scoring; 4: infllm's index search; 5: infllm's
+// key half-life, whitening and consensus layers; 6: only the slots written so far (a young
+// session's snapshot holds its tokens, not its whole cache). 1 to 5 are still read.
+constexpr uint32_t kVersion = 6;
 
 uint64_t fnv1a(const uint8_t* p, size_t n, uint64_t h = 1469598103934665603ull) {
   for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
@@ -129,11 +132,13 @@ void save_sequence(const Sequence& seq, const ModelConfig& model, const std::str
   for (int64_t v : state) o.put<int64_t>(v);
   const KVStore& s = seq.store;
   o.put<int64_t>(s.capacity());
-  const size_t layer_bytes = static_cast<size_t>(s.capacity()) * s.kv_dim() * s.elem_size();
+  o.put<int64_t>(s.written());  // the slots from there on are zeros in every layer
+  const size_t layer_bytes = static_cast<size_t>(s.written()) * s.kv_dim() * s.elem_size();
+  o.b.reserve(o.b.size() + 2 * layer_bytes * s.n_layers() + 8);
   for (int l = 0; l < s.n_layers(); ++l) {  // keys as rows, slot by slot, whatever the cache's layout
     const size_t at = o.b.size();
     o.b.resize(at + layer_bytes);
-    s.get_keys(l, 0, s.capacity(), o.b.data() + at);
+    s.get_keys(l, 0, s.written(), o.b.data() + at);
     o.b.insert(o.b.end(), s.value(l, 0), s.value(l, 0) + layer_bytes);
   }
   o.put<uint64_t>(fnv1a(o.b.data(), o.b.size()));
@@ -233,10 +238,12 @@ std::unique_ptr<Sequence> load_sequence(const Engine& engine, const std::string&
   seq->policy->load_state(state);
   KVStore& s = seq->store;
   if (in.get<int64_t>() != s.capacity()) fail(path, ": snapshot is corrupt (cache size)");
-  const size_t layer_bytes = static_cast<size_t>(s.capacity()) * s.kv_dim() * s.elem_size();
+  const int64_t written = version >= 6 ? in.get<int64_t>() : s.capacity();
+  if (written < 0 || written > s.capacity()) fail(path, ": snapshot is corrupt (slots written)");
+  const size_t layer_bytes = static_cast<size_t>(written) * s.kv_dim() * s.elem_size();
   for (int l = 0; l < s.n_layers(); ++l) {
     if (in.n - in.pos < 2 * layer_bytes) fail(path, ": snapshot is truncated");
-    s.set_keys(l, 0, s.capacity(), b.data() + in.pos);
+    s.set_keys(l, 0, written, b.data() + in.pos);
     std::memcpy(s.value(l, 0), b.data() + in.pos + layer_bytes, layer_bytes);
     in.pos += 2 * layer_bytes;
   }
