@@ -15,7 +15,7 @@ namespace {
 
 // The FNV-1a checksum a snapshot ends with, recomputed over b (without its old one).
 void reseal(std::vector<uint8_t>& b) {
-  b.resize(b.size() - 8);
+  b.erase(b.end() - 8, b.end());
   uint64_t h = 1469598103934665603ull;
   for (uint8_t x : b) h = (h ^ x) * 1099511628211ull;
   for (int i = 0; i < 8; ++i) b.push_back(static_cast<uint8_t>(h >> (8 * i)));
