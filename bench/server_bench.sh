@@ -42,14 +42,14 @@ calc() { echo "$*" | bc -l; }
 generate() {  # generate SESSION > json
   curl -s "$base/v1/sessions/$1/generate" -d "{\"max_tokens\":$tokens,\"temperature\":0,\"ignore_eos\":true}"
 }
-generate_all() {  # generate_all PREFIX: every session at once, answers in PREFIX.1 ... PREFIX.N
+generate_all() {  # generate_all PREFIX [TOKENS]: every session at once, answers in PREFIX.1 ... PREFIX.N
   # One client process sends them all: eight curl processes starting at once took tens of
   # milliseconds of CPU time each (libcurl and OpenSSL start-up), on the same two cores, while
   # the first sessions already decoded.
-  local args=()
+  local args=() n=${2:-$tokens}
   for i in $(seq 1 "$sessions"); do
     [ "$i" -gt 1 ] && args+=(--next)
-    args+=(-s "$base/v1/sessions/s$i/generate" -d "{\"max_tokens\":$tokens,\"temperature\":0,\"ignore_eos\":true}"
+    args+=(-s "$base/v1/sessions/s$i/generate" -d "{\"max_tokens\":$n,\"temperature\":0,\"ignore_eos\":true}"
       -o "$1.$i")
   done
   curl -Z --parallel-immediate --parallel-max "$sessions" "${args[@]}"
@@ -62,9 +62,7 @@ done
 # every session at once for a few tokens, so that the first round's batched steps do not pay
 # alone for what any first batched step pays once (buffers sized for eight tokens, code paths).
 generate s1 >/dev/null
-tokens_measured=$tokens; tokens=8
-generate_all "$dir/warm"
-tokens=$tokens_measured
+generate_all "$dir/warm" 8
 
 single=0; single_ttft=0; aggregate=0; ttft_med=0; ttft_max=0; ratios=(); in_order=()
 for _ in $(seq 1 "$rounds"); do

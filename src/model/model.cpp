@@ -1,13 +1,12 @@
 #include "model/model.h"
 
-#include <sys/mman.h>
-
 #include <cstdlib>
 #include <cstring>
 #include <map>
 
 #include "kernels/gemm.h"
 #include "kernels/kernels.h"
+#include "util/aligned.h"
 #include "util/error.h"
 #include "util/mapped_file.h"
 
@@ -116,15 +115,13 @@ void Model::pack_matrices() {
     if (kernels::wants_aligned_copy(w.type, w.data)) return {row_size(w.type, w.n_in) * static_cast<size_t>(w.n_out), true};
     return {0, false};
   };
-  constexpr size_t kHugePage = size_t{2} << 20;
   size_t total = 0;
   for (const Weight* w : matrices) total += (bytes_of(*w).first + 63) / 64 * 64;
   if (total == 0) return;
-  total = (total + kHugePage - 1) / kHugePage * kHugePage;
-  packed_.reset(static_cast<uint8_t*>(std::aligned_alloc(kHugePage, total)));
+  total = round_to_huge_pages(total);
+  packed_.reset(static_cast<uint8_t*>(allocate_huge_pages(total)));
   if (!packed_) fail(file_.path(), ": cannot allocate ", total >> 20, " MiB for the packed weights");
   packed_bytes_ = total;
-  ::madvise(packed_.get(), total, MADV_HUGEPAGE);  // advice only
   size_t at = 0;
   for (Weight* w : matrices) {
     const auto [n, copy] = bytes_of(*w);

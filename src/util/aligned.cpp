@@ -4,8 +4,10 @@
 
 namespace endless {
 
-void advise_huge_pages(void* p, size_t bytes) {
-  ::madvise(p, bytes, MADV_HUGEPAGE);  // advice only: the kernel may keep 4 KiB pages
+void* allocate_huge_pages(size_t bytes) {
+  void* p = std::aligned_alloc(kHugePageBytes, bytes);
+  if (p != nullptr) ::madvise(p, bytes, MADV_HUGEPAGE);  // advice only: the kernel may keep 4 KiB pages
+  return p;
 }
 
 }  // namespace endless

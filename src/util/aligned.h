@@ -11,8 +11,13 @@
 
 namespace endless {
 
-// madvise(MADV_HUGEPAGE) (aligned.cpp), so that this header needs no system headers.
-void advise_huge_pages(void* p, size_t bytes);
+// Memory on huge pages where the kernel grants them: 2 MiB-aligned, advised MADV_HUGEPAGE (advice
+// only; 4 KiB pages where refused). For buffers that every decode step reads end to end (a
+// session's KV cache, the packed weights): one TLB entry then covers 512 times as many bytes.
+constexpr size_t kHugePageBytes = size_t{2} << 20;
+constexpr size_t round_to_huge_pages(size_t bytes) { return (bytes + kHugePageBytes - 1) / kHugePageBytes * kHugePageBytes; }
+// bytes: a multiple of kHugePageBytes. Null where the allocation fails; release with std::free.
+void* allocate_huge_pages(size_t bytes);
 
 template <typename T>
 struct CacheLineAllocator {
@@ -35,24 +40,19 @@ struct CacheLineAllocator {
 template <typename T>
 using AlignedVector = std::vector<T, CacheLineAllocator<T>>;
 
-// Storage of 2 MiB and more on 2 MiB boundaries, advised to the kernel as huge pages
-// (MADV_HUGEPAGE; advice only, 4 KiB pages where refused), smaller storage on cache lines. For
-// buffers that every decode step reads end to end, such as a session's KV cache: one TLB entry
-// then covers 512 times as many bytes.
+// Storage of 2 MiB and more on huge pages (allocate_huge_pages), smaller storage on cache lines.
 template <typename T>
 struct HugePageAllocator {
   using value_type = T;
-  static constexpr size_t kHugePage = size_t{2} << 20;
   HugePageAllocator() = default;
   template <typename U>
   HugePageAllocator(const HugePageAllocator<U>&) {}
   T* allocate(size_t n) {
-    if (n > static_cast<size_t>(-1) / sizeof(T) - kHugePage) throw std::bad_array_new_length();
+    if (n > static_cast<size_t>(-1) / sizeof(T) - kHugePageBytes) throw std::bad_array_new_length();
     const size_t bytes = n * sizeof(T);
-    if (bytes < kHugePage) return CacheLineAllocator<T>().allocate(n);
-    void* p = std::aligned_alloc(kHugePage, (bytes + kHugePage - 1) / kHugePage * kHugePage);
+    if (bytes < kHugePageBytes) return CacheLineAllocator<T>().allocate(n);
+    void* p = allocate_huge_pages(round_to_huge_pages(bytes));
     if (p == nullptr) throw std::bad_alloc();
-    advise_huge_pages(p, (bytes + kHugePage - 1) / kHugePage * kHugePage);
     return static_cast<T*>(p);
   }
   void deallocate(T* p, size_t) { std::free(p); }
